@@ -1,0 +1,131 @@
+"""Model and training configuration: frozen dataclasses, the one home of every default.
+
+Both round-trip through plain dicts (`to_dict` / `from_dict`) for the model file's JSON metadata.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from rnnlm.errors import RnnlmError
+
+ACTIVATIONS = ("sigmoid", "tanh", "relu")
+COSTS = ("ce", "sse")
+SCHEDULES = ("rnnlm", "batch")
+DTYPES = ("float32", "float64")
+
+
+def _from_dict(cls, data: dict):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise RnnlmError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+    return cls(**data)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the network.
+
+    vocab_size: N (input and output size); hidden: M; classes: C of the class-factored softmax
+    (0 = full softmax over all N words); activation of the hidden layer; dtype of the parameters;
+    init_hidden: value of every hidden unit in the initial state (rnnlm-0.4b uses 1.0);
+    init_scale: weights start as the sum of three uniforms on [-init_scale, init_scale] (rnnlm-0.4b: 0.1).
+    """
+
+    vocab_size: int
+    hidden: int = 100
+    classes: int = 100
+    activation: str = "sigmoid"
+    dtype: str = "float32"
+    init_hidden: float = 1.0
+    init_scale: float = 0.1
+
+    def __post_init__(self):
+        if self.vocab_size < 2:
+            raise RnnlmError(f"vocabulary size must be at least 2, got {self.vocab_size}")
+        if self.hidden < 1:
+            raise RnnlmError(f"--hidden must be positive, got {self.hidden}")
+        if self.classes < 0:
+            raise RnnlmError(f"--classes must be >= 0, got {self.classes}")
+        if self.activation not in ACTIVATIONS:
+            raise RnnlmError(f"--activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        if self.dtype not in DTYPES:
+            raise RnnlmError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+
+    @property
+    def activation_code(self) -> int:
+        return ACTIVATIONS.index(self.activation)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train.
+
+    schedule "rnnlm": rnnlm-0.4b's per-word SGD (output layer updated every word, hidden errors
+    propagated back every `bptt_block` words, see kernels.rnnlm_train_stream).
+    schedule "batch": `batch_size` parallel streams cut into windows of `bptt` steps; one update per
+    window; the hidden state carries over between windows without gradient.
+    lr: learning rate (alpha); beta: L2 strength (each update subtracts lr * beta * w from the
+    weights it touches); clip: maximal global L2 norm of each update's gradient (0 = off);
+    min_improvement: the rnnlm-0.4b schedule keeps lr while valid entropy improves by more than this
+    factor, then halves it every epoch, and stops the second time it fails to improve;
+    lr_decay: the factor applied when halving (0.5).
+    """
+
+    lr: float = 0.1
+    beta: float = 1e-7
+    clip: float = 0.0
+    schedule: str = "rnnlm"
+    bptt: int = 4
+    bptt_block: int = 10
+    batch_size: int = 32
+    cost: str = "ce"
+    max_epochs: int = 20
+    min_improvement: float = 1.003
+    lr_decay: float = 0.5
+    independent: bool = False
+    seed: int = 1
+    threads: int = 1
+    checkpoint_words: int = 0
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise RnnlmError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.cost not in COSTS:
+            raise RnnlmError(f"--cost must be one of {', '.join(COSTS)}, got {self.cost!r}")
+        if not self.lr > 0:
+            raise RnnlmError(f"--lr must be positive, got {self.lr}")
+        if self.beta < 0 or self.clip < 0:
+            raise RnnlmError("--beta and --clip must be >= 0")
+        if self.bptt < 1 or self.bptt_block < 1 or self.batch_size < 1:
+            raise RnnlmError("--bptt, --bptt-block and --batch-size must be >= 1")
+        if self.max_epochs < 1:
+            raise RnnlmError(f"--max-epochs must be >= 1, got {self.max_epochs}")
+        if not self.min_improvement >= 1.0:
+            raise RnnlmError(f"--min-improvement must be >= 1, got {self.min_improvement}")
+        if not 0 < self.lr_decay < 1:
+            raise RnnlmError(f"--lr-decay must be in (0, 1), got {self.lr_decay}")
+        if self.threads < 1:
+            raise RnnlmError(f"--threads must be >= 1, got {self.threads}")
+
+    @property
+    def cost_code(self) -> int:
+        return COSTS.index(self.cost)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        return _from_dict(cls, data)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
