@@ -1,0 +1,16 @@
+import os
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SHARED = os.path.join(ROOT, "..", "shared")
+sys.path.insert(0, HERE)
+
+
+@pytest.fixture
+def shared_dir():
+    if not os.path.isdir(SHARED):
+        pytest.skip(f"../shared not found at {os.path.abspath(SHARED)}: shared corpora/fixtures are absent")
+    return os.path.abspath(SHARED)

@@ -1,0 +1,40 @@
+"""Tiny random models and data for kernel tests."""
+from __future__ import annotations
+
+import numpy as np
+
+from rnnlm.config import ModelConfig
+from rnnlm.model import Params
+from rnnlm.step import ClassInfo
+
+ACT = {"sigmoid": 0, "tanh": 1, "relu": 2}
+
+
+def tiny_model(N=11, M=4, C=0, act="sigmoid", seed=0, dtype="float64", scale=0.5):
+    cfg = ModelConfig(vocab_size=N, hidden=M, classes=C, activation=act, dtype=dtype, init_scale=scale)
+    rng = np.random.default_rng(seed)
+    p = Params.init(cfg, rng)
+    for name in ("bh", "bo", "bc"):
+        blk = p.block(name)
+        blk[...] = rng.uniform(-0.3, 0.3, blk.shape)
+    return p
+
+
+def tiny_classes(N, C):
+    """C contiguous classes of uneven sizes over N words."""
+    if C == 0:
+        return ClassInfo(None, None, N)
+    cuts = np.linspace(0, N, C + 1).round().astype(np.int32)
+    cuts[1] = max(cuts[1] - 1, 1)  # uneven
+    wc = np.zeros(N, np.int32)
+    for c in range(C):
+        wc[cuts[c]:cuts[c + 1]] = c
+    return ClassInfo(wc, cuts, N)
+
+
+def tiny_window(N, T, B, seed=1, eos=0):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, N, size=(T, B)).astype(np.int32)
+    y = rng.integers(0, N, size=(T, B)).astype(np.int32)
+    x[min(1, T - 1), 0] = eos  # make sure a reset point exists
+    return x, y
