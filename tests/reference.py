@@ -53,12 +53,12 @@ def output_distribution(P, s, classes, class_starts):
 
 
 def window(P, x, d, h0, act="sigmoid", cost="ce", classes=None, class_starts=None,
-           independent=False, eos=0, h_init=1.0):
+           independent=False, eos=0, h_init=1.0, mask=None):
     """One truncated-BPTT window over B streams.
 
     x, d: (T, B) input words and target words; h0: (B, M) previous state (a constant).
     Returns (C, Delta) with C the cost and Delta the dict of weight changes for eta = 1
-    (i.e. Delta = -dC/dparam).
+    (i.e. Delta = -dC/dparam). `mask` (T, B) of booleans: only those steps' costs count.
     """
     T, B = x.shape
     M = P["U"].shape[0]
@@ -82,6 +82,9 @@ def window(P, x, d, h0, act="sigmoid", cost="ce", classes=None, class_starts=Non
         for t in range(T):
             s = states[t]
             tgt = d[t, b]
+            if mask is not None and not mask[t, b]:
+                err_out.append(np.zeros(M))
+                continue
             if classes is None:
                 y = softmax(P["W"] @ s + P["th_k"])
                 dvec = np.zeros(N); dvec[tgt] = 1.0
@@ -135,3 +138,70 @@ def sgd(P, D, eta, beta=0.0, scale=1.0, touched=None):
         mask = np.ones(P[k].shape, bool) if touched is None or k not in touched else touched[k]
         out[k] = P[k] + eta * scale * D[k] - eta * beta * P[k] * mask
     return out
+
+
+def rnnlm_schedule(P, x, d, depth, block, eta, beta=0.0, act="sigmoid", classes=None,
+                   class_starts=None, independent=False, eos=0, h_init=1.0):
+    """rnnlm-0.4b's per-word schedule on one stream, restated step by step with the equations.
+
+    Each word: forward, output deltas, output weights changed at once (Delta w_kj = eta delta_k s_j,
+    L2 on the changed rows); its hidden error sum_k delta_k w_kj (before the change) is kept. Every
+    `block` words (and after an end of sentence with `independent`) the kept errors are propagated
+    back `depth` steps (fewer after a reset or at the start) and V, U, theta_j change once.
+    Returns (new P, list of ln p per word).
+    """
+    P = {k: v.copy() for k, v in P.items()}
+    M = P["U"].shape[0]
+    s_prev = np.full(M, h_init)
+    past = []   # (input word, prev state, net, s, output error) of steps since the last reset
+    logps = []
+    count = 0
+    for t in range(len(x)):
+        w = x[t]
+        if independent and w == eos:
+            s_prev = np.full(M, h_init)
+            past = []
+        net_j = P["V"][:, w] + P["U"] @ s_prev + P["th_j"]
+        s = f(net_j, act)
+        tgt = d[t]
+        if classes is None:
+            y = softmax(P["W"] @ s + P["th_k"])
+            logps.append(np.log(y[tgt]))
+            dk = -y; dk[tgt] += 1.0
+            err = P["W"].T @ dk
+            P["W"] += eta * np.outer(dk, s) - eta * beta * P["W"]
+            P["th_k"] += eta * dk - eta * beta * P["th_k"]
+        else:
+            c = classes[tgt]
+            lo, hi = class_starts[c], class_starts[c + 1]
+            yc = softmax(P["Wc"] @ s + P["th_c"])
+            yw = softmax(P["W"][lo:hi] @ s + P["th_k"][lo:hi])
+            logps.append(np.log(yc[c]) + np.log(yw[tgt - lo]))
+            dc = -yc; dc[c] += 1.0
+            dw = -yw; dw[tgt - lo] += 1.0
+            err = P["Wc"].T @ dc + P["W"][lo:hi].T @ dw
+            P["Wc"] += eta * np.outer(dc, s) - eta * beta * P["Wc"]
+            P["th_c"] += eta * dc - eta * beta * P["th_c"]
+            P["W"][lo:hi] += eta * np.outer(dw, s) - eta * beta * P["W"][lo:hi]
+            P["th_k"][lo:hi] += eta * dw - eta * beta * P["th_k"][lo:hi]
+        past.append([w, s_prev, net_j, s, err])
+        s_prev = s
+        count += 1
+        if count % block == 0 or (independent and tgt == eos):
+            D = {k: np.zeros_like(P[k]) for k in ("V", "U", "th_j")}
+            steps = past[::-1][:depth]           # step t, t-1, ... back at most `depth` steps
+            e = np.zeros(M)
+            for k, (wk, prev, netk, sk, errk) in enumerate(steps):
+                delta_j = fprime(netk, act) * (errk + e)
+                D["V"][:, wk] += delta_j
+                D["U"] += np.outer(delta_j, prev)
+                D["th_j"] += delta_j
+                e = P["U"].T @ delta_j
+            used = sorted({st[0] for st in steps})
+            mask = np.zeros(P["V"].shape, bool); mask[:, used] = True
+            P["V"] = P["V"] + eta * D["V"] - eta * beta * P["V"] * mask
+            P["U"] = P["U"] + eta * D["U"] - eta * beta * P["U"]
+            P["th_j"] = P["th_j"] + eta * D["th_j"] - eta * beta * P["th_j"]
+            for st in past:
+                st[4] = np.zeros(M)               # errors are propagated once
+    return P, logps

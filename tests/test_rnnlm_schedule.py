@@ -1,0 +1,95 @@
+"""rnnlm-0.4b's per-word schedule: kernel against the reference, and its sweep against the exact
+gradient of its own truncated objective."""
+import itertools
+
+import numpy as np
+import pytest
+
+import reference as ref
+from rnnlm import kernels as K
+from rnnlm.step import param_args
+from tiny import ACT, tiny_classes, tiny_model
+
+N, M = 11, 4
+
+
+def fresh_state(D, h_init, dtype=np.float64):
+    return (np.full(M, h_init, dtype), np.full(D + 1, -1, np.int32), np.zeros((D + 1, M), dtype),
+            np.zeros((D + 1, M), dtype), np.zeros(2, np.int64))
+
+
+def run(p, ci, x, y, act, lr, beta, D, block, indep, state, clip=0.0, h_init=0.7):
+    logp = np.empty(len(x))
+    loss = K.rnnlm_train_stream(x, y, *param_args(p), ci.word_class, ci.class_starts, ACT[act], lr, beta,
+                                clip, block, indep, 0, h_init, *state, logp)
+    return loss, logp
+
+
+def stream(n, seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, N, n).astype(np.int32)
+    y[[i for i in (4, 11, 12) if i < n]] = 0
+    x = np.concatenate([[0], y[:-1]]).astype(np.int32)
+    return x, y
+
+
+@pytest.mark.parametrize("act,C,indep,beta", list(itertools.product(
+    ["sigmoid", "tanh", "relu"], [0, 3], [False, True], [0.0, 0.05])))
+def test_schedule_matches_reference(act, C, indep, beta):
+    p = tiny_model(N, M, C, act, seed=5)
+    ci = tiny_classes(N, C)
+    x, y = stream(23, 6)
+    P0 = ref.from_kernel_layout(p)
+    D, block = 6, 4
+    st = fresh_state(D, 0.7)
+    # two calls, split mid-block: the carried state must make this equal to one pass
+    _, lp1 = run(p, ci, x[:9], y[:9], act, 0.3, beta, D, block, indep, st)
+    _, lp2 = run(p, ci, x[9:], y[9:], act, 0.3, beta, D, block, indep, st)
+    P1, rlogp = ref.rnnlm_schedule(P0, x, y, D, block, 0.3, beta, act, ci.word_class if C else None,
+                                   ci.class_starts, indep, 0, 0.7)
+    np.testing.assert_allclose(np.concatenate([lp1, lp2]), rlogp, rtol=1e-10)
+    got = ref.from_kernel_layout(p)
+    for k in P1:
+        np.testing.assert_allclose(got[k], P1[k], rtol=1e-10, atol=1e-13, err_msg=k)
+
+
+@pytest.mark.parametrize("act,C", list(itertools.product(["sigmoid", "tanh", "relu"], [0, 3])))
+def test_sweep_is_gradient_of_truncated_objective(act, C):
+    """Run block 1 with lr = 0 (state only), then block 2 with lr = +-eps: d(params)/d(lr) at 0 is
+    minus the gradient of block 2's loss with the state D steps back held constant."""
+    D, block = 6, 5
+    x, y = stream(2 * block, 7)
+    ci = tiny_classes(N, C)
+    p = tiny_model(N, M, C, act, seed=8)
+    st = fresh_state(D, 0.7)
+    run(p, ci, x[:block], y[:block], act, 0.0, 0.0, D, block, False, st)
+    eps = 1e-6
+    moved = []
+    for lr in (eps, -eps):
+        q = p.copy()
+        s2 = tuple(a.copy() for a in st)
+        run(q, ci, x[block:], y[block:], act, lr, 0.0, D, block, False, s2)
+        moved.append(q.flat.copy())
+    dparams = (moved[0] - moved[1]) / (2 * eps)
+    # the truncated objective: steps t_e - D + 1 .. t_e from the constant state s(t_e - D)
+    P = ref.from_kernel_layout(p)
+    t_e = 2 * block - 1
+    lo = t_e - D + 1
+    h = np.full(M, 0.7)
+    for t in range(lo):  # forward with the unchanged weights up to s(t_e - D)
+        h = ref.f(P["V"][:, x[t]] + P["U"] @ h + P["th_j"], act)
+    xs, ys = x[lo:].reshape(-1, 1), y[lo:].reshape(-1, 1)
+    mask = np.zeros((D, 1), bool); mask[-block:] = True
+    kw = dict(act=act, classes=ci.word_class if C else None, class_starts=ci.class_starts, mask=mask)
+
+    def cost(flat):
+        q = p.copy(); q.flat[:] = flat
+        return ref.window_cost(ref.from_kernel_layout(q), xs, ys, h[None, :], **kw)
+
+    h_eps = 1e-5
+    numeric = np.zeros_like(p.flat)
+    for i in range(p.flat.size):
+        e = np.zeros_like(p.flat); e[i] = h_eps
+        numeric[i] = (cost(p.flat + e) - cost(p.flat - e)) / (2 * h_eps)
+    np.testing.assert_allclose(dparams, -numeric, rtol=1e-5, atol=1e-8)
+    assert np.abs(numeric).max() > 1e-3
