@@ -29,7 +29,8 @@ class ModelConfig:
 
     vocab_size: N (input and output size); hidden: M; classes: C of the class-factored softmax
     (0 = full softmax over all N words); activation of the hidden layer; dtype of the parameters;
-    init_hidden: value of every hidden unit in the initial state (rnnlm-0.4b uses 1.0);
+    init_hidden: every hidden unit of the state a text starts from (rnnlm-0.4b's netFlush: 0.1);
+    reset_hidden: the state after an end of sentence with --independent (rnnlm-0.4b's netReset: 1.0);
     init_scale: weights start as the sum of three uniforms on [-init_scale, init_scale] (rnnlm-0.4b: 0.1).
     """
 
@@ -38,7 +39,8 @@ class ModelConfig:
     classes: int = 100
     activation: str = "sigmoid"
     dtype: str = "float32"
-    init_hidden: float = 1.0
+    init_hidden: float = 0.1
+    reset_hidden: float = 1.0
     init_scale: float = 0.1
 
     def __post_init__(self):

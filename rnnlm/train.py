@@ -1,0 +1,276 @@
+"""The training loop: epochs, rnnlm-0.4b's learning-rate schedule with rollback, checkpoints, resume.
+
+Schedule (rnnlm-0.4b's): after each epoch the validation entropy H is measured. An epoch that makes H
+worse is rolled back (the weights return to those after the previous epoch). While H improves by more
+than the factor `min_improvement` the learning rate is kept; the first time it does not, halving
+starts (lr *= lr_decay every epoch from then on); the second time, training stops.
+
+Checkpoints (`MODEL.ckpt`) hold the weights, the rollback copy, the stream state and the schedule; they
+are written at fixed positions (multiples of the chunk size) so that a run resumed from any checkpoint
+ends bit-identical to an uninterrupted one (same seed, same thread count).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rnnlm import kernels as K
+from rnnlm.batching import inputs_targets, num_windows, streams, window
+from rnnlm.config import ModelConfig, TrainConfig
+from rnnlm.errors import RnnlmError
+from rnnlm.evaluate import stream_logprobs
+from rnnlm.model import ModelFile, Params, load_model, save_model
+from rnnlm.step import BatchStepper, ClassInfo, param_args
+
+CHUNK_WORDS = 16384
+LN2 = math.log(2.0)
+
+
+def rnnlm_depth(bptt: int, block: int) -> int:
+    """Steps a sweep unfolds: rnnlm-0.4b stores -bptt T as T + 1 and unfolds bptt + block - 2."""
+    return bptt + block - 1
+
+
+@dataclass
+class Schedule:
+    lr: float
+    epoch: int = 0                  # completed epochs
+    position: int = 0               # words (rnnlm) or windows (batch) done in the current epoch
+    halving: bool = False
+    done: bool = False
+    last_valid: float | None = None  # validation entropy after the previous epoch (bits)
+    train_logprob: float = 0.0      # ln p summed over the current epoch so far
+    train_tokens: int = 0
+    history: list = field(default_factory=list)
+
+
+def _fingerprint(*arrays) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _tty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class Trainer:
+    """Trains one model; `run()` returns the final ModelFile (also written to `model_path`)."""
+
+    def __init__(self, mcfg: ModelConfig, tcfg: TrainConfig, tokenizer, train_ids, valid_ids,
+                 model_path: str, log=None, progress: bool | None = None):
+        self.mcfg, self.tcfg, self.tok = mcfg, tcfg, tokenizer
+        self.train_ids = np.ascontiguousarray(train_ids, dtype=np.int32)
+        self.valid_ids = np.ascontiguousarray(valid_ids, dtype=np.int32)
+        if len(self.train_ids) < 2 or len(self.valid_ids) < 1:
+            raise RnnlmError("training and validation text must not be empty")
+        self.model_path = model_path
+        self.ckpt_path = model_path + ".ckpt"
+        self.log_path = model_path + ".log.jsonl"
+        self.log = log or (lambda msg: print(msg, flush=True))
+        self.progress = _tty(sys.stderr) if progress is None else progress
+        self.eos = int(tokenizer.eos_id)
+        self.classes = ClassInfo.from_tokenizer(tokenizer, mcfg.classes > 0)
+        if mcfg.classes > 0 and self.classes.num_classes != mcfg.classes:
+            raise RnnlmError(f"model has {mcfg.classes} classes but the vocabulary {self.classes.num_classes}")
+        self.data_fp = _fingerprint(self.train_ids, self.valid_ids)
+        self.chunk = (CHUNK_WORDS if tcfg.schedule == "rnnlm"
+                      else max(1, CHUNK_WORDS // (tcfg.batch_size * tcfg.bptt)))
+        self.stop_after_chunks = None   # tests: simulate a kill after this many chunks
+
+    # ------------------------------------------------------------------ state
+    def _fresh_stream_state(self):
+        M, dt = self.mcfg.hidden, np.dtype(self.mcfg.dtype)
+        if self.tcfg.schedule == "rnnlm":
+            D = rnnlm_depth(self.tcfg.bptt, self.tcfg.bptt_block)
+            return dict(h=np.full(M, self.mcfg.init_hidden, dt), hist=np.full(D + 1, -1, np.int32),
+                        hs=np.zeros((D + 1, M), dt), err=np.zeros((D + 1, M), dt),
+                        istate=np.zeros(2, np.int64))
+        return dict(h=np.full((self.tcfg.batch_size, M), self.mcfg.init_hidden, dt))
+
+    def _meta(self, sched: Schedule) -> dict:
+        return dict(train=self.tcfg.to_dict(), history=sched.history,
+                    tokenizer_kind=getattr(self.tok, "kind", "word"))
+
+    def _save_checkpoint(self, params, saved, sched, sstate):
+        meta = self._meta(sched)
+        meta["checkpoint"] = dict(schedule={k: v for k, v in sched.__dict__.items() if k != "history"},
+                                  data=self.data_fp)
+        arrays = {"saved": saved.flat, **{f"stream_{k}": v for k, v in sstate.items()}}
+        save_model(self.ckpt_path, ModelFile(self.mcfg, params, self.tok.to_bytes(), meta, arrays))
+
+    def _load_checkpoint(self):
+        mf = load_model(self.ckpt_path)
+        ck = mf.meta.get("checkpoint")
+        if ck is None:
+            raise RnnlmError(f"{self.ckpt_path}: not a training checkpoint")
+        if ck["data"] != self.data_fp:
+            raise RnnlmError(f"{self.ckpt_path}: was made with other training/validation data; "
+                             "resume with the same files or start afresh without --resume")
+        if mf.config != self.mcfg or TrainConfig.from_dict(mf.meta["train"]) != self.tcfg:
+            raise RnnlmError(f"{self.ckpt_path}: was made with other model/training options")
+        sched = Schedule(**ck["schedule"], history=mf.meta["history"])
+        saved = Params(self.mcfg, mf.arrays["saved"].copy())
+        sstate = {k[len("stream_"):]: v.copy() for k, v in mf.arrays.items() if k.startswith("stream_")}
+        params = Params(self.mcfg, mf.params.flat.copy())
+        return params, saved, sched, sstate
+
+    # ------------------------------------------------------------------ one epoch
+    def _units(self) -> int:
+        if self.tcfg.schedule == "rnnlm":
+            return len(self.train_ids)
+        L = len(self.train_ids) // self.tcfg.batch_size
+        return num_windows(L, self.tcfg.bptt)
+
+    def _train_chunk(self, params, sstate, lr, a, b, data):
+        t = self.tcfg
+        if t.schedule == "rnnlm":
+            x, y = data
+            logp = np.empty(b - a, dtype=np.float64)
+            K.rnnlm_train_stream(x[a:b], y[a:b], *param_args(params), self.classes.word_class,
+                                 self.classes.class_starts, self.mcfg.activation_code, lr, t.beta, t.clip,
+                                 t.bptt_block, t.independent, self.eos, self.mcfg.reset_hidden,
+                                 sstate["h"], sstate["hist"], sstate["hs"], sstate["err"], sstate["istate"], logp)
+            return float(logp.sum()), b - a
+        xs, ys, stepper = data
+        lp, n = 0.0, 0
+        for wi in range(a, b):
+            xw, yw = window(xs, ys, wi * t.bptt, t.bptt)
+            loss, sstate["h"] = stepper.gradient(xw, yw, sstate["h"])
+            stepper.apply(xw, yw, lr, t.beta, t.clip, 1.0 / t.batch_size)
+            lp -= loss
+            n += xw.size
+        return lp, n
+
+    def _epoch_data(self, params):
+        t = self.tcfg
+        if t.schedule == "rnnlm":
+            return inputs_targets(self.train_ids, self.eos)
+        xs, ys, _ = streams(self.train_ids, self.eos, t.batch_size)
+        stepper = BatchStepper(params, self.classes, self.mcfg.activation_code, t.cost_code, t.independent,
+                               self.eos, self.mcfg.reset_hidden)
+        return xs, ys, stepper
+
+    # ------------------------------------------------------------------ main loop
+    def run(self, resume: bool = False) -> ModelFile:
+        t = self.tcfg
+        if resume:
+            if not os.path.exists(self.ckpt_path):
+                raise RnnlmError(f"{self.ckpt_path}: no checkpoint to resume from")
+            params, saved, sched, sstate = self._load_checkpoint()
+            self.log(f"resuming from {self.ckpt_path}: epoch {sched.epoch + 1}, position {sched.position}")
+        else:
+            params = Params.init(self.mcfg, np.random.default_rng(t.seed))
+            saved = params.copy()
+            sched, sstate = Schedule(lr=t.lr), self._fresh_stream_state()
+            if os.path.exists(self.log_path):
+                os.remove(self.log_path)
+        chunks_done = 0
+        words_since_ckpt = 0
+        while not sched.done:
+            units = self._units()
+            data = self._epoch_data(params)
+            bar = None
+            if self.progress:
+                from tqdm import tqdm
+                bar = tqdm(total=units, initial=sched.position, file=sys.stderr, leave=False,
+                           desc=f"epoch {sched.epoch + 1}", unit="w" if t.schedule == "rnnlm" else "win")
+            t0 = time.perf_counter()
+            words0 = sched.train_tokens
+            while sched.position < units:
+                a = sched.position
+                b = min(units, (a // self.chunk + 1) * self.chunk)
+                lp, n = self._train_chunk(params, sstate, sched.lr, a, b, data)
+                if not math.isfinite(lp):
+                    raise RnnlmError(f"training diverged (non-finite loss) in epoch {sched.epoch + 1}; "
+                                     f"try a smaller --lr (now {sched.lr:g}) or --clip")
+                sched.train_logprob += lp
+                sched.train_tokens += n
+                sched.position = b
+                words_since_ckpt += n
+                if bar is not None:
+                    bar.update(b - a)
+                if t.checkpoint_words and words_since_ckpt >= t.checkpoint_words and b < units:
+                    self._save_checkpoint(params, saved, sched, sstate)
+                    words_since_ckpt = 0
+                chunks_done += 1
+                if self.stop_after_chunks is not None and chunks_done >= self.stop_after_chunks:
+                    raise KeyboardInterrupt
+            seconds = time.perf_counter() - t0
+            if bar is not None:
+                bar.close()
+            self._end_epoch(params, saved, sched, seconds, sched.train_tokens - words0)
+            sstate = self._fresh_stream_state()
+            self._save_checkpoint(params, saved, sched, sstate)
+            words_since_ckpt = 0
+            self._write_model(params, sched)
+        return self._write_model(params, sched)
+
+    def _end_epoch(self, params, saved, sched: Schedule, seconds: float, words: int):
+        t = self.tcfg
+        lp = stream_logprobs(self.mcfg, params, self.classes, self.valid_ids, self.eos, t.independent)
+        valid = float(-lp.sum() / len(lp) / LN2)
+        train = float(-sched.train_logprob / max(sched.train_tokens, 1) / LN2)
+        lr_used = sched.lr
+        rolled_back = bool(sched.last_valid is not None and valid > sched.last_valid)
+        if rolled_back:
+            params.flat[:] = saved.flat
+        else:
+            saved.flat[:] = params.flat
+        if sched.last_valid is not None and valid * t.min_improvement > sched.last_valid:
+            if sched.halving:
+                sched.done = True
+            sched.halving = True
+        if sched.halving and not sched.done:
+            sched.lr *= t.lr_decay
+        sched.last_valid = valid
+        sched.epoch += 1
+        sched.position = 0
+        if sched.epoch >= t.max_epochs:
+            sched.done = True
+        entry = dict(epoch=sched.epoch, lr=lr_used, train_entropy=train, valid_entropy=valid,
+                     train_ppl=2.0 ** train, valid_ppl=2.0 ** valid, rolled_back=rolled_back)
+        sched.history.append(entry)
+        sched.train_logprob, sched.train_tokens = 0.0, 0
+        wps = words / seconds if seconds > 0 else float("nan")
+        self.log(f"epoch {sched.epoch:3d}  lr {lr_used:.6g}  train {train:.4f} bits (ppl {2 ** train:.2f})  "
+                 f"valid {valid:.4f} bits (ppl {2 ** valid:.2f})  {wps:,.0f} words/s  {seconds:.1f} s"
+                 + ("  [rolled back]" if rolled_back else ""))
+        with open(self.log_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(dict(entry, words_per_second=wps, seconds=seconds)) + "\n")
+        self._plot(sched.history)
+
+    def _write_model(self, params, sched) -> ModelFile:
+        mf = ModelFile(self.mcfg, params, self.tok.to_bytes(), self._meta(sched))
+        save_model(self.model_path, mf)
+        return mf
+
+    def _plot(self, history):
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            return
+        ep = [h["epoch"] for h in history]
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        ax.plot(ep, [h["train_ppl"] for h in history], "o-", label="train")
+        ax.plot(ep, [h["valid_ppl"] for h in history], "s-", label="valid")
+        ax.set_xlabel("epoch"); ax.set_ylabel("perplexity"); ax.set_yscale("log"); ax.legend()
+        ax.set_title(os.path.basename(self.model_path))
+        fig.tight_layout()
+        tmp = self.model_path + ".png.tmp"
+        fig.savefig(tmp, format="png", dpi=100)
+        plt.close(fig)
+        os.replace(tmp, self.model_path + ".png")
