@@ -551,3 +551,45 @@ def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, word_class, cla
                 for j in range(M):
                     err[k, j] = 0.0
     return loss
+
+
+# ----------------------------------------------------------------------------- one step (sampling)
+
+@njit(cache=True)
+def step_distribution(w_in, h, emb, rec, bh, out_w, bo, cls_w, bc, class_starts, act,
+                      independent, eos, h_init, h_out, probs):
+    """One step from state h reading word w_in: new state into h_out and P(next word) into probs (N).
+
+    With classes, probs[w] = P(c(w) | s) P(w | c(w), s) for every word (an exact distribution).
+    """
+    M = rec.shape[0]
+    N = out_w.shape[0]
+    C = cls_w.shape[0]
+    reset = independent and w_in == eos
+    for j in range(M):
+        acc = emb[w_in, j] + bh[j]
+        for q in range(M):
+            acc += rec[j, q] * (h_init if reset else h[q])
+        h_out[j] = _activate(acc, act)
+    for k in range(N):
+        acc = bo[k]
+        for j in range(M):
+            acc += out_w[k, j] * h_out[j]
+        probs[k] = acc
+    if C == 0:
+        _softmax_row(probs, N)
+        return
+    pc = np.empty(C, dtype=np.float64)
+    for c in range(C):
+        acc = bc[c]
+        for j in range(M):
+            acc += cls_w[c, j] * h_out[j]
+        pc[c] = acc
+    _softmax_row(pc, C)
+    for c in range(C):
+        lo = class_starts[c]
+        hi = class_starts[c + 1]
+        blk = probs[lo:hi]
+        _softmax_row(blk, hi - lo)
+        for k in range(hi - lo):
+            blk[k] *= pc[c]

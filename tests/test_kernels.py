@@ -118,3 +118,25 @@ def test_gradient_central_differences(c):
         ga, gn = analytic[a:b], numeric[a:b]
         rel = np.abs(ga - gn) / np.maximum(np.abs(ga) + np.abs(gn), 1e-6)
         assert rel.max() < 1e-6, f"{name}: max rel err {rel.max():.2e}, mean {rel.mean():.2e}"
+
+
+@pytest.mark.parametrize("C,indep", [(0, False), (3, True), (3, False)])
+def test_step_distribution_sums_to_one_and_matches_window(C, indep):
+    from rnnlm.generate import Stepper
+    from rnnlm.config import ModelConfig
+    p = tiny_model(N, M, C, "tanh", seed=4)
+    ci = tiny_classes(N, C)
+    cfg = ModelConfig(vocab_size=N, hidden=M, classes=C, activation="tanh", dtype="float64")
+    x, y = tiny_window(N, 7, 1, seed=9)
+    y[:-1, 0] = x[1:, 0]
+    st = Stepper(cfg, p, ci, eos=0, independent=indep)
+    got = []
+    for t in range(7):
+        probs = st.feed(x[t, 0])
+        assert probs.sum() == pytest.approx(1.0, abs=1e-12)
+        got.append(np.log(probs[y[t, 0]]))
+    logp = np.empty((7, 1))
+    h0 = np.full((1, M), cfg.init_hidden)
+    K.window_logprob(x, y, h0, *param_args(p), ci.word_class, ci.class_starts, 1, indep, 0,
+                     cfg.reset_hidden, logp, np.empty_like(h0))
+    np.testing.assert_allclose(got, logp[:, 0], rtol=1e-12)

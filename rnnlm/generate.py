@@ -1,0 +1,53 @@
+"""Sampling text from a model: temperature, top-k, a prefix, an explicit seed."""
+from __future__ import annotations
+
+import numpy as np
+
+from rnnlm import kernels as K
+from rnnlm.step import ClassInfo
+
+
+class Stepper:
+    """Walks the network one word at a time (B = 1) and exposes P(next word)."""
+
+    def __init__(self, cfg, params, classes: ClassInfo, eos: int, independent: bool = False):
+        self.cfg, self.p, self.ci, self.eos = cfg, params, classes, int(eos)
+        self.independent = bool(independent)
+        dt = params.flat.dtype
+        self.h = np.full(cfg.hidden, cfg.init_hidden, dtype=dt)
+        self._h2 = np.empty_like(self.h)
+        self.probs = np.empty(cfg.vocab_size, dtype=np.float64)
+        cls_w, bc = (params.cls_w, params.bc) if cfg.classes else (params.cls_w[:0], params.bc[:0])
+        self._args = (params.emb, params.rec, params.bh, params.out_w, params.bo, cls_w, bc,
+                      classes.class_starts, cfg.activation_code, self.independent, self.eos,
+                      float(cfg.reset_hidden))
+
+    def feed(self, word_id: int) -> np.ndarray:
+        """Read one word; returns P(next word) (a view, overwritten by the next call)."""
+        K.step_distribution(int(word_id), self.h, *self._args, self._h2, self.probs)
+        self.h, self._h2 = self._h2, self.h
+        return self.probs
+
+
+def sample_ids(stepper: Stepper, rng: np.random.Generator, prefix=(), max_len: int = 50,
+               temperature: float = 1.0, top_k: int = 0, banned=()) -> list[int]:
+    """Sample one sentence after `prefix` (ids); stops at end of sentence or after max_len words."""
+    probs = stepper.feed(stepper.eos)
+    for w in prefix:
+        probs = stepper.feed(w)
+    out = []
+    for _ in range(max_len):
+        p = np.log(np.maximum(probs, 1e-300)) / max(temperature, 1e-6)
+        for b in banned:
+            p[b] = -np.inf
+        if top_k and top_k < len(p):
+            cut = np.partition(p, -top_k)[-top_k]
+            p[p < cut] = -np.inf
+        p = np.exp(p - p.max())
+        p /= p.sum()
+        w = int(rng.choice(len(p), p=p))
+        if w == stepper.eos:
+            break
+        out.append(w)
+        probs = stepper.feed(w)
+    return out
