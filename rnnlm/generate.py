@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnlm import kernels as K
+from rnnlm import kernels_seq as KS
 from rnnlm.step import ClassInfo
 
 
@@ -24,7 +24,7 @@ class Stepper:
 
     def feed(self, word_id: int) -> np.ndarray:
         """Read one word; returns P(next word) (a view, overwritten by the next call)."""
-        K.step_distribution(int(word_id), self.h, *self._args, self._h2, self.probs)
+        KS.step_distribution(int(word_id), self.h, *self._args, self._h2, self.probs)
         self.h, self._h2 = self._h2, self.h
         return self.probs
 

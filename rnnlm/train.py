@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rnnlm import kernels as K
+from rnnlm import kernels_seq as KS
 from rnnlm.batching import inputs_targets, num_windows, streams, window
 from rnnlm.config import ModelConfig, TrainConfig
 from rnnlm.errors import RnnlmError
@@ -138,7 +138,7 @@ class Trainer:
         if t.schedule == "rnnlm":
             x, y = data
             logp = np.empty(b - a, dtype=np.float64)
-            K.rnnlm_train_stream(x[a:b], y[a:b], *param_args(params), self.classes.word_class,
+            KS.rnnlm_train_stream(x[a:b], y[a:b], *param_args(params), self.classes.word_class,
                                  self.classes.class_starts, self.mcfg.activation_code, lr, t.beta, t.clip,
                                  t.bptt_block, t.independent, self.eos, self.mcfg.reset_hidden,
                                  sstate["h"], sstate["hist"], sstate["hs"], sstate["err"], sstate["istate"], logp)

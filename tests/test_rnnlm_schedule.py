@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import reference as ref
-from rnnlm import kernels as K
+from rnnlm import kernels_seq as KS
 from rnnlm.step import param_args
 from tiny import ACT, tiny_classes, tiny_model
 
@@ -20,7 +20,7 @@ def fresh_state(D, h_init, dtype=np.float64):
 
 def run(p, ci, x, y, act, lr, beta, D, block, indep, state, clip=0.0, h_init=0.7):
     logp = np.empty(len(x))
-    loss = K.rnnlm_train_stream(x, y, *param_args(p), ci.word_class, ci.class_starts, ACT[act], lr, beta,
+    loss = KS.rnnlm_train_stream(x, y, *param_args(p), ci.word_class, ci.class_starts, ACT[act], lr, beta,
                                 clip, block, indep, 0, h_init, *state, logp)
     return loss, logp
 

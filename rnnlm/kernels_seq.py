@@ -1,0 +1,233 @@
+"""Word-at-a-time Numba kernels (B = 1): rnnlm-0.4b's per-word training schedule and the one-step
+distribution used for sampling and streaming scoring. Storage and notation as in kernels.py.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from rnnlm.kernels import _activate, _fprime, _softmax_row
+
+
+# ----------------------------------------------------------------------------- rnnlm-0.4b schedule
+
+@njit(cache=True)
+def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, word_class, class_starts,
+                       act, lr, beta, clip, block, independent, eos, h_init,
+                       h, hist, hs, err, istate, logp):
+    """rnnlm-0.4b's per-word SGD over one stream (B = 1) of inputs x and targets y (1-D).
+
+    Every word: forward one step, output-layer update (class layer and the target's class block),
+    and its hidden error sum_k delta_k w_kj stored for BPTT. Every `block` words (and, with
+    `independent`, at each end of sentence) the stored errors are propagated back through the last
+    D = len(hist) - 1 steps and U, V, theta_j updated once (weights folded). This is the exact
+    gradient of the block's loss with the state D steps back held constant (see tests).
+    State carried between calls (and saved in checkpoints): h (M) current state; hist (D + 1)
+    input words, hist[k] of step t - k (-1: none); hs (D + 1, M) states s(t - k); err (D + 1, M)
+    stored output errors; istate = [words processed, steps available for BPTT].
+    ln p(y[i]) is written to logp[i]. Full softmax (no classes) is supported too.
+    """
+    n = x.shape[0]
+    M = rec.shape[0]
+    N = out_w.shape[0]
+    C = cls_w.shape[0]
+    D = hist.shape[0] - 1
+    dt = emb.dtype
+    net = np.empty(M, dtype=dt)
+    zc = np.empty(max(C, 1), dtype=np.float64)
+    zw = np.empty(N, dtype=np.float64)
+    e = np.empty(M, dtype=dt)
+    delta = np.empty(M, dtype=dt)
+    gU = np.zeros((M, M), dtype=dt)
+    gbh = np.zeros(M, dtype=dt)
+    gV = np.zeros((D + 1, M), dtype=dt)
+    loss = 0.0
+    for i in range(n):
+        w_in = x[i]
+        tgt = y[i]
+        if independent and w_in == eos:
+            h[:] = h_init
+            istate[1] = 0
+        for k in range(D, 0, -1):
+            hist[k] = hist[k - 1]
+            hs[k, :] = hs[k - 1]
+            err[k, :] = err[k - 1]
+        hist[0] = w_in
+        hs[1, :] = h
+        if istate[1] < D:
+            istate[1] += 1
+        # forward: net_j = V x + U s(t-1) + theta_j
+        for j in range(M):
+            acc = emb[w_in, j] + bh[j]
+            for q in range(M):
+                acc += rec[j, q] * h[q]
+            net[j] = acc
+        for j in range(M):
+            hs[0, j] = _activate(net[j], act)
+        s = hs[0]
+        # output distribution and deltas (dL/dnet = y - d)
+        if C > 0:
+            c = word_class[tgt]
+            for k in range(C):
+                acc = bc[k]
+                for j in range(M):
+                    acc += cls_w[k, j] * s[j]
+                zc[k] = acc
+            _softmax_row(zc, C)
+            lp = math.log(zc[c])
+            zc[c] -= 1.0
+            lo = class_starts[c]
+            hi = class_starts[c + 1]
+        else:
+            lp = 0.0
+            lo = 0
+            hi = N
+        for k in range(lo, hi):
+            acc = bo[k]
+            for j in range(M):
+                acc += out_w[k, j] * s[j]
+            zw[k - lo] = acc
+        _softmax_row(zw, hi - lo)
+        lp += math.log(zw[tgt - lo])
+        zw[tgt - lo] -= 1.0
+        logp[i] = lp
+        loss -= lp
+        # hidden error from the output layer, with the weights before this word's update
+        for j in range(M):
+            e[j] = 0.0
+        for k in range(C):
+            g = zc[k]
+            for j in range(M):
+                e[j] += g * cls_w[k, j]
+        for k in range(lo, hi):
+            g = zw[k - lo]
+            for j in range(M):
+                e[j] += g * out_w[k, j]
+        for j in range(M):
+            err[0, j] = e[j]
+        # output-layer update (clipped to norm `clip`), L2 on the touched rows
+        scale = 1.0
+        if clip > 0.0:
+            gg = 0.0
+            for k in range(C):
+                gg += zc[k] * zc[k]
+            for k in range(hi - lo):
+                gg += zw[k] * zw[k]
+            ss = 1.0
+            for j in range(M):
+                ss += s[j] * s[j]
+            nrm = math.sqrt(gg * ss)
+            if nrm > clip:
+                scale = clip / nrm
+        for k in range(C):
+            g = zc[k] * scale
+            for j in range(M):
+                cls_w[k, j] -= lr * (g * s[j] + beta * cls_w[k, j])
+            bc[k] -= lr * (g + beta * bc[k])
+        for k in range(lo, hi):
+            g = zw[k - lo] * scale
+            for j in range(M):
+                out_w[k, j] -= lr * (g * s[j] + beta * out_w[k, j])
+            bo[k] -= lr * (g + beta * bo[k])
+        for j in range(M):
+            h[j] = s[j]
+        istate[0] += 1
+        if istate[0] % block == 0 or (independent and tgt == eos):
+            # BPTT sweep: delta(t-k) = f'(net(t-k)) * (err(t-k) + U^T delta(t-k+1))
+            depth = istate[1]
+            for j in range(M):
+                e[j] = err[0, j]
+            for k in range(depth):
+                for j in range(M):
+                    delta[j] = e[j] * _fprime(hs[k, j], act)
+                    gbh[j] += delta[j]
+                    gV[k, j] = delta[j]
+                    dj = delta[j]
+                    for q in range(M):
+                        gU[j, q] += dj * hs[k + 1, q]
+                if k + 1 < depth:
+                    for q in range(M):
+                        e[q] = err[k + 1, q]
+                    for j in range(M):
+                        dj = delta[j]
+                        for q in range(M):
+                            e[q] += dj * rec[j, q]
+            scale = 1.0
+            if clip > 0.0:
+                gg = 0.0
+                for j in range(M):
+                    gg += gbh[j] * gbh[j]
+                    for q in range(M):
+                        gg += gU[j, q] * gU[j, q]
+                for k in range(depth):
+                    for j in range(M):
+                        gg += gV[k, j] * gV[k, j]
+                nrm = math.sqrt(gg)
+                if nrm > clip:
+                    scale = clip / nrm
+            for j in range(M):
+                for q in range(M):
+                    rec[j, q] -= lr * (scale * gU[j, q] + beta * rec[j, q])
+                    gU[j, q] = 0.0
+                bh[j] -= lr * (scale * gbh[j] + beta * bh[j])
+                gbh[j] = 0.0
+            if beta > 0.0:  # L2 once on each distinct input word of the sweep
+                for k in range(depth):
+                    first = True
+                    for k2 in range(k):
+                        if hist[k2] == hist[k]:
+                            first = False
+                    if first:
+                        for j in range(M):
+                            emb[hist[k], j] -= lr * beta * emb[hist[k], j]
+            for k in range(depth):
+                for j in range(M):
+                    emb[hist[k], j] -= lr * scale * gV[k, j]
+            for k in range(D + 1):
+                for j in range(M):
+                    err[k, j] = 0.0
+    return loss
+
+
+# ----------------------------------------------------------------------------- one step (sampling)
+
+@njit(cache=True)
+def step_distribution(w_in, h, emb, rec, bh, out_w, bo, cls_w, bc, class_starts, act,
+                      independent, eos, h_init, h_out, probs):
+    """One step from state h reading word w_in: new state into h_out and P(next word) into probs (N).
+
+    With classes, probs[w] = P(c(w) | s) P(w | c(w), s) for every word (an exact distribution).
+    """
+    M = rec.shape[0]
+    N = out_w.shape[0]
+    C = cls_w.shape[0]
+    reset = independent and w_in == eos
+    for j in range(M):
+        acc = emb[w_in, j] + bh[j]
+        for q in range(M):
+            acc += rec[j, q] * (h_init if reset else h[q])
+        h_out[j] = _activate(acc, act)
+    for k in range(N):
+        acc = bo[k]
+        for j in range(M):
+            acc += out_w[k, j] * h_out[j]
+        probs[k] = acc
+    if C == 0:
+        _softmax_row(probs, N)
+        return
+    pc = np.empty(C, dtype=np.float64)
+    for c in range(C):
+        acc = bc[c]
+        for j in range(M):
+            acc += cls_w[c, j] * h_out[j]
+        pc[c] = acc
+    _softmax_row(pc, C)
+    for c in range(C):
+        lo = class_starts[c]
+        hi = class_starts[c + 1]
+        blk = probs[lo:hi]
+        _softmax_row(blk, hi - lo)
+        for k in range(hi - lo):
+            blk[k] *= pc[c]
