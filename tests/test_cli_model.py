@@ -1,0 +1,111 @@
+"""`rnnlm train` and `rnnlm eval` end to end on tiny data, their errors, and a real kill + resume."""
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from rnnlm.cli import main
+
+SYN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "corpora", "synthetic")
+
+
+@pytest.fixture
+def texts(tmp_path, monkeypatch):
+    monkeypatch.setenv("RNNLM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    lines = open(os.path.join(SYN, "train.txt")).read().splitlines()
+    (tmp_path / "train.txt").write_text("\n".join(lines[:1500]) + "\n")
+    (tmp_path / "valid.txt").write_text("\n".join(lines[1500:1700]) + "\n\n")
+    (tmp_path / "test.txt").write_text("\n".join(lines[1700:1900]) + "\nzebra quokka\n")
+    return tmp_path
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+TRAIN = ["train", "--train", "train.txt", "--valid", "valid.txt", "--hidden", "16", "--classes", "6",
+         "--max-epochs", "2"]
+
+
+def test_train_then_eval(texts, capsys):
+    code, out, err = run(capsys, *TRAIN, "--model", "m.rnnlm")
+    assert code == 0, err
+    assert "epoch   1" in out and "epoch   2" in out and "words/s" in out and "saved m.rnnlm" in out
+    assert "valid: 200 lines" in out and "1 blank lines skipped" in out
+    for suffix in ("", ".ckpt", ".log.jsonl"):
+        assert (texts / f"m.rnnlm{suffix}").exists()
+    log = [json.loads(l) for l in open(texts / "m.rnnlm.log.jsonl")]
+    assert [e["epoch"] for e in log] == [1, 2]
+    code, out, err = run(capsys, "eval", "m.rnnlm", "test.txt")
+    assert code == 0, err
+    assert "OOV 2 (skipped" in out and "perplexity" in out
+    code, out, _ = run(capsys, "eval", "m.rnnlm", "test.txt", "--json")
+    res = json.loads(out)
+    n_words = sum(len(l.split()) + 1 for l in open(texts / "test.txt")) - 2
+    assert res["tokens"] == n_words and res["oov"] == 2
+    assert 1 < res["perplexity"] < 364
+
+
+def test_train_refuses_to_overwrite(texts, capsys):
+    (texts / "m.rnnlm").write_bytes(b"precious")
+    code, _, err = run(capsys, *TRAIN, "--model", "m.rnnlm")
+    assert code == 1 and err.count("\n") == 1 and "exists" in err
+    assert (texts / "m.rnnlm").read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("make,msg", [
+    (lambda p: None, "no such model file"),
+    (lambda p: p.write_bytes(b"not a zip"), "not an rnnlm model file"),
+    (lambda p: p.mkdir(), "is a directory"),
+])
+def test_eval_bad_model(texts, capsys, make, msg):
+    make(texts / "bad.rnnlm")
+    code, _, err = run(capsys, "eval", "bad.rnnlm", "test.txt")
+    assert code == 1 and err.count("\n") == 1 and msg in err
+
+
+def test_truncated_model(texts, capsys):
+    run(capsys, *TRAIN, "--model", "m.rnnlm", "--max-epochs", "1")
+    data = (texts / "m.rnnlm").read_bytes()
+    (texts / "t.rnnlm").write_bytes(data[: len(data) // 2])
+    code, _, err = run(capsys, "eval", "t.rnnlm", "test.txt")
+    assert code == 1 and err.count("\n") == 1 and "t.rnnlm" in err
+
+
+def test_resume_without_checkpoint(texts, capsys):
+    code, _, err = run(capsys, *TRAIN, "--model", "new.rnnlm", "--resume")
+    assert code == 1 and "no checkpoint" in err
+
+
+def sha(p):
+    return hashlib.sha256(open(p, "rb").read()).hexdigest()
+
+
+def test_sigkill_and_resume_bit_identical(texts):
+    """Kill a real training process with SIGKILL after its first mid-epoch checkpoint, resume,
+    and compare with an uninterrupted run."""
+    env = dict(os.environ, RNNLM_CACHE_DIR=str(texts / "cache"))
+    args = [sys.executable, "-m", "rnnlm", "train", "--train", "train.txt", "--valid", "valid.txt",
+            "--hidden", "24", "--classes", "6", "--max-epochs", "4", "--checkpoint-words", "2000"]
+    subprocess.run(args + ["--model", "full.rnnlm"], check=True, env=env, capture_output=True)
+    proc = subprocess.Popen(args + ["--model", "cut.rnnlm"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not os.path.exists(texts / "cut.rnnlm.ckpt") and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    killed = proc.poll() is None
+    proc.send_signal(signal.SIGKILL) if killed else None
+    proc.wait()
+    res = subprocess.run(args + ["--model", "cut.rnnlm", "--resume"], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    if killed:
+        assert "resuming from" in res.stdout
+    assert sha(texts / "full.rnnlm") == sha(texts / "cut.rnnlm")
