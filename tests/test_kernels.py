@@ -1,5 +1,6 @@
 """Kernels against the NumPy reference of the seed equations, and central-difference gradient checks."""
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -140,3 +141,16 @@ def test_step_distribution_sums_to_one_and_matches_window(C, indep):
     K.window_logprob(x, y, h0, *param_args(p), ci.word_class, ci.class_starts, 1, indep, 0,
                      cfg.reset_hidden, logp, np.empty_like(h0))
     np.testing.assert_allclose(got, logp[:, 0], rtol=1e-12)
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_BOUNDSCHECK") != "1", reason="runs only under NUMBA_BOUNDSCHECK=1 (CI)")
+def test_boundscheck_is_active():
+    """Proves the bounds-checked run really checks: an out-of-range word id must raise."""
+    p = tiny_model(N, M, 3, "sigmoid")
+    ci = tiny_classes(N, 3)
+    x, y = tiny_window(N, 3, 2)
+    x[2, 1] = N
+    h0 = np.zeros((2, M))
+    with pytest.raises(IndexError):
+        K.window_logprob(x, y, h0, *param_args(p), ci.word_class, ci.class_starts, 0, False, 0, 1.0,
+                         np.empty((3, 2)), np.empty_like(h0))
