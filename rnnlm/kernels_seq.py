@@ -11,6 +11,16 @@ from numba import njit
 from rnnlm.kernels import _activate, _fprime, _softmax_row
 
 
+@njit(cache=True)
+def _affine(Wm, b, s, lo, hi, out):
+    """out[k - lo] = b[k] + Wm[k] . s for k in lo : hi (logits of a block of output units)."""
+    for k in range(lo, hi):
+        acc = b[k]
+        for j in range(s.shape[0]):
+            acc += Wm[k, j] * s[j]
+        out[k - lo] = acc
+
+
 # ----------------------------------------------------------------------------- rnnlm-0.4b schedule
 
 @njit(cache=True)
@@ -70,11 +80,7 @@ def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, word_class, cla
         # output distribution and deltas (dL/dnet = y - d)
         if C > 0:
             c = word_class[tgt]
-            for k in range(C):
-                acc = bc[k]
-                for j in range(M):
-                    acc += cls_w[k, j] * s[j]
-                zc[k] = acc
+            _affine(cls_w, bc, s, 0, C, zc)
             _softmax_row(zc, C)
             lp = math.log(zc[c])
             zc[c] -= 1.0
@@ -84,11 +90,7 @@ def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, word_class, cla
             lp = 0.0
             lo = 0
             hi = N
-        for k in range(lo, hi):
-            acc = bo[k]
-            for j in range(M):
-                acc += out_w[k, j] * s[j]
-            zw[k - lo] = acc
+        _affine(out_w, bo, s, lo, hi, zw)
         _softmax_row(zw, hi - lo)
         lp += math.log(zw[tgt - lo])
         zw[tgt - lo] -= 1.0
@@ -209,20 +211,12 @@ def step_distribution(w_in, h, emb, rec, bh, out_w, bo, cls_w, bc, class_starts,
         for q in range(M):
             acc += rec[j, q] * (h_init if reset else h[q])
         h_out[j] = _activate(acc, act)
-    for k in range(N):
-        acc = bo[k]
-        for j in range(M):
-            acc += out_w[k, j] * h_out[j]
-        probs[k] = acc
+    _affine(out_w, bo, h_out, 0, N, probs)
     if C == 0:
         _softmax_row(probs, N)
         return
     pc = np.empty(C, dtype=np.float64)
-    for c in range(C):
-        acc = bc[c]
-        for j in range(M):
-            acc += cls_w[c, j] * h_out[j]
-        pc[c] = acc
+    _affine(cls_w, bc, h_out, 0, C, pc)
     _softmax_row(pc, C)
     for c in range(C):
         lo = class_starts[c]
