@@ -24,13 +24,14 @@ def main() -> int:
     ap.add_argument("--data", default=os.path.join(ROOT, "corpora", "synthetic"))
     ap.add_argument("--out", default=os.path.join(ROOT, "runs", "demo"))
     ap.add_argument("--hidden", type=int, default=128)
-    ap.add_argument("--classes", type=int, default=20)
-    ap.add_argument("--schedule", default="rnnlm", choices=("rnnlm", "batch"))
-    ap.add_argument("--bptt", type=int, default=4)
+    ap.add_argument("--classes", type=int, default=0, help="0: full softmax (the vocabulary is small)")
+    ap.add_argument("--schedule", default="batch", choices=("rnnlm", "batch"))
+    ap.add_argument("--bptt", type=int, default=20)
     ap.add_argument("--bptt-block", type=int, default=10)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=0.1)
-    ap.add_argument("--min-improvement", type=float, default=1.003)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=1.0)
+    ap.add_argument("--clip", type=float, default=5.0)
+    ap.add_argument("--min-improvement", type=float, default=1.001)
     ap.add_argument("--max-epochs", type=int, default=30)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--samples", type=int, default=5)
@@ -57,7 +58,7 @@ def main() -> int:
     os.makedirs(args.out, exist_ok=True)
     model_path = os.path.join(args.out, "demo.rnnlm")
     mcfg = ModelConfig(vocab_size=len(tok), hidden=args.hidden, classes=tok.num_classes)
-    tcfg = TrainConfig(lr=args.lr, schedule=args.schedule, bptt=args.bptt, bptt_block=args.bptt_block,
+    tcfg = TrainConfig(lr=args.lr, clip=args.clip, schedule=args.schedule, bptt=args.bptt, bptt_block=args.bptt_block,
                        batch_size=args.batch_size, max_epochs=args.max_epochs,
                        min_improvement=args.min_improvement, seed=args.seed, checkpoint_words=0)
     print(f"corpus {args.data}: vocabulary {len(tok)}, train {len(pc['train']):,} tokens; "
