@@ -73,12 +73,23 @@ def _softmax_row(z, n):
     return mx + math.log(tot)
 
 
+@njit(cache=True)
+def _biased_softmax_row(z, bias, off, n):
+    """z[:n] <- softmax(z[:n] + bias[off:off + n]), in place."""
+    for k in range(n):
+        z[k] += bias[off + k]
+    _softmax_row(z, n)
+
+
 # ----------------------------------------------------------------------------- forward (hidden)
 
 @njit(cache=True)
-def _hidden_forward(x, H, emb, rec, bh, act, independent, eos, h_init):
+def _hidden_forward(x, h0, emb, rec, bh, act, independent, eos, h_init):
+    """States H (T + 1, B, M) of a window: H[0] = h0, H[t + 1] = f(V x(t) + U H[t] + theta_j)."""
     T, B = x.shape
     M = rec.shape[0]
+    H = np.empty((T + 1, B, M), dtype=emb.dtype)
+    H[0] = h0
     recT = rec.T
     u_init = np.zeros(M, dtype=rec.dtype)  # U @ (h_init * 1): the recurrent input of a reset step
     for j in range(M):
@@ -96,6 +107,7 @@ def _hidden_forward(x, H, emb, rec, bh, act, independent, eos, h_init):
                     cur[b, j] = u_init[j]
             for j in range(M):
                 cur[b, j] = _activate(cur[b, j] + emb[w, j] + bh[j], act)
+    return H
 
 
 # ----------------------------------------------------------------------------- output layer
@@ -113,9 +125,7 @@ def _full_output(S, yv, out_w, bo, cost, want_grad, Z, dS, g_out, g_bo, gtmp, lo
     loss = 0.0
     for r in range(n):
         z = Z[r]
-        for k in range(N):
-            z[k] += bo[k]
-        _softmax_row(z, N)
+        _biased_softmax_row(z, bo, 0, N)
         tgt = yv[r]
         logp[r] = math.log(z[tgt])
         if cost == CE:
@@ -159,9 +169,7 @@ def _class_output(S, yv, out_w, bo, cls_w, bc, word_class, class_starts, want_gr
     loss = 0.0
     for r in range(n):
         z = Zc[r]
-        for k in range(C):
-            z[k] += bc[k]
-        _softmax_row(z, C)
+        _biased_softmax_row(z, bc, 0, C)
         c = word_class[yv[r]]
         logp[r] = math.log(z[c])
         if want_grad:
@@ -213,9 +221,7 @@ def _class_output(S, yv, out_w, bo, cls_w, bc, word_class, class_starts, want_gr
         for i in range(m):
             r = order[lo + i]
             z = Z[i]
-            for k in range(sz):
-                z[k] += bo[cs + k]
-            _softmax_row(z, sz)
+            _biased_softmax_row(z, bo, cs, sz)
             tk = yv[r] - cs
             lp = math.log(z[tk])
             logp[r] += lp
@@ -277,9 +283,7 @@ def window_grad(x, y, h0, emb, rec, bh, out_w, bo, cls_w, bc, word_class, class_
     T, B = x.shape
     M = rec.shape[0]
     dt = emb.dtype
-    H = np.empty((T + 1, B, M), dtype=dt)
-    H[0] = h0
-    _hidden_forward(x, H, emb, rec, bh, act, independent, eos, h_init)
+    H = _hidden_forward(x, h0, emb, rec, bh, act, independent, eos, h_init)
     S = H[1:].reshape((T * B, M))
     yv = y.reshape(T * B)
     dS = np.zeros((T * B, M), dtype=dt)
@@ -328,9 +332,7 @@ def window_logprob(x, y, h0, emb, rec, bh, out_w, bo, cls_w, bc, word_class, cla
     T, B = x.shape
     M = rec.shape[0]
     dt = emb.dtype
-    H = np.empty((T + 1, B, M), dtype=dt)
-    H[0] = h0
-    _hidden_forward(x, H, emb, rec, bh, act, independent, eos, h_init)
+    H = _hidden_forward(x, h0, emb, rec, bh, act, independent, eos, h_init)
     S = H[1:].reshape((T * B, M))
     dummy2 = np.empty((0, M), dtype=dt)
     dummy1 = np.empty(0, dtype=dt)
