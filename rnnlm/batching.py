@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rnnlm.errors import RnnlmError
+
 
 def inputs_targets(ids: np.ndarray, eos: int) -> tuple[np.ndarray, np.ndarray]:
     """x[i] = ids[i - 1] (x[0] = eos), y[i] = ids[i]; both int32, contiguous."""
@@ -27,7 +29,7 @@ def streams(ids: np.ndarray, eos: int, batch: int) -> tuple[np.ndarray, np.ndarr
     x, y = inputs_targets(ids, eos)
     L = len(y) // batch
     if L == 0:
-        raise ValueError(f"text of {len(y)} tokens is shorter than the batch size {batch}")
+        raise RnnlmError(f"training text of {len(y)} tokens is shorter than --batch-size {batch}")
     used = L * batch
     return x[:used].reshape(batch, L), y[:used].reshape(batch, L), len(y) - used
 

@@ -109,3 +109,10 @@ def test_sigkill_and_resume_bit_identical(texts):
     if killed:
         assert "resuming from" in res.stdout
     assert sha(texts / "full.rnnlm") == sha(texts / "cut.rnnlm")
+
+
+def test_batch_larger_than_text(texts, capsys):
+    (texts / "tiny.txt").write_text("a b\nc d\n")
+    code, _, err = run(capsys, "train", "--train", "tiny.txt", "--valid", "tiny.txt", "--model", "t.rnnlm",
+                       "--schedule", "batch", "--batch-size", "64")
+    assert code == 1 and err.count("\n") == 1 and "shorter than --batch-size 64" in err
