@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from rnnlm.errors import RnnlmError
-from rnnlm.textio import (STDIN, TextLines, atomic_write_bytes, check_text_bytes, clean_lines,
-                          decode_lines, display_name, read_bytes)
+from rnnlm.textio import (STDIN, TextLines, atomic_write, atomic_write_bytes, check_text_bytes,
+                          clean_lines, decode_lines, display_name, read_bytes)
 from rnnlm.tokenizer import SentencePieceTokenizer, WordVocab, tokenizer_from_bytes
 
 CACHE_VERSION = 1
@@ -174,15 +174,7 @@ def hub_sources(name: str, config=None) -> dict:
 
 
 def _atomic_save_npy(path: Path, arr: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, arr, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: np.save(f, arr, allow_pickle=False))
 
 
 def _load_npy(path: Path, n: int) -> np.ndarray:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from rnnlm.config import ModelConfig
 from rnnlm.errors import RnnlmError
+from rnnlm.textio import atomic_write
 
 FORMAT = "rnnlm-numba"
 FORMAT_VERSION = 1
@@ -93,33 +93,6 @@ class ModelFile:
     arrays: dict = field(default_factory=dict)
 
 
-def _atomic_write(path: str, write) -> None:
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    if not os.path.isdir(directory):
-        raise RnnlmError(f"{path}: directory {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename durable
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-
-
 def _bytes_array(b: bytes) -> np.ndarray:
     return np.frombuffer(b, dtype=np.uint8)
 
@@ -137,7 +110,7 @@ def save_model(path: str, mf: ModelFile) -> None:
     }
     for k, v in mf.arrays.items():
         arrays[f"state_{k}"] = np.ascontiguousarray(v)
-    _atomic_write(path, lambda fh: np.savez(fh, **arrays))
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
 def load_model(path: str) -> ModelFile:

@@ -153,8 +153,9 @@ def read_lines(path: str | os.PathLike, *, allow_empty: bool = False) -> TextLin
     return decode_lines(read_bytes(path), name, allow_empty=allow_empty)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to a temp file next to `path`, fsync, then os.replace (readers never see halves)."""
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call `write(fh)` on a temp file next to `path`, fsync, then os.replace (readers never see
+    halves; on any failure the old file is untouched and the temp file removed)."""
     p = Path(path)
     if p.is_dir():
         raise RnnlmError(f"{p}: is a directory")
@@ -163,7 +164,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                write(f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, p)
@@ -173,3 +174,16 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             raise
     except OSError as exc:
         raise RnnlmError(f"{p}: cannot write: {exc.strerror or exc}") from None
+    try:  # make the rename itself durable
+        dfd = os.open(p.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` atomically (see `atomic_write`)."""
+    atomic_write(path, lambda f: f.write(data))
