@@ -31,7 +31,10 @@ class ModelConfig:
     (0 = full softmax over all N words); activation of the hidden layer; dtype of the parameters;
     init_hidden: every hidden unit of the state a text starts from (rnnlm-0.4b's netFlush: 0.1);
     reset_hidden: the state after an end of sentence with --independent (rnnlm-0.4b's netReset: 1.0);
-    init_scale: weights start as the sum of three uniforms on [-init_scale, init_scale] (rnnlm-0.4b: 0.1).
+    init_scale: weights start as the sum of three uniforms on [-init_scale, init_scale] (rnnlm-0.4b: 0.1);
+    bias: hidden, word and class biases are learnt (rnnlm-0.4b has none: False keeps them at zero);
+    direct_size: number of weights of the hashed direct n-gram connections (rnnlm-0.4b's -direct,
+    given there in millions; 0 = none); direct_order: n-gram order of those features (-direct-order).
     """
 
     vocab_size: int
@@ -42,6 +45,9 @@ class ModelConfig:
     init_hidden: float = 0.1
     reset_hidden: float = 1.0
     init_scale: float = 0.1
+    bias: bool = True
+    direct_size: int = 0
+    direct_order: int = 3
 
     def __post_init__(self):
         if self.vocab_size < 2:
@@ -52,6 +58,10 @@ class ModelConfig:
             raise RnnlmError(f"--classes must be >= 0, got {self.classes}")
         if self.activation not in ACTIVATIONS:
             raise RnnlmError(f"--activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        if self.direct_size < 0 or self.direct_size == 1:
+            raise RnnlmError(f"direct connection size must be 0 or >= 2, got {self.direct_size}")
+        if not 1 <= self.direct_order <= 20:
+            raise RnnlmError(f"--direct-order must be in 1..20, got {self.direct_order}")
         if self.dtype not in DTYPES:
             raise RnnlmError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 

@@ -35,6 +35,7 @@ def param_shapes(cfg: ModelConfig) -> list[tuple[str, tuple[int, ...]]]:
         ("bo", (N,)),
         ("cls_w", (C, M)),
         ("bc", (C,)),
+        ("direct", (cfg.direct_size,)),
     ]
 
 
