@@ -13,8 +13,9 @@ import numpy as np
 from rnnlm import kernels as K
 from rnnlm.batching import inputs_targets
 from rnnlm.config import ModelConfig
+from rnnlm.errors import RnnlmError
 from rnnlm.model import Params
-from rnnlm.step import ClassInfo, param_args
+from rnnlm.step import ClassInfo, history_width, param_args
 
 CHUNK = 4096
 
@@ -42,23 +43,90 @@ class EvalResult:
                     oov_policy=self.oov_policy)
 
 
+def initial_state(cfg: ModelConfig, params: Params) -> np.ndarray:
+    """The hidden state a text starts from (every unit `cfg.init_hidden`), shape (M,)."""
+    return np.full(cfg.hidden, cfg.init_hidden, dtype=params.flat.dtype)
+
+
+def initial_history(cfg: ModelConfig, eos: int) -> np.ndarray:
+    """The direct-connection history a text starts from: end-of-sentence ids (rnnlm-0.4b's)."""
+    return np.full(history_width(cfg.direct_order), eos, dtype=np.int32)
+
+
 def stream_logprobs(cfg: ModelConfig, params: Params, classes: ClassInfo, ids: np.ndarray, eos: int,
                     independent: bool = False, progress=None) -> np.ndarray:
     """ln p of every token of `ids` (one stream from the initial state), as a float64 array."""
+    return stream_logprobs_from(cfg, params, classes, ids, eos, independent,
+                                initial_state(cfg, params), progress)
+
+
+def stream_logprobs_from(cfg: ModelConfig, params: Params, classes: ClassInfo, ids: np.ndarray, eos: int,
+                         independent: bool, h: np.ndarray, progress=None, ng: np.ndarray | None = None) -> np.ndarray:
+    """ln p of every token of `ids`, the first read after `</s>` from hidden state `h` (M,).
+
+    `h` is updated in place to the state after the last token, so that consecutive calls on the
+    pieces of a text give exactly the values of one call on the whole text. `ng` is the history of
+    the direct n-gram connections in the same way (input words, most recent first; default: a fresh
+    one, see `initial_history`); give it too when the model has direct connections.
+    """
     x, y = inputs_targets(ids, eos)
     n = len(y)
     out = np.empty(n, dtype=np.float64)
-    h = np.full((1, cfg.hidden), cfg.init_hidden, dtype=params.flat.dtype)
+    h_out = h
+    h = np.ascontiguousarray(h.reshape(1, cfg.hidden), dtype=params.flat.dtype).copy()
     h_next = np.empty_like(h)
+    ng_out = ng
+    ng = initial_history(cfg, eos).reshape(1, -1) if ng is None else ng.reshape(1, -1).copy()
+    ng_next = np.empty_like(ng)
     for a in range(0, n, CHUNK):
         b = min(n, a + CHUNK)
         xa = np.ascontiguousarray(x[a:b].reshape(-1, 1))
         ya = np.ascontiguousarray(y[a:b].reshape(-1, 1))
         lp = np.empty((b - a, 1), dtype=np.float64)
-        K.window_logprob(xa, ya, h, *param_args(params), classes.word_class, classes.class_starts,
-                         cfg.activation_code, bool(independent), int(eos), float(cfg.reset_hidden), lp, h_next)
+        K.window_logprob(xa, ya, h, ng, *param_args(params), classes.word_class, classes.class_starts,
+                         cfg.activation_code, bool(independent), int(eos), float(cfg.reset_hidden),
+                         cfg.direct_order, lp, h_next, ng_next)
         out[a:b] = lp[:, 0]
         h, h_next = h_next, h
+        ng, ng_next = ng_next, ng
+        if progress is not None:
+            progress(b - a)
+    h_out[...] = h[0]
+    if ng_out is not None:
+        ng_out[...] = ng[0]
+    return out
+
+
+def dynamic_logprobs(cfg: ModelConfig, params: Params, classes: ClassInfo, ids: np.ndarray, eos: int,
+                     independent: bool, lr: float, beta: float = 1e-7, clip: float = 0.0,
+                     bptt: int = 4, block: int = 10, progress=None) -> np.ndarray:
+    """Dynamic evaluation (rnnlm-0.4b `-dynamic LR`): ln p of every token of `ids`, the model
+    learning from each token right after scoring it (rnnlm-0.4b's per-word SGD with learning rate
+    `lr`, BPTT through bptt + block - 1 steps every `block` words).
+
+    The network learns on its own copy of the parameters: `params` is never changed.
+    """
+    from rnnlm import kernels_seq as KS
+    if not lr > 0:
+        raise RnnlmError(f"--dynamic learning rate must be positive, got {lr}")
+    p = params.copy()
+    x, y = inputs_targets(ids, eos)
+    n = len(y)
+    out = np.empty(n, dtype=np.float64)
+    M, dt = cfg.hidden, params.flat.dtype
+    D = bptt + block - 1
+    h = initial_state(cfg, params)
+    hist = np.full(D + 1, -1, np.int32)
+    hs = np.zeros((D + 1, M), dt)
+    err = np.zeros((D + 1, M), dt)
+    istate = np.zeros(2, np.int64)
+    ng = initial_history(cfg, eos)
+    for a in range(0, n, CHUNK):
+        b = min(n, a + CHUNK)
+        KS.rnnlm_train_stream(x[a:b], y[a:b], *param_args(p), classes.word_class, classes.class_starts,
+                              cfg.activation_code, float(lr), float(beta), float(clip), int(block),
+                              bool(independent), int(eos), float(cfg.reset_hidden), cfg.direct_order,
+                              bool(cfg.bias), 1, h, hist, hs, err, ng, istate, out[a:b])
         if progress is not None:
             progress(b - a)
     return out

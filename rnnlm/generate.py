@@ -1,4 +1,5 @@
-"""Sampling text from a model: temperature, top-k, a prefix, an explicit seed."""
+"""Walking a model one word at a time (`Stepper`: the exact next-word distribution) and sampling
+text from it: temperature, top-k, a prefix, banned words, an explicit random generator."""
 from __future__ import annotations
 
 import numpy as np
@@ -17,14 +18,20 @@ class Stepper:
         self.h = np.full(cfg.hidden, cfg.init_hidden, dtype=dt)
         self._h2 = np.empty_like(self.h)
         self.probs = np.empty(cfg.vocab_size, dtype=np.float64)
+        self.ng = np.full(max(cfg.direct_order - 1, 1), self.eos, dtype=np.int32)  # direct-connection history
         cls_w, bc = (params.cls_w, params.bc) if cfg.classes else (params.cls_w[:0], params.bc[:0])
-        self._args = (params.emb, params.rec, params.bh, params.out_w, params.bo, cls_w, bc,
+        self._args = (params.emb, params.rec, params.bh, params.out_w, params.bo, cls_w, bc, params.direct,
                       classes.class_starts, cfg.activation_code, self.independent, self.eos,
-                      float(cfg.reset_hidden))
+                      float(cfg.reset_hidden), cfg.direct_order)
+
+    def reset(self) -> None:
+        """Back to the state a text starts from (before its first `</s>` is read)."""
+        self.h[:] = self.cfg.init_hidden
+        self.ng[:] = self.eos
 
     def feed(self, word_id: int) -> np.ndarray:
         """Read one word; returns P(next word) (a view, overwritten by the next call)."""
-        KS.step_distribution(int(word_id), self.h, *self._args, self._h2, self.probs)
+        KS.step_distribution(int(word_id), self.h, self.ng, *self._args, self._h2, self.probs)
         self.h, self._h2 = self._h2, self.h
         return self.probs
 
