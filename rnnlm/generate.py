@@ -29,6 +29,13 @@ class Stepper:
         self.h[:] = self.cfg.init_hidden
         self.ng[:] = self.eos
 
+    def get_state(self):
+        """A copy of everything the next `feed` depends on (restore it with `set_state`)."""
+        return self.h.copy()
+
+    def set_state(self, state) -> None:
+        self.h[:] = state
+
     def feed(self, word_id: int) -> np.ndarray:
         """Read one word; returns P(next word) (a view, overwritten by the next call)."""
         KS.step_distribution(int(word_id), self.h, self.ng, *self._args, self._h2, self.probs)
