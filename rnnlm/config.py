@@ -62,6 +62,9 @@ class ModelConfig:
             raise RnnlmError(f"direct connection size must be 0 or >= 2, got {self.direct_size}")
         if not 1 <= self.direct_order <= 20:
             raise RnnlmError(f"--direct-order must be in 1..20, got {self.direct_order}")
+        if self.direct_size and self.direct_size - self.direct_size // 2 < max(self.classes, 1):
+            raise RnnlmError(f"direct connection table of {self.direct_size} weights is too small for "
+                             f"{self.classes} classes")
         if self.dtype not in DTYPES:
             raise RnnlmError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 

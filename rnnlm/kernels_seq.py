@@ -8,7 +8,7 @@ import math
 import numpy as np
 from numba import njit
 
-from rnnlm.kernels import _activate, _fprime, _softmax_row
+from rnnlm.kernels import _activate, _direct_add, _fprime, _softmax_row, direct_hashes
 
 
 @njit(cache=True)
@@ -24,9 +24,37 @@ def _affine(Wm, b, s, lo, hi, out):
 # ----------------------------------------------------------------------------- rnnlm-0.4b schedule
 
 @njit(cache=True)
-def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, word_class, class_starts,
-                       act, lr, beta, clip, block, independent, eos, h_init,
-                       h, hist, hs, err, istate, logp):
+def _shift_history(ng, w_in, reset, eos):
+    """Direct-connection history: shift in the new input word, or restart (all end of sentence)."""
+    if reset:
+        ng[:] = eos
+    else:
+        for k in range(ng.shape[0] - 1, 0, -1):
+            ng[k] = ng[k - 1]
+        ng[0] = w_in
+
+
+@njit(cache=True)
+def _direct_update(z, n, direct, hsd, K, wrap, lr, scale, beta):
+    """direct[f] -= lr * (scale * dL/dz_i + beta * direct[f]) for each feature f of each unit i of a
+    block, in rnnlm-0.4b's order (L2 on every use)."""
+    size = direct.shape[0]
+    for i in range(n):
+        g = z[i] * scale
+        for o in range(K):
+            f = hsd[o]
+            if f == 0:
+                break
+            direct[f] -= lr * (g + beta * direct[f])
+            hsd[o] = f + 1
+            if wrap and hsd[o] == size:
+                hsd[o] = 0
+
+
+@njit(cache=True)
+def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
+                       act, lr, beta, clip, block, independent, eos, h_init, dorder, use_bias, l2_every,
+                       h, hist, hs, err, ng, istate, logp):
     """rnnlm-0.4b's per-word SGD over one stream (B = 1) of inputs x and targets y (1-D).
 
     Every word: forward one step, output-layer update (class layer and the target's class block),
@@ -36,8 +64,11 @@ def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, word_class, cla
     gradient of the block's loss with the state D steps back held constant (see tests).
     State carried between calls (and saved in checkpoints): h (M) current state; hist (D + 1)
     input words, hist[k] of step t - k (-1: none); hs (D + 1, M) states s(t - k); err (D + 1, M)
-    stored output errors; istate = [words processed, steps available for BPTT].
-    ln p(y[i]) is written to logp[i]. Full softmax (no classes) is supported too.
+    stored output errors; ng (Kh) the direct-connection history; istate = [words processed, steps
+    available for BPTT]. ln p(y[i]) is written to logp[i]. Full softmax (no classes) is supported too.
+    As in rnnlm-0.4b, L2 acts on the output and hidden weights only when the word count is a multiple
+    of `l2_every` (10 there) and on the direct connections at every use; `use_bias` False leaves the
+    biases untouched (rnnlm-0.4b has none).
     """
     n = x.shape[0]
     M = rec.shape[0]
@@ -53,13 +84,18 @@ def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, word_class, cla
     gU = np.zeros((M, M), dtype=dt)
     gbh = np.zeros(M, dtype=dt)
     gV = np.zeros((D + 1, M), dtype=dt)
+    K = dorder if direct.shape[0] > 0 else 0
+    size = direct.shape[0]
+    hsd = np.zeros(max(K, 1), dtype=np.int64)
     loss = 0.0
     for i in range(n):
         w_in = x[i]
         tgt = y[i]
-        if independent and w_in == eos:
+        reset = independent and w_in == eos
+        if reset:
             h[:] = h_init
             istate[1] = 0
+        _shift_history(ng, w_in, reset, eos)
         for k in range(D, 0, -1):
             hist[k] = hist[k - 1]
             hs[k, :] = hs[k - 1]
@@ -81,16 +117,23 @@ def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, word_class, cla
         if C > 0:
             c = word_class[tgt]
             _affine(cls_w, bc, s, 0, C, zc)
+            if K > 0:
+                direct_hashes(ng, K, -1, size, hsd)
+                _direct_add(zc, C, direct, hsd, K, False)
             _softmax_row(zc, C)
             lp = math.log(zc[c])
             zc[c] -= 1.0
             lo = class_starts[c]
             hi = class_starts[c + 1]
         else:
+            c = 0
             lp = 0.0
             lo = 0
             hi = N
         _affine(out_w, bo, s, lo, hi, zw)
+        if K > 0:
+            direct_hashes(ng, K, c, size, hsd)
+            _direct_add(zw, hi - lo, direct, hsd, K, True)
         _softmax_row(zw, hi - lo)
         lp += math.log(zw[tgt - lo])
         zw[tgt - lo] -= 1.0
@@ -123,16 +166,25 @@ def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, word_class, cla
             nrm = math.sqrt(gg * ss)
             if nrm > clip:
                 scale = clip / nrm
+        if K > 0:  # direct connections first (words, then classes), as rnnlm-0.4b
+            direct_hashes(ng, K, c, size, hsd)
+            _direct_update(zw, hi - lo, direct, hsd, K, True, lr, scale, beta)
+            if C > 0:
+                direct_hashes(ng, K, -1, size, hsd)
+                _direct_update(zc, C, direct, hsd, K, False, lr, scale, beta)
+        b2 = beta if (l2_every <= 1 or (istate[0] + 1) % l2_every == 0) else 0.0
         for k in range(C):
             g = zc[k] * scale
             for j in range(M):
-                cls_w[k, j] -= lr * (g * s[j] + beta * cls_w[k, j])
-            bc[k] -= lr * (g + beta * bc[k])
+                cls_w[k, j] -= lr * (g * s[j] + b2 * cls_w[k, j])
+            if use_bias:
+                bc[k] -= lr * (g + b2 * bc[k])
         for k in range(lo, hi):
             g = zw[k - lo] * scale
             for j in range(M):
-                out_w[k, j] -= lr * (g * s[j] + beta * out_w[k, j])
-            bo[k] -= lr * (g + beta * bo[k])
+                out_w[k, j] -= lr * (g * s[j] + b2 * out_w[k, j])
+            if use_bias:
+                bo[k] -= lr * (g + b2 * bo[k])
         for j in range(M):
             h[j] = s[j]
         istate[0] += 1
@@ -169,13 +221,15 @@ def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, word_class, cla
                 nrm = math.sqrt(gg)
                 if nrm > clip:
                     scale = clip / nrm
+            b2 = beta if (l2_every <= 1 or istate[0] % l2_every == 0) else 0.0
             for j in range(M):
                 for q in range(M):
-                    rec[j, q] -= lr * (scale * gU[j, q] + beta * rec[j, q])
+                    rec[j, q] -= lr * (scale * gU[j, q] + b2 * rec[j, q])
                     gU[j, q] = 0.0
-                bh[j] -= lr * (scale * gbh[j] + beta * bh[j])
+                if use_bias:
+                    bh[j] -= lr * (scale * gbh[j] + b2 * bh[j])
                 gbh[j] = 0.0
-            if beta > 0.0:  # L2 once on each distinct input word of the sweep
+            if b2 > 0.0:  # L2 once on each distinct input word of the sweep
                 for k in range(depth):
                     first = True
                     for k2 in range(k):
@@ -183,7 +237,7 @@ def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, word_class, cla
                             first = False
                     if first:
                         for j in range(M):
-                            emb[hist[k], j] -= lr * beta * emb[hist[k], j]
+                            emb[hist[k], j] -= lr * b2 * emb[hist[k], j]
             for k in range(depth):
                 for j in range(M):
                     emb[hist[k], j] -= lr * scale * gV[k, j]
@@ -196,16 +250,21 @@ def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, word_class, cla
 # ----------------------------------------------------------------------------- one step (sampling)
 
 @njit(cache=True)
-def step_distribution(w_in, h, emb, rec, bh, out_w, bo, cls_w, bc, class_starts, act,
-                      independent, eos, h_init, h_out, probs):
-    """One step from state h reading word w_in: new state into h_out and P(next word) into probs (N).
+def step_distribution(w_in, h, ng, emb, rec, bh, out_w, bo, cls_w, bc, direct, class_starts, act,
+                      independent, eos, h_init, dorder, h_out, probs):
+    """One step from state h reading word w_in: new state into h_out and P(next word) into probs (N);
+    the direct-connection history ng is advanced in place.
 
     With classes, probs[w] = P(c(w) | s) P(w | c(w), s) for every word (an exact distribution).
     """
     M = rec.shape[0]
     N = out_w.shape[0]
     C = cls_w.shape[0]
+    K = dorder if direct.shape[0] > 0 else 0
+    size = direct.shape[0]
+    hsd = np.zeros(max(K, 1), dtype=np.int64)
     reset = independent and w_in == eos
+    _shift_history(ng, w_in, reset, eos)
     for j in range(M):
         acc = emb[w_in, j] + bh[j]
         for q in range(M):
@@ -213,15 +272,24 @@ def step_distribution(w_in, h, emb, rec, bh, out_w, bo, cls_w, bc, class_starts,
         h_out[j] = _activate(acc, act)
     _affine(out_w, bo, h_out, 0, N, probs)
     if C == 0:
+        if K > 0:
+            direct_hashes(ng, K, 0, size, hsd)
+            _direct_add(probs, N, direct, hsd, K, True)
         _softmax_row(probs, N)
         return
     pc = np.empty(C, dtype=np.float64)
     _affine(cls_w, bc, h_out, 0, C, pc)
+    if K > 0:
+        direct_hashes(ng, K, -1, size, hsd)
+        _direct_add(pc, C, direct, hsd, K, False)
     _softmax_row(pc, C)
     for c in range(C):
         lo = class_starts[c]
         hi = class_starts[c + 1]
         blk = probs[lo:hi]
+        if K > 0:
+            direct_hashes(ng, K, c, size, hsd)
+            _direct_add(blk, hi - lo, direct, hsd, K, True)
         _softmax_row(blk, hi - lo)
         for k in range(hi - lo):
             blk[k] *= pc[c]

@@ -2,7 +2,8 @@
 
 Kept apart from the training loop so that tests can drive single updates. The gradient is that of
 the loss summed over the window's T steps and averaged over its B streams; clipping rescales it to a
-global L2 norm of at most `clip`; L2 (beta) acts on the weights the update touches.
+global L2 norm of at most `clip`; L2 (beta) acts on the weights the update touches. Without biases
+(ModelConfig.bias False) the bias blocks stay at zero.
 """
 from __future__ import annotations
 
@@ -35,7 +36,12 @@ class ClassInfo:
 
 
 def param_args(p: Params):
-    return (p.emb, p.rec, p.bh, p.out_w, p.bo, p.cls_w, p.bc)
+    return (p.emb, p.rec, p.bh, p.out_w, p.bo, p.cls_w, p.bc, p.direct)
+
+
+def history_width(dorder: int) -> int:
+    """Length of the carried direct-connection history (input words of the last dorder - 1 steps)."""
+    return max(int(dorder) - 1, 1)
 
 
 class BatchStepper:
@@ -44,19 +50,28 @@ class BatchStepper:
     def __init__(self, params: Params, classes: ClassInfo, activation: int, cost: int,
                  independent: bool, eos: int, h_init: float):
         self.p = params
+        self.dorder = params.cfg.direct_order
+        self.bias = params.cfg.bias
         self.g = params.zeros_like()
         self.ci = classes
         self.act, self.cost = activation, cost
         self.independent, self.eos, self.h_init = bool(independent), int(eos), float(h_init)
 
-    def gradient(self, x: np.ndarray, y: np.ndarray, h: np.ndarray) -> tuple[float, np.ndarray]:
-        """Accumulate dL/dparam of one (T, B) window into self.g; returns (loss, final state)."""
+    def fresh_history(self, batch: int) -> np.ndarray:
+        """The direct-connection history a stream starts with (end-of-sentence ids)."""
+        return np.full((batch, history_width(self.dorder)), self.eos, dtype=np.int32)
+
+    def gradient(self, x: np.ndarray, y: np.ndarray, h: np.ndarray,
+                 ng: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        """Accumulate dL/dparam of one (T, B) window into self.g; returns (loss, final state,
+        final direct-connection history)."""
         h_out = np.empty_like(h)
+        ng_out = np.empty_like(ng)
         g = self.g
-        loss = K.window_grad(x, y, h, *param_args(self.p), self.ci.word_class, self.ci.class_starts,
-                             self.act, self.cost, self.independent, self.eos, self.h_init,
-                             g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, h_out)
-        return loss, h_out
+        loss = K.window_grad(x, y, h, ng, *param_args(self.p), self.ci.word_class, self.ci.class_starts,
+                             self.act, self.cost, self.independent, self.eos, self.h_init, self.dorder,
+                             g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, g.direct, h_out, ng_out)
+        return loss, h_out, ng_out
 
     def touched_out_rows(self, y: np.ndarray) -> np.ndarray | None:
         """Rows of out_w / bo an update touches: all (None) for a full softmax, else the words of the
@@ -73,18 +88,29 @@ class BatchStepper:
         p, g = self.p, self.g
         in_rows = np.unique(x).astype(np.int64)
         out_rows = self.touched_out_rows(y)
-        dense = ["rec", "bh", "cls_w", "bc"] + (["out_w", "bo"] if out_rows is None else [])
+        bias = self.bias
+        dense = ["rec", "cls_w"] + (["bh", "bc"] if bias else []) + (["out_w"] if out_rows is None else [])
+        if bias and out_rows is None:
+            dense.append("bo")
         sq = sum(K.sq_norm_dense(g.block(n)) for n in dense)
-        sq += K.sq_norm_rows(g.emb, in_rows)
+        sq += K.sq_norm_rows(g.emb, in_rows) + K.sq_norm_dense(g.direct)
         if out_rows is not None:
-            sq += K.sq_norm_rows(g.out_w, out_rows) + K.sq_norm_rows(g.bo.reshape(-1, 1), out_rows)
+            sq += K.sq_norm_rows(g.out_w, out_rows)
+            if bias:
+                sq += K.sq_norm_rows(g.bo.reshape(-1, 1), out_rows)
         norm = math.sqrt(sq) * scale
         if clip > 0 and norm > clip:
             scale = scale * clip / norm
         for n in dense:
             K.sgd_dense(p.block(n).reshape(-1), g.block(n).reshape(-1), lr, scale, beta)
         K.sgd_rows(p.emb, g.emb, in_rows, lr, scale, beta)
+        K.sgd_touched(p.direct, g.direct, lr, scale, beta)
         if out_rows is not None:
             K.sgd_rows(p.out_w, g.out_w, out_rows, lr, scale, beta)
-            K.sgd_rows(p.bo.reshape(-1, 1), g.bo.reshape(-1, 1), out_rows, lr, scale, beta)
+            if bias:
+                K.sgd_rows(p.bo.reshape(-1, 1), g.bo.reshape(-1, 1), out_rows, lr, scale, beta)
+        if not bias:  # gradients of the unused biases are discarded
+            g.bh[:] = 0.0
+            g.bo[:] = 0.0
+            g.bc[:] = 0.0
         return norm

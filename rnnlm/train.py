@@ -27,9 +27,10 @@ from rnnlm.config import ModelConfig, TrainConfig
 from rnnlm.errors import RnnlmError
 from rnnlm.evaluate import stream_logprobs
 from rnnlm.model import ModelFile, Params, load_model, save_model
-from rnnlm.step import BatchStepper, ClassInfo, param_args
+from rnnlm.step import BatchStepper, ClassInfo, history_width, param_args
 
 CHUNK_WORDS = 16384
+RNNLM_L2_EVERY = 10   # rnnlm-0.4b applies L2 to the output and hidden weights on every 10th word
 LN2 = math.log(2.0)
 
 
@@ -92,12 +93,14 @@ class Trainer:
     # ------------------------------------------------------------------ state
     def _fresh_stream_state(self):
         M, dt = self.mcfg.hidden, np.dtype(self.mcfg.dtype)
+        ng = np.full(history_width(self.mcfg.direct_order), self.eos, np.int32)
         if self.tcfg.schedule == "rnnlm":
             D = rnnlm_depth(self.tcfg.bptt, self.tcfg.bptt_block)
             return dict(h=np.full(M, self.mcfg.init_hidden, dt), hist=np.full(D + 1, -1, np.int32),
                         hs=np.zeros((D + 1, M), dt), err=np.zeros((D + 1, M), dt),
-                        istate=np.zeros(2, np.int64))
-        return dict(h=np.full((self.tcfg.batch_size, M), self.mcfg.init_hidden, dt))
+                        istate=np.zeros(2, np.int64), ng=ng)
+        B = self.tcfg.batch_size
+        return dict(h=np.full((B, M), self.mcfg.init_hidden, dt), ng=np.tile(ng, (B, 1)))
 
     def _meta(self, sched: Schedule) -> dict:
         return dict(train=self.tcfg.to_dict(), history=sched.history,
@@ -141,13 +144,15 @@ class Trainer:
             KS.rnnlm_train_stream(x[a:b], y[a:b], *param_args(params), self.classes.word_class,
                                  self.classes.class_starts, self.mcfg.activation_code, lr, t.beta, t.clip,
                                  t.bptt_block, t.independent, self.eos, self.mcfg.reset_hidden,
-                                 sstate["h"], sstate["hist"], sstate["hs"], sstate["err"], sstate["istate"], logp)
+                                 self.mcfg.direct_order, self.mcfg.bias, RNNLM_L2_EVERY,
+                                 sstate["h"], sstate["hist"], sstate["hs"], sstate["err"], sstate["ng"],
+                                 sstate["istate"], logp)
             return float(logp.sum()), b - a
         xs, ys, stepper = data
         lp, n = 0.0, 0
         for wi in range(a, b):
             xw, yw = window(xs, ys, wi * t.bptt, t.bptt)
-            loss, sstate["h"] = stepper.gradient(xw, yw, sstate["h"])
+            loss, sstate["h"], sstate["ng"] = stepper.gradient(xw, yw, sstate["h"], sstate["ng"])
             stepper.apply(xw, yw, lr, t.beta, t.clip, 1.0 / t.batch_size)
             lp -= loss
             n += xw.size

@@ -36,7 +36,65 @@ def from_kernel_layout(p):
     """Our storage (emb = V^T etc.) -> the equations' matrices."""
     return dict(V=p.emb.T.astype(np.float64), U=p.rec.astype(np.float64), th_j=p.bh.astype(np.float64),
                 W=p.out_w.astype(np.float64), th_k=p.bo.astype(np.float64),
-                Wc=p.cls_w.astype(np.float64), th_c=p.bc.astype(np.float64))
+                Wc=p.cls_w.astype(np.float64), th_c=p.bc.astype(np.float64), dir=p.direct.astype(np.float64))
+
+
+PRIMES = [108641969, 116049371, 125925907, 133333309, 145678979, 175308587, 197530793, 234567803,
+          251851741, 264197411, 330864029, 399999781, 407407183, 459258997, 479012069, 545678687,
+          560493491, 607407037, 629629243, 656789717, 716048933, 718518067, 725925469, 733332871,
+          753085943, 755555077, 782715551, 790122953, 812345159, 814814293, 893826581, 923456189,
+          940740127, 953085797, 985184539, 990122807]
+
+
+def direct_features(hist, K, cls, size, n):
+    """rnnlm-0.4b's direct connections, restated from its computeNet: for each of the n output units
+    of a block (the classes if cls is None, else the words of class cls), the list of indices into
+    the direct table whose weights are added to that unit's logit. hist[0] is the current input word.
+    """
+    half = size // 2
+    h = []
+    for o in range(K):
+        if o > 0 and hist[o - 1] < 0:
+            h += [0] * (K - o)
+            break
+        v = (PRIMES[0] * PRIMES[1]) % 2 ** 32          # unsigned 32-bit product in the C source
+        if cls is not None:
+            v = v * (int(cls) + 1) % 2 ** 64
+        for k in range(1, o + 1):
+            v = (v + PRIMES[(o * PRIMES[k] + k) % 2 ** 32 % 36] * (int(hist[k - 1]) + 1)) % 2 ** 64
+        h.append(v % half + (half if cls is not None else 0))
+    out = []
+    for _ in range(n):
+        idx = []
+        for o in range(K):
+            if h[o] == 0:
+                break
+            idx.append(h[o])
+            h[o] = (h[o] + 1) % size if cls is not None else h[o] + 1
+        out.append(idx)
+    return out
+
+
+def direct_logits(P, feats):
+    return np.array([P["dir"][f].sum() for f in feats]) if feats else 0.0
+
+
+def direct_delta(D, feats, delta):
+    for i, f in enumerate(feats):
+        for j in f:
+            D["dir"][j] += delta[i]
+
+
+def histories(x, ng0, K, independent, eos):
+    """hist[t][b]: input words of stream b at steps t, t-1, ... (K - 1 of them; carried in from ng0)."""
+    T, B = x.shape
+    out = [[None] * B for _ in range(T)]
+    for b in range(B):
+        cur = list(ng0[b])
+        for t in range(T):
+            cur = [eos] * len(cur) if (independent and x[t, b] == eos) else [x[t, b]] + cur[:-1]
+            out[t][b] = cur
+    return out
 
 
 def output_distribution(P, s, classes, class_starts):
@@ -53,18 +111,24 @@ def output_distribution(P, s, classes, class_starts):
 
 
 def window(P, x, d, h0, act="sigmoid", cost="ce", classes=None, class_starts=None,
-           independent=False, eos=0, h_init=1.0, mask=None):
+           independent=False, eos=0, h_init=1.0, mask=None, dorder=3, ng0=None):
     """One truncated-BPTT window over B streams.
 
     x, d: (T, B) input words and target words; h0: (B, M) previous state (a constant).
     Returns (C, Delta) with C the cost and Delta the dict of weight changes for eta = 1
     (i.e. Delta = -dC/dparam). `mask` (T, B) of booleans: only those steps' costs count.
+    With P["dir"] non-empty, direct connections of order `dorder` add to the output logits, the
+    n-gram history carried in from ng0 (B, >= dorder - 1).
     """
     T, B = x.shape
     M = P["U"].shape[0]
     N = P["W"].shape[0]
     D = {k: np.zeros_like(v) for k, v in P.items()}
     cost_total = 0.0
+    size = len(P.get("dir", ()))
+    K = dorder if size else 0
+    hists = histories(x, ng0 if ng0 is not None else np.full((B, max(dorder - 1, 1)), eos), K,
+                      independent, eos)
     for b in range(B):
         s_prev = h0[b].astype(np.float64)
         nets, states, prevs = [], [], []
@@ -85,8 +149,10 @@ def window(P, x, d, h0, act="sigmoid", cost="ce", classes=None, class_starts=Non
             if mask is not None and not mask[t, b]:
                 err_out.append(np.zeros(M))
                 continue
+            hist = hists[t][b]
             if classes is None:
-                y = softmax(P["W"] @ s + P["th_k"])
+                fw = direct_features(hist, K, 0, size, N)
+                y = softmax(P["W"] @ s + P["th_k"] + direct_logits(P, fw))
                 dvec = np.zeros(N); dvec[tgt] = 1.0
                 if cost == "ce":
                     cost_total += -np.log(y[tgt])
@@ -97,15 +163,20 @@ def window(P, x, d, h0, act="sigmoid", cost="ce", classes=None, class_starts=Non
                     delta_k = J.T @ (dvec - y)            # sum_o (d_o - y_o) dy_o/dnet_k
                 D["W"] += np.outer(delta_k, s)
                 D["th_k"] += delta_k
+                direct_delta(D, fw, delta_k)
                 err_out.append(P["W"].T @ delta_k)
             else:
                 c = classes[tgt]
                 lo, hi = class_starts[c], class_starts[c + 1]
-                yc = softmax(P["Wc"] @ s + P["th_c"])
-                yw = softmax(P["W"][lo:hi] @ s + P["th_k"][lo:hi])
+                fc = direct_features(hist, K, None, size, len(P["th_c"]))
+                fw = direct_features(hist, K, c, size, hi - lo)
+                yc = softmax(P["Wc"] @ s + P["th_c"] + direct_logits(P, fc))
+                yw = softmax(P["W"][lo:hi] @ s + P["th_k"][lo:hi] + direct_logits(P, fw))
                 cost_total += -np.log(yc[c]) - np.log(yw[tgt - lo])
                 dc = -yc; dc[c] += 1.0
                 dw = -yw; dw[tgt - lo] += 1.0
+                direct_delta(D, fc, dc)
+                direct_delta(D, fw, dw)
                 D["Wc"] += np.outer(dc, s); D["th_c"] += dc
                 D["W"][lo:hi] += np.outer(dw, s); D["th_k"][lo:hi] += dw
                 err_out.append(P["Wc"].T @ dc + P["W"][lo:hi].T @ dw)
@@ -141,53 +212,78 @@ def sgd(P, D, eta, beta=0.0, scale=1.0, touched=None):
 
 
 def rnnlm_schedule(P, x, d, depth, block, eta, beta=0.0, act="sigmoid", classes=None,
-                   class_starts=None, independent=False, eos=0, h_init=1.0):
+                   class_starts=None, independent=False, eos=0, h_init=1.0, dorder=3, use_bias=True,
+                   l2_every=1):
     """rnnlm-0.4b's per-word schedule on one stream, restated step by step with the equations.
 
     Each word: forward, output deltas, output weights changed at once (Delta w_kj = eta delta_k s_j,
     L2 on the changed rows); its hidden error sum_k delta_k w_kj (before the change) is kept. Every
     `block` words (and after an end of sentence with `independent`) the kept errors are propagated
     back `depth` steps (fewer after a reset or at the start) and V, U, theta_j change once.
+    As rnnlm-0.4b: direct connections (P["dir"]) change with every word, their L2 every time; the
+    output and hidden weights get their L2 only when the word count is a multiple of `l2_every`;
+    without `use_bias` the biases do not change.
     Returns (new P, list of ln p per word).
     """
     P = {k: v.copy() for k, v in P.items()}
     M = P["U"].shape[0]
+    size = len(P.get("dir", ()))
+    K = dorder if size else 0
+    hist = [eos] * max(dorder - 1, 1)
     s_prev = np.full(M, h_init)
     past = []   # (input word, prev state, net, s, output error) of steps since the last reset
     logps = []
     count = 0
+    bmask = 1.0 if use_bias else 0.0
+
+    def dir_update(feats, delta):
+        for i, fl in enumerate(feats):
+            for j in fl:
+                P["dir"][j] += eta * delta[i] - eta * beta * P["dir"][j]
+
     for t in range(len(x)):
         w = x[t]
         if independent and w == eos:
             s_prev = np.full(M, h_init)
             past = []
+            hist = [eos] * len(hist)
+        else:
+            hist = [w] + hist[:-1]
+        b2 = beta if (count + 1) % l2_every == 0 else 0.0
         net_j = P["V"][:, w] + P["U"] @ s_prev + P["th_j"]
         s = f(net_j, act)
         tgt = d[t]
         if classes is None:
-            y = softmax(P["W"] @ s + P["th_k"])
+            fw = direct_features(hist, K, 0, size, len(P["th_k"]))
+            y = softmax(P["W"] @ s + P["th_k"] + direct_logits(P, fw))
             logps.append(np.log(y[tgt]))
             dk = -y; dk[tgt] += 1.0
             err = P["W"].T @ dk
-            P["W"] += eta * np.outer(dk, s) - eta * beta * P["W"]
-            P["th_k"] += eta * dk - eta * beta * P["th_k"]
+            dir_update(fw, dk)
+            P["W"] += eta * np.outer(dk, s) - eta * b2 * P["W"]
+            P["th_k"] += bmask * (eta * dk - eta * b2 * P["th_k"])
         else:
             c = classes[tgt]
             lo, hi = class_starts[c], class_starts[c + 1]
-            yc = softmax(P["Wc"] @ s + P["th_c"])
-            yw = softmax(P["W"][lo:hi] @ s + P["th_k"][lo:hi])
+            fc = direct_features(hist, K, None, size, len(P["th_c"]))
+            fw = direct_features(hist, K, c, size, hi - lo)
+            yc = softmax(P["Wc"] @ s + P["th_c"] + direct_logits(P, fc))
+            yw = softmax(P["W"][lo:hi] @ s + P["th_k"][lo:hi] + direct_logits(P, fw))
             logps.append(np.log(yc[c]) + np.log(yw[tgt - lo]))
             dc = -yc; dc[c] += 1.0
             dw = -yw; dw[tgt - lo] += 1.0
             err = P["Wc"].T @ dc + P["W"][lo:hi].T @ dw
-            P["Wc"] += eta * np.outer(dc, s) - eta * beta * P["Wc"]
-            P["th_c"] += eta * dc - eta * beta * P["th_c"]
-            P["W"][lo:hi] += eta * np.outer(dw, s) - eta * beta * P["W"][lo:hi]
-            P["th_k"][lo:hi] += eta * dw - eta * beta * P["th_k"][lo:hi]
+            dir_update(fw, dw)
+            dir_update(fc, dc)
+            P["Wc"] += eta * np.outer(dc, s) - eta * b2 * P["Wc"]
+            P["th_c"] += bmask * (eta * dc - eta * b2 * P["th_c"])
+            P["W"][lo:hi] += eta * np.outer(dw, s) - eta * b2 * P["W"][lo:hi]
+            P["th_k"][lo:hi] += bmask * (eta * dw - eta * b2 * P["th_k"][lo:hi])
         past.append([w, s_prev, net_j, s, err])
         s_prev = s
         count += 1
         if count % block == 0 or (independent and tgt == eos):
+            b2 = beta if count % l2_every == 0 else 0.0
             D = {k: np.zeros_like(P[k]) for k in ("V", "U", "th_j")}
             steps = past[::-1][:depth]           # step t, t-1, ... back at most `depth` steps
             e = np.zeros(M)
@@ -199,9 +295,9 @@ def rnnlm_schedule(P, x, d, depth, block, eta, beta=0.0, act="sigmoid", classes=
                 e = P["U"].T @ delta_j
             used = sorted({st[0] for st in steps})
             mask = np.zeros(P["V"].shape, bool); mask[:, used] = True
-            P["V"] = P["V"] + eta * D["V"] - eta * beta * P["V"] * mask
-            P["U"] = P["U"] + eta * D["U"] - eta * beta * P["U"]
-            P["th_j"] = P["th_j"] + eta * D["th_j"] - eta * beta * P["th_j"]
+            P["V"] = P["V"] + eta * D["V"] - eta * b2 * P["V"] * mask
+            P["U"] = P["U"] + eta * D["U"] - eta * b2 * P["U"]
+            P["th_j"] = P["th_j"] + bmask * (eta * D["th_j"] - eta * b2 * P["th_j"])
             for st in past:
                 st[4] = np.zeros(M)               # errors are propagated once
     return P, logps

@@ -11,51 +11,66 @@ from rnnlm import kernels as K
 from tiny import ACT, tiny_classes, tiny_model, tiny_window
 
 N, M = 11, 4
+DIRECT, DORDER = 40, 3   # a tiny direct-connection table: hashes collide and wrap
 CONFIGS = [
-    dict(act=a, C=c, T=t, B=b, cost=cost, indep=ind)
+    dict(act=a, C=c, T=t, B=b, cost=cost, indep=ind, direct=0)
     for a, c, t, b, cost, ind in itertools.product(
         ["sigmoid", "tanh", "relu"], [0, 3], [1, 2, 5], [1, 3], ["ce", "sse"], [False, True])
     if not (cost == "sse" and c > 0)
+] + [
+    dict(act=a, C=c, T=t, B=b, cost=cost, indep=ind, direct=DIRECT)
+    for a, c, t, b, cost, ind in itertools.product(
+        ["sigmoid", "tanh", "relu"], [0, 3], [1, 5], [1, 3], ["ce", "sse"], [False, True])
+    if not (cost == "sse" and (c > 0 or t == 1))
 ]
 
 
 def cid(c):
-    return f"{c['act']}-C{c['C']}-T{c['T']}-B{c['B']}-{c['cost']}{'-indep' if c['indep'] else ''}"
+    return (f"{c['act']}-C{c['C']}-T{c['T']}-B{c['B']}-{c['cost']}{'-indep' if c['indep'] else ''}"
+            f"{'-direct' if c['direct'] else ''}")
 
 
 def setup(c, seed=0):
-    p = tiny_model(N, M, c["C"], c["act"], seed=seed)
+    p = tiny_model(N, M, c["C"], c["act"], seed=seed, direct=c["direct"], dorder=DORDER)
     ci = tiny_classes(N, c["C"])
     x, y = tiny_window(N, c["T"], c["B"], seed=seed + 1)
     h0 = np.random.default_rng(seed + 2).uniform(0, 1, (c["B"], M))
     st = BatchStepper(p, ci, ACT[c["act"]], 0 if c["cost"] == "ce" else 1, c["indep"], 0, 0.7)
-    return p, ci, x, y, h0, st
+    ng0 = np.random.default_rng(seed + 3).integers(0, N, (c["B"], DORDER - 1)).astype(np.int32)
+    return p, ci, x, y, h0, st, ng0
 
 
-def ref_window(p, ci, x, y, h0, c):
+def ref_window(p, ci, x, y, h0, c, ng0):
     return ref.window(ref.from_kernel_layout(p), x, y, h0, act=c["act"], cost=c["cost"],
                       classes=ci.word_class if c["C"] else None, class_starts=ci.class_starts,
-                      independent=c["indep"], eos=0, h_init=0.7)
+                      independent=c["indep"], eos=0, h_init=0.7, dorder=DORDER, ng0=ng0)
 
 
 @pytest.mark.parametrize("c", CONFIGS, ids=cid)
 def test_window_matches_reference(c):
-    p, ci, x, y, h0, st = setup(c)
-    loss, h_out = st.gradient(x, y, h0)
-    rloss, D = ref_window(p, ci, x, y, h0, c)
+    p, ci, x, y, h0, st, ng0 = setup(c)
+    loss, h_out, ng_out = st.gradient(x, y, h0, ng0)
+    rloss, D = ref_window(p, ci, x, y, h0, c, ng0)
     assert loss == pytest.approx(rloss, rel=1e-10)
     g = st.g
     pairs = [(g.emb.T, D["V"]), (g.rec, D["U"]), (g.bh, D["th_j"]), (g.out_w, D["W"]), (g.bo, D["th_k"])]
     if c["C"]:
         pairs += [(g.cls_w, D["Wc"]), (g.bc, D["th_c"])]
+    if c["direct"]:
+        pairs += [(g.direct, D["dir"])]
+        assert np.abs(D["dir"]).max() > 1e-3
     for mine, theirs in pairs:  # kernel gradients are -Delta
         np.testing.assert_allclose(mine, -theirs, rtol=1e-10, atol=1e-13)
     # final state is the state after the last step
     logp = np.empty(x.shape)
     h2 = np.empty_like(h0)
-    K.window_logprob(x, y, h0, *param_args(p), ci.word_class, ci.class_starts, ACT[c["act"]],
-                     c["indep"], 0, 0.7, logp, h2)
+    ng2 = np.empty_like(ng0)
+    K.window_logprob(x, y, h0, ng0, *param_args(p), ci.word_class, ci.class_starts, ACT[c["act"]],
+                     c["indep"], 0, 0.7, DORDER, logp, h2, ng2)
     np.testing.assert_array_equal(h_out, h2)
+    np.testing.assert_array_equal(ng_out, ng2)
+    want = ref.histories(x, ng0, DORDER, c["indep"], 0)[-1]
+    np.testing.assert_array_equal(ng_out, np.array(want))
     if c["cost"] == "ce":
         assert -logp.sum() == pytest.approx(loss, rel=1e-12)
 
@@ -63,11 +78,11 @@ def test_window_matches_reference(c):
 @pytest.mark.parametrize("beta", [0.0, 0.3])
 @pytest.mark.parametrize("C", [0, 3])
 def test_update_matches_reference(beta, C):
-    c = dict(act="sigmoid", C=C, T=5, B=3, cost="ce", indep=False)
-    p, ci, x, y, h0, st = setup(c)
+    c = dict(act="sigmoid", C=C, T=5, B=3, cost="ce", indep=False, direct=DIRECT)
+    p, ci, x, y, h0, st, ng0 = setup(c)
     P0 = ref.from_kernel_layout(p)
-    _, D = ref_window(p, ci, x, y, h0, c)
-    st.gradient(x, y, h0)
+    _, D = ref_window(p, ci, x, y, h0, c, ng0)
+    st.gradient(x, y, h0, ng0)
     st.apply(x, y, lr=0.2, beta=beta, clip=0.0, scale=1 / 3)
     touched = {"V": np.zeros(P0["V"].shape, bool)}
     touched["V"][:, np.unique(x)] = True
@@ -75,6 +90,7 @@ def test_update_matches_reference(beta, C):
         rows = st.touched_out_rows(y)
         touched["W"] = np.zeros(P0["W"].shape, bool); touched["W"][rows] = True
         touched["th_k"] = np.zeros(P0["th_k"].shape, bool); touched["th_k"][rows] = True
+    touched["dir"] = D["dir"] != 0      # L2 on the direct features the window used
     P1 = ref.sgd(P0, D, 0.2, beta, scale=1 / 3, touched=touched)
     got = ref.from_kernel_layout(p)
     for k in P1:
@@ -83,10 +99,10 @@ def test_update_matches_reference(beta, C):
 
 
 def test_clipping_bounds_update_norm():
-    c = dict(act="tanh", C=0, T=5, B=2, cost="ce", indep=False)
-    p, ci, x, y, h0, st = setup(c)
+    c = dict(act="tanh", C=0, T=5, B=2, cost="ce", indep=False, direct=DIRECT)
+    p, ci, x, y, h0, st, ng0 = setup(c)
     before = p.flat.copy()
-    st.gradient(x, y, h0)
+    st.gradient(x, y, h0, ng0)
     norm = st.apply(x, y, lr=1.0, beta=0.0, clip=0.01, scale=1.0)
     assert norm > 0.01
     assert np.linalg.norm(p.flat - before) == pytest.approx(0.01, rel=1e-9)
@@ -94,15 +110,16 @@ def test_clipping_bounds_update_norm():
 
 @pytest.mark.parametrize("c", CONFIGS, ids=cid)
 def test_gradient_central_differences(c):
-    p, ci, x, y, h0, st = setup(c, seed=3)
-    st.gradient(x, y, h0)
+    p, ci, x, y, h0, st, ng0 = setup(c, seed=3)
+    st.gradient(x, y, h0, ng0)
     analytic = st.g.flat.copy()
 
     def loss():
         g = p.zeros_like()
-        return K.window_grad(x, y, h0, *param_args(p), ci.word_class, ci.class_starts, ACT[c["act"]],
-                             0 if c["cost"] == "ce" else 1, c["indep"], 0, 0.7,
-                             g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, np.empty_like(h0))
+        return K.window_grad(x, y, h0, ng0, *param_args(p), ci.word_class, ci.class_starts, ACT[c["act"]],
+                             0 if c["cost"] == "ce" else 1, c["indep"], 0, 0.7, DORDER,
+                             g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, g.direct, np.empty_like(h0),
+                             np.empty_like(ng0))
 
     eps = 1e-4  # truncation O(eps^2) and rounding O(1e-16 / eps) errors both ~1e-11 here
     numeric = np.zeros_like(analytic)
@@ -121,13 +138,13 @@ def test_gradient_central_differences(c):
         assert rel.max() < 1e-6, f"{name}: max rel err {rel.max():.2e}, mean {rel.mean():.2e}"
 
 
-@pytest.mark.parametrize("C,indep", [(0, False), (3, True), (3, False)])
-def test_step_distribution_sums_to_one_and_matches_window(C, indep):
+@pytest.mark.parametrize("C,indep,direct", [(0, False, 0), (3, True, 0), (3, False, 0), (0, False, DIRECT),
+                                            (3, True, DIRECT)])
+def test_step_distribution_sums_to_one_and_matches_window(C, indep, direct):
     from rnnlm.generate import Stepper
-    from rnnlm.config import ModelConfig
-    p = tiny_model(N, M, C, "tanh", seed=4)
+    p = tiny_model(N, M, C, "tanh", seed=4, direct=direct, dorder=DORDER)
     ci = tiny_classes(N, C)
-    cfg = ModelConfig(vocab_size=N, hidden=M, classes=C, activation="tanh", dtype="float64")
+    cfg = p.cfg
     x, y = tiny_window(N, 7, 1, seed=9)
     y[:-1, 0] = x[1:, 0]
     st = Stepper(cfg, p, ci, eos=0, independent=indep)
@@ -138,8 +155,9 @@ def test_step_distribution_sums_to_one_and_matches_window(C, indep):
         got.append(np.log(probs[y[t, 0]]))
     logp = np.empty((7, 1))
     h0 = np.full((1, M), cfg.init_hidden)
-    K.window_logprob(x, y, h0, *param_args(p), ci.word_class, ci.class_starts, 1, indep, 0,
-                     cfg.reset_hidden, logp, np.empty_like(h0))
+    ng0 = np.zeros((1, DORDER - 1), np.int32)
+    K.window_logprob(x, y, h0, ng0, *param_args(p), ci.word_class, ci.class_starts, 1, indep, 0,
+                     cfg.reset_hidden, DORDER, logp, np.empty_like(h0), np.empty_like(ng0))
     np.testing.assert_allclose(got, logp[:, 0], rtol=1e-12)
 
 
@@ -151,6 +169,7 @@ def test_boundscheck_is_active():
     x, y = tiny_window(N, 3, 2)
     x[2, 1] = N
     h0 = np.zeros((2, M))
+    ng0 = np.zeros((2, 2), np.int32)
     with pytest.raises(IndexError):
-        K.window_logprob(x, y, h0, *param_args(p), ci.word_class, ci.class_starts, 0, False, 0, 1.0,
-                         np.empty((3, 2)), np.empty_like(h0))
+        K.window_logprob(x, y, h0, ng0, *param_args(p), ci.word_class, ci.class_starts, 0, False, 0, 1.0, 3,
+                         np.empty((3, 2)), np.empty_like(h0), np.empty_like(ng0))

@@ -13,15 +13,18 @@ from tiny import ACT, tiny_classes, tiny_model
 N, M = 11, 4
 
 
+DORDER = 3
+
+
 def fresh_state(D, h_init, dtype=np.float64):
     return (np.full(M, h_init, dtype), np.full(D + 1, -1, np.int32), np.zeros((D + 1, M), dtype),
-            np.zeros((D + 1, M), dtype), np.zeros(2, np.int64))
+            np.zeros((D + 1, M), dtype), np.zeros(DORDER - 1, np.int32), np.zeros(2, np.int64))
 
 
-def run(p, ci, x, y, act, lr, beta, D, block, indep, state, clip=0.0, h_init=0.7):
+def run(p, ci, x, y, act, lr, beta, D, block, indep, state, clip=0.0, h_init=0.7, use_bias=True, l2_every=1):
     logp = np.empty(len(x))
     loss = KS.rnnlm_train_stream(x, y, *param_args(p), ci.word_class, ci.class_starts, ACT[act], lr, beta,
-                                clip, block, indep, 0, h_init, *state, logp)
+                                clip, block, indep, 0, h_init, DORDER, use_bias, l2_every, *state, logp)
     return loss, logp
 
 
@@ -33,34 +36,47 @@ def stream(n, seed):
     return x, y
 
 
+VARIANTS = [dict(direct=0, use_bias=True, l2_every=1), dict(direct=40, use_bias=True, l2_every=1),
+            dict(direct=0, use_bias=False, l2_every=3), dict(direct=40, use_bias=False, l2_every=3)]
+
+
+@pytest.mark.parametrize("v", VARIANTS, ids=lambda v: f"direct{v['direct']}-bias{int(v['use_bias'])}-l2every{v['l2_every']}")
 @pytest.mark.parametrize("act,C,indep,beta", list(itertools.product(
     ["sigmoid", "tanh", "relu"], [0, 3], [False, True], [0.0, 0.05])))
-def test_schedule_matches_reference(act, C, indep, beta):
-    p = tiny_model(N, M, C, act, seed=5)
+def test_schedule_matches_reference(act, C, indep, beta, v):
+    if v["direct"] == 0 and v["use_bias"] is False and beta == 0.0:
+        pytest.skip("l2_every has no effect without L2")
+    p = tiny_model(N, M, C, act, seed=5, direct=v["direct"], dorder=DORDER)
     ci = tiny_classes(N, C)
     x, y = stream(23, 6)
     P0 = ref.from_kernel_layout(p)
     D, block = 6, 4
     st = fresh_state(D, 0.7)
+    kw = dict(use_bias=v["use_bias"], l2_every=v["l2_every"])
     # two calls, split mid-block: the carried state must make this equal to one pass
-    _, lp1 = run(p, ci, x[:9], y[:9], act, 0.3, beta, D, block, indep, st)
-    _, lp2 = run(p, ci, x[9:], y[9:], act, 0.3, beta, D, block, indep, st)
+    _, lp1 = run(p, ci, x[:9], y[:9], act, 0.3, beta, D, block, indep, st, **kw)
+    _, lp2 = run(p, ci, x[9:], y[9:], act, 0.3, beta, D, block, indep, st, **kw)
     P1, rlogp = ref.rnnlm_schedule(P0, x, y, D, block, 0.3, beta, act, ci.word_class if C else None,
-                                   ci.class_starts, indep, 0, 0.7)
+                                   ci.class_starts, indep, 0, 0.7, DORDER, **kw)
     np.testing.assert_allclose(np.concatenate([lp1, lp2]), rlogp, rtol=1e-10)
     got = ref.from_kernel_layout(p)
     for k in P1:
         np.testing.assert_allclose(got[k], P1[k], rtol=1e-10, atol=1e-13, err_msg=k)
+    if not v["use_bias"]:
+        for k in ("th_j", "th_k", "th_c"):
+            np.testing.assert_array_equal(got[k], P0[k])
+    if v["direct"]:
+        assert np.abs(got["dir"] - P0["dir"]).max() > 1e-3
 
 
-@pytest.mark.parametrize("act,C", list(itertools.product(["sigmoid", "tanh", "relu"], [0, 3])))
-def test_sweep_is_gradient_of_truncated_objective(act, C):
+@pytest.mark.parametrize("act,C,direct", list(itertools.product(["sigmoid", "tanh", "relu"], [0, 3], [0, 40])))
+def test_sweep_is_gradient_of_truncated_objective(act, C, direct):
     """Run block 1 with lr = 0 (state only), then block 2 with lr = +-eps: d(params)/d(lr) at 0 is
     minus the gradient of block 2's loss with the state D steps back held constant."""
     D, block = 6, 5
     x, y = stream(2 * block, 7)
     ci = tiny_classes(N, C)
-    p = tiny_model(N, M, C, act, seed=8)
+    p = tiny_model(N, M, C, act, seed=8, direct=direct, dorder=DORDER)
     st = fresh_state(D, 0.7)
     run(p, ci, x[:block], y[:block], act, 0.0, 0.0, D, block, False, st)
     eps = 1e-6
@@ -80,7 +96,9 @@ def test_sweep_is_gradient_of_truncated_objective(act, C):
         h = ref.f(P["V"][:, x[t]] + P["U"] @ h + P["th_j"], act)
     xs, ys = x[lo:].reshape(-1, 1), y[lo:].reshape(-1, 1)
     mask = np.zeros((D, 1), bool); mask[-block:] = True
-    kw = dict(act=act, classes=ci.word_class if C else None, class_starts=ci.class_starts, mask=mask)
+    ng0 = np.array([[x[lo - 1 - k] for k in range(DORDER - 1)]])  # direct history before step lo
+    kw = dict(act=act, classes=ci.word_class if C else None, class_starts=ci.class_starts, mask=mask,
+              dorder=DORDER, ng0=ng0)
 
     def cost(flat):
         q = p.copy(); q.flat[:] = flat
