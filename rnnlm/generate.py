@@ -30,11 +30,12 @@ class Stepper:
         self.ng[:] = self.eos
 
     def get_state(self):
-        """A copy of everything the next `feed` depends on (restore it with `set_state`)."""
-        return self.h.copy()
+        """A copy of everything the next `feed` depends on: the hidden state and the
+        direct-connection history (restore it with `set_state`)."""
+        return self.h.copy(), self.ng.copy()
 
     def set_state(self, state) -> None:
-        self.h[:] = state
+        self.h[:], self.ng[:] = state
 
     def feed(self, word_id: int) -> np.ndarray:
         """Read one word; returns P(next word) (a view, overwritten by the next call)."""
