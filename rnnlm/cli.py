@@ -1,4 +1,4 @@
-"""Command-line interface: `rnnlm prepare | vocab | train | eval ...`.
+"""Command-line interface: `rnnlm prepare | vocab | train | eval | score | sample ...`.
 
 This module parses arguments and calls the library; it holds no numerics. Heavy modules (NumPy
 kernels, Numba) are imported inside the command functions so that `rnnlm --help` stays instant.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rnnlm.cli_use import add_use_commands
 from rnnlm.errors import RnnlmError
 
 EPILOG = """examples:
@@ -16,6 +17,8 @@ EPILOG = """examples:
   rnnlm vocab corpora/synthetic/train.txt --top 20
   rnnlm train --train corpora/synthetic/train.txt --valid corpora/synthetic/valid.txt --model m.rnnlm
   rnnlm eval m.rnnlm corpora/synthetic/test.txt
+  rnnlm score m.rnnlm sentences.txt
+  rnnlm sample m.rnnlm --n 3 --seed 1
 """
 
 
@@ -148,7 +151,7 @@ def cmd_vocab(args) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- train / eval (model)
+# ---------------------------------------------------------------- train (model)
 
 def add_model_commands(sub) -> None:
     t = sub.add_parser(
@@ -198,17 +201,6 @@ def add_model_commands(sub) -> None:
     g.add_argument("--checkpoint-words", type=int, default=1_000_000, metavar="N",
                    help="also checkpoint every N training words (default: 1000000; 0 = epoch ends only)")
     t.set_defaults(func=cmd_train)
-
-    e = sub.add_parser(
-        "eval", help="perplexity of a text under a model", formatter_class=_formatter,
-        description="Score every token of TEXT (each line's </s> included) and print perplexity,\n"
-                    "entropy and counts. OOV words map to <unk> when the vocabulary has it, else\n"
-                    "they are skipped and counted. Blank lines are skipped; '-' reads stdin.",
-        epilog="examples:\n  rnnlm eval ptb.rnnlm ptb/test.txt\n  rnnlm eval ptb.rnnlm ptb/test.txt --json")
-    e.add_argument("model", metavar="MODEL")
-    e.add_argument("text", metavar="TEXT")
-    e.add_argument("--json", action="store_true", help="print one JSON object")
-    e.set_defaults(func=cmd_eval)
 
 
 def _threads(n: int) -> None:
@@ -272,20 +264,6 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_eval(args) -> int:
-    import json
-
-    from rnnlm.evaluate import evaluate_text
-    res = evaluate_text(args.model, args.text)
-    if args.json:
-        print(json.dumps(res.to_dict()))
-    else:
-        print(f"tokens {res.tokens:,}  OOV {res.oov + res.unk:,} ({res.oov_policy})")
-        print(f"log10 prob {res.logprob / 2.302585092994046:.4f}  entropy {res.entropy:.4f} bits  "
-              f"perplexity {res.perplexity:.3f}")
-    return 0
-
-
 # ---------------------------------------------------------------- entry point
 
 def build_parser() -> argparse.ArgumentParser:
@@ -299,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     add_data_commands(sub)
     add_model_commands(sub)
+    add_use_commands(sub)
     return parser
 
 
