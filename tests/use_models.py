@@ -10,6 +10,9 @@ from types import SimpleNamespace
 import pytest
 
 from rnnlm.cli import main
+from rnnlm.config import ModelConfig, TrainConfig
+from rnnlm.corpus import prepare
+from rnnlm.train import Trainer
 
 SYN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "corpora", "synthetic")
 
@@ -24,9 +27,12 @@ def use(tmp_path_factory):
     common = ["train", "--train", str(d / "train.txt"), "--valid", str(d / "valid.txt"),
               "--cache-dir", str(d / "cache"), "--max-epochs", "2"]
     for name, extra in (("unk", ["--hidden", "16", "--classes", "6", "--min-count", "3"]),
-                        ("full", ["--hidden", "12", "--classes", "0", "--max-epochs", "1"]),
-                        ("direct", ["--hidden", "8", "--classes", "4", "--max-epochs", "1",
-                                    "--direct", "0.01", "--direct-order", "3"])):
+                        ("full", ["--hidden", "12", "--classes", "0", "--max-epochs", "1"])):
         assert main(common + extra + ["--model", str(d / f"{name}.rnnlm")]) == 0
+    pc = prepare(str(d / "train.txt"), str(d / "valid.txt"), num_classes=4, cache_dir=str(d / "cache"))
+    mcfg = ModelConfig(vocab_size=len(pc.tokenizer), hidden=8, classes=pc.tokenizer.num_classes,
+                       direct_size=10_000, direct_order=3)
+    Trainer(mcfg, TrainConfig(max_epochs=1), pc.tokenizer, pc["train"], pc["valid"], str(d / "direct.rnnlm"),
+            log=lambda msg: None).run()
     return SimpleNamespace(dir=d, unk=str(d / "unk.rnnlm"), full=str(d / "full.rnnlm"), direct=str(d / "direct.rnnlm"),
                            test=str(d / "test.txt"), train=str(d / "train.txt"))
