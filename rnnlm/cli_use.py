@@ -208,8 +208,10 @@ def cmd_eval(args) -> int:
             print(json.dumps(d))
             continue
         dyn = f", dynamic evaluation lr {args.dynamic:g}" if args.dynamic is not None else ""
+        n_oov = res.oov + res.unk
+        rate = f"; {100 * n_oov / len(al.ids):.2f}% of tokens" if n_oov else ""
         print(f"{lines.source}: {len(lines):,} lines ({lines.n_blank:,} blank skipped), {res.tokens:,} tokens "
-              f"scored incl. </s>, OOV {res.oov + res.unk:,} ({res.oov_policy}){dyn}")
+              f"scored incl. </s>, OOV {n_oov:,} ({res.oov_policy}{rate}){dyn}")
         if other is None:
             print(_summary(res))
         else:

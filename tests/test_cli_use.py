@@ -45,7 +45,7 @@ def test_eval_counts_every_token(use, capsys):
         m = rnnlm.load(model)
         assert r["perplexity"] == pytest.approx(m.evaluate(use.test).perplexity, rel=1e-12)
         code, out, _ = run(capsys, "eval", model, use.test)
-        assert code == 0 and f"OOV {r['oov'] + r['unk']} ({m.tokenizer.oov_policy})" in out
+        assert code == 0 and f"OOV {r['oov'] + r['unk']} ({m.tokenizer.oov_policy}; " in out
         assert f"perplexity {r['perplexity']:.3f}" in out
 
 
