@@ -14,6 +14,7 @@ text and with per-word probability files of other language models.
 from __future__ import annotations
 
 import os
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,8 +74,18 @@ def align_lines(tok, lines, keep_tokens: bool = False) -> AlignedText:
     return AlignedText(ids, oov, starts, tokens)
 
 
+_INDEX: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _word_index(tok) -> dict:
+    index = _INDEX.get(tok)
+    if index is None:
+        index = _INDEX[tok] = {w: i for i, w in enumerate(tok.words)}
+    return index
+
+
 def _align_words(tok, lines, keep_tokens: bool) -> AlignedText:
-    index = {w: i for i, w in enumerate(tok.words)}
+    index = _word_index(tok)
     eos = tok.eos_id
     ids: list[int] = []
     starts = [0]

@@ -144,12 +144,15 @@ def _note(msg: str) -> None:
     print(f"rnnlm: note: {msg}", file=sys.stderr)
 
 
-def _other_probs(args, lines, al, name):
+def _other_probs(args, tok, lines, al, name):
     """Per-token probabilities of the other LM (or None)."""
     from rnnlm import interp
     if args.lm_prob:
         return interp.read_prob_file(args.lm_prob, len(al.ids), name)
     if args.ngram:
+        if tok.kind != "word":
+            raise RnnlmError(f"--ngram needs a word-level model ({args.model} uses {tok.kind} pieces); "
+                             "give per-piece probabilities with --lm-prob")
         return interp.kenlm_probs(args.ngram, lines, len(al.ids))
     return None
 
@@ -177,7 +180,7 @@ def cmd_eval(args) -> int:
     for path in args.texts:
         lines = read_lines(path)
         al = align_lines(m.tokenizer, lines, keep_tokens=args.per_word)
-        p_other = _other_probs(args, lines, al, lines.source)
+        p_other = _other_probs(args, m.tokenizer, lines, al, lines.source)
         update, bar = _bar(int(al.scored.sum()), "eval")
         try:
             lp = text_logprobs(m, al, dynamic=args.dynamic, progress=update)
@@ -256,7 +259,7 @@ def cmd_score(args) -> int:
     if args.nbest:
         utt, lines = split_ids(lines, name)
     al = align_lines(m.tokenizer, lines)
-    p_other = _other_probs(args, lines, al, name)
+    p_other = _other_probs(args, m.tokenizer, lines, al, name)
     update, bar = _bar(len(al.ids), "score")
     try:
         if args.nbest and args.carry:

@@ -90,7 +90,10 @@ def kneser_ney_probs(tok, train_path: str, al, order: int = 3) -> np.ndarray:
     if order < 1:
         raise RnnlmError(f"--order must be >= 1, got {order}")
     train = tok.encode_lines(read_lines(train_path)).ids
-    kn = KneserNey.fit(train, vocab_size=len(tok), order=order, pad_id=tok.eos_id)
+    try:
+        kn = KneserNey.fit(train, vocab_size=len(tok), order=order, pad_id=tok.eos_id)
+    except ValueError as exc:
+        raise RnnlmError(f"{train_path}: cannot fit a Kneser-Ney {order}-gram model: {exc}") from None
     out = np.zeros(len(al.ids), dtype=np.float64)
     mask = al.scored
     out[mask] = kn.prob(al.ids[mask])
