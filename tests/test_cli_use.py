@@ -273,3 +273,20 @@ def test_wikitext_out_of_domain(shared_dir, use, capsys, tmp_path):
         n = sum(len(l.split()) + 1 for l in head if l.strip())
         assert r["blank_lines"] > 0 and r["tokens"] + r["oov"] == n and r["oov"] + r["unk"] > n / 3
         assert math.isfinite(r["perplexity"])
+
+
+def test_per_word_layout_is_rnnlm04b(shared_dir, use, capsys, tmp_path):
+    """Header, dashes, row format and the OOV row as in rnnlm-0.4b's `-debug 2` output."""
+    ref = os.path.join(shared_dir, "fixtures", "rnnlm-0.4b", "bin-h16-c10.model.test.out")
+    if not os.path.exists(ref):
+        pytest.skip(f"{ref} absent")
+    lines = open(ref).read().splitlines()
+    start = lines.index("Index   P(NET)          Word")
+    ref_rows = lines[start + 2:start + 60]
+    (tmp_path / "t.txt").write_text("the cup rattles zebra\n")
+    _, out, _ = run(capsys, "eval", use.full, tmp_path / "t.txt", "--per-word")
+    ours = out.splitlines()
+    assert ours[:2] == lines[start:start + 2]
+    assert "-1\t0\t\tOOV" in ref_rows and ours[5] == "-1\t0\t\tOOV"
+    shape = lambda r: (len(r.split("\t")), len(r.split("\t")[1].split(".")[-1]))  # noqa: E731
+    assert {shape(r) for r in ref_rows if not r.startswith("-1")} == {shape(r) for r in ours[2:5]} == {(3, 10)}
