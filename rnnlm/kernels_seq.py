@@ -11,7 +11,7 @@ from numba import njit
 from rnnlm.kernels import _activate, _direct_add, _fprime, _softmax_row, direct_hashes
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath={"reassoc", "contract"})
 def _affine(Wm, b, s, lo, hi, out):
     """out[k - lo] = b[k] + Wm[k] . s for k in lo : hi (logits of a block of output units)."""
     for k in range(lo, hi):
@@ -49,6 +49,31 @@ def _direct_update(z, n, direct, hsd, K, wrap, lr, scale, beta):
             hsd[o] = f + 1
             if wrap and hsd[o] == size:
                 hsd[o] = 0
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _sweep(depth, rec, hs, err, act, e, delta, gU, gbh, gV):
+    """Back through `depth` steps from the newest: delta(t-k) = f'(net(t-k)) * (err(t-k) +
+    U^T delta(t-k+1)); accumulates dL/dU into gU, dL/dtheta_j into gbh, and delta(t-k) into gV[k]
+    (the gradient of the input word's embedding)."""
+    M = rec.shape[0]
+    for j in range(M):
+        e[j] = err[0, j]
+    for k in range(depth):
+        for j in range(M):
+            delta[j] = e[j] * _fprime(hs[k, j], act)
+            gbh[j] += delta[j]
+            gV[k, j] = delta[j]
+            dj = delta[j]
+            for q in range(M):
+                gU[j, q] += dj * hs[k + 1, q]
+        if k + 1 < depth:
+            for q in range(M):
+                e[q] = err[k + 1, q]
+            for j in range(M):
+                dj = delta[j]
+                for q in range(M):
+                    e[q] += dj * rec[j, q]
 
 
 @njit(cache=True)
@@ -105,13 +130,9 @@ def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_cl
         if istate[1] < D:
             istate[1] += 1
         # forward: net_j = V x + U s(t-1) + theta_j
+        _affine(rec, bh, h, 0, M, net)
         for j in range(M):
-            acc = emb[w_in, j] + bh[j]
-            for q in range(M):
-                acc += rec[j, q] * h[q]
-            net[j] = acc
-        for j in range(M):
-            hs[0, j] = _activate(net[j], act)
+            hs[0, j] = _activate(net[j] + emb[w_in, j], act)
         s = hs[0]
         # output distribution and deltas (dL/dnet = y - d)
         if C > 0:
@@ -191,23 +212,7 @@ def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_cl
         if istate[0] % block == 0 or (independent and tgt == eos):
             # BPTT sweep: delta(t-k) = f'(net(t-k)) * (err(t-k) + U^T delta(t-k+1))
             depth = istate[1]
-            for j in range(M):
-                e[j] = err[0, j]
-            for k in range(depth):
-                for j in range(M):
-                    delta[j] = e[j] * _fprime(hs[k, j], act)
-                    gbh[j] += delta[j]
-                    gV[k, j] = delta[j]
-                    dj = delta[j]
-                    for q in range(M):
-                        gU[j, q] += dj * hs[k + 1, q]
-                if k + 1 < depth:
-                    for q in range(M):
-                        e[q] = err[k + 1, q]
-                    for j in range(M):
-                        dj = delta[j]
-                        for q in range(M):
-                            e[q] += dj * rec[j, q]
+            _sweep(depth, rec, hs, err, act, e, delta, gU, gbh, gV)
             scale = 1.0
             if clip > 0.0:
                 gg = 0.0
