@@ -33,6 +33,12 @@ def main() -> int:
     ap.add_argument("--clip", type=float, default=5.0)
     ap.add_argument("--min-improvement", type=float, default=1.001)
     ap.add_argument("--max-epochs", type=int, default=30)
+    ap.add_argument("--independent", action=argparse.BooleanOptionalAction, default=False,
+                    help="reset the hidden state at each end of sentence")
+    ap.add_argument("--activation", default="sigmoid", choices=("sigmoid", "tanh", "relu"))
+    ap.add_argument("--beta", type=float, default=1e-7, help="L2 regularisation")
+    ap.add_argument("--direct", type=float, default=0.0, help="direct n-gram connections (millions of weights)")
+    ap.add_argument("--direct-order", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--samples", type=int, default=5)
     args = ap.parse_args()
@@ -57,10 +63,13 @@ def main() -> int:
     tok = pc.tokenizer
     os.makedirs(args.out, exist_ok=True)
     model_path = os.path.join(args.out, "demo.rnnlm")
-    mcfg = ModelConfig(vocab_size=len(tok), hidden=args.hidden, classes=tok.num_classes)
-    tcfg = TrainConfig(lr=args.lr, clip=args.clip, schedule=args.schedule, bptt=args.bptt, bptt_block=args.bptt_block,
+    mcfg = ModelConfig(vocab_size=len(tok), hidden=args.hidden, classes=tok.num_classes,
+                       activation=args.activation, direct_size=int(args.direct * 1e6),
+                       direct_order=args.direct_order)
+    tcfg = TrainConfig(lr=args.lr, beta=args.beta, clip=args.clip, schedule=args.schedule, bptt=args.bptt, bptt_block=args.bptt_block,
                        batch_size=args.batch_size, max_epochs=args.max_epochs,
-                       min_improvement=args.min_improvement, seed=args.seed, checkpoint_words=0)
+                       min_improvement=args.min_improvement, seed=args.seed,
+                       independent=args.independent, checkpoint_words=0)
     print(f"corpus {args.data}: vocabulary {len(tok)}, train {len(pc['train']):,} tokens; "
           f"model: hidden {mcfg.hidden}, {mcfg.classes} classes, schedule {tcfg.schedule}")
     trainer = Trainer(mcfg, tcfg, tok, pc["train"], pc["valid"], model_path)
@@ -68,7 +77,7 @@ def main() -> int:
     t_train = time.perf_counter() - t_start
 
     def ppl(split):
-        lp = stream_logprobs(mcfg, mf.params, trainer.classes, pc[split], tok.eos_id)
+        lp = stream_logprobs(mcfg, mf.params, trainer.classes, pc[split], tok.eos_id, args.independent)
         return math.exp(-lp.mean())
 
     kn = KneserNey.fit(np.asarray(pc["train"]), len(tok), order=3, pad_id=tok.eos_id)
@@ -89,7 +98,7 @@ def main() -> int:
         print(f"\ntest perplexity is {100 * (ppl('test') / true['test'] - 1):.1f}% above the true perplexity")
     print(f"\nsampled sentences (seed {args.seed}):")
     rng = np.random.default_rng(args.seed)
-    st = Stepper(mcfg, mf.params, trainer.classes, tok.eos_id)
+    st = Stepper(mcfg, mf.params, trainer.classes, tok.eos_id, args.independent)
     for _ in range(args.samples):
         st.h[:] = mcfg.init_hidden
         print("  " + tok.decode(sample_ids(st, rng, max_len=40)).strip())
