@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rnnlm.cli_convert import add_convert_commands
 from rnnlm.cli_use import add_use_commands
 from rnnlm.errors import RnnlmError
 
@@ -278,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_commands(sub)
     add_model_commands(sub)
     add_use_commands(sub)
+    add_convert_commands(sub)
     return parser
 
 

@@ -13,6 +13,7 @@ ACTIVATIONS = ("sigmoid", "tanh", "relu")
 COSTS = ("ce", "sse")
 SCHEDULES = ("rnnlm", "batch")
 DTYPES = ("float32", "float64")
+COMPATS = ("", "rnnlm-0.4b")
 
 
 def _from_dict(cls, data: dict):
@@ -34,7 +35,9 @@ class ModelConfig:
     init_scale: weights start as the sum of three uniforms on [-init_scale, init_scale] (rnnlm-0.4b: 0.1);
     bias: hidden, word and class biases are learnt (rnnlm-0.4b has none: False keeps them at zero);
     direct_size: number of weights of the hashed direct n-gram connections (rnnlm-0.4b's -direct,
-    given there in millions; 0 = none); direct_order: n-gram order of those features (-direct-order).
+    given there in millions; 0 = none); direct_order: n-gram order of those features (-direct-order);
+    compat: "" (our kernels) or "rnnlm-0.4b": evaluate with rnnlm-0.4b's own arithmetic and test
+    conventions (models imported from its files, see rnnlm/rnnlm04b.py).
     """
 
     vocab_size: int
@@ -48,6 +51,7 @@ class ModelConfig:
     bias: bool = True
     direct_size: int = 0
     direct_order: int = 3
+    compat: str = ""
 
     def __post_init__(self):
         if self.vocab_size < 2:
@@ -67,6 +71,8 @@ class ModelConfig:
                              f"{self.classes} classes")
         if self.dtype not in DTYPES:
             raise RnnlmError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.compat not in COMPATS:
+            raise RnnlmError(f"unknown compatibility mode {self.compat!r} (known: rnnlm-0.4b)")
 
     @property
     def activation_code(self) -> int:

@@ -44,7 +44,10 @@ class EvalResult:
 
 
 def initial_state(cfg: ModelConfig, params: Params) -> np.ndarray:
-    """The hidden state a text starts from (every unit `cfg.init_hidden`), shape (M,)."""
+    """The hidden state a text starts from (every unit `cfg.init_hidden`, or the state the model
+    file saved: `params.h0`, e.g. an imported rnnlm-0.4b model's), shape (M,)."""
+    if getattr(params, "h0", None) is not None:
+        return np.array(params.h0, dtype=params.flat.dtype)
     return np.full(cfg.hidden, cfg.init_hidden, dtype=params.flat.dtype)
 
 
@@ -68,7 +71,12 @@ def stream_logprobs_from(cfg: ModelConfig, params: Params, classes: ClassInfo, i
     pieces of a text give exactly the values of one call on the whole text. `ng` is the history of
     the direct n-gram connections in the same way (input words, most recent first; default: a fresh
     one, see `initial_history`); give it too when the model has direct connections.
+    Models with cfg.compat == "rnnlm-0.4b" are evaluated by rnnlm/rnnlm04b_kernels.py (there `ids`
+    may hold -1 for OOV words, which get NaN).
     """
+    if cfg.compat:
+        from rnnlm.rnnlm04b_kernels import compat_logprobs_from
+        return compat_logprobs_from(cfg, params, classes, ids, independent, h, progress, ng)
     x, y = inputs_targets(ids, eos)
     n = len(y)
     out = np.empty(n, dtype=np.float64)
@@ -107,6 +115,8 @@ def dynamic_logprobs(cfg: ModelConfig, params: Params, classes: ClassInfo, ids: 
     The network learns on its own copy of the parameters: `params` is never changed.
     """
     from rnnlm import kernels_seq as KS
+    if cfg.compat:
+        raise RnnlmError("dynamic evaluation is not available for models evaluated as rnnlm-0.4b")
     if not lr > 0:
         raise RnnlmError(f"--dynamic learning rate must be positive, got {lr}")
     p = params.copy()
@@ -133,10 +143,12 @@ def dynamic_logprobs(cfg: ModelConfig, params: Params, classes: ClassInfo, ids: 
 
 
 def load_for_eval(model_path: str):
-    """(ModelFile, tokenizer, ClassInfo, independent) of a model file."""
+    """(ModelFile, tokenizer, ClassInfo, independent) of a model file (ours or rnnlm-0.4b's)."""
+    from rnnlm import rnnlm04b
     from rnnlm.model import load_model
     from rnnlm.tokenizer import tokenizer_from_bytes
-    mf = load_model(model_path)
+    mf = rnnlm04b.import_model(model_path)[0] if rnnlm04b.sniff(model_path) else load_model(model_path)
+    mf.params.h0 = mf.arrays.get("h0")
     tok = tokenizer_from_bytes(mf.tokenizer_bytes)
     classes = ClassInfo.from_tokenizer(tok, mf.config.classes > 0)
     independent = bool(mf.meta.get("train", {}).get("independent", False))
@@ -147,6 +159,9 @@ def evaluate_text(model_path: str, text_path: str) -> EvalResult:
     """Perplexity of a text file ('-' = stdin) under the model, every token counted once."""
     from rnnlm.textio import read_lines
     mf, tok, classes, independent = load_for_eval(model_path)
+    if mf.config.compat:
+        from rnnlm.rnnlm04b_kernels import evaluate_text_compat
+        return evaluate_text_compat(mf, tok, classes, independent, text_path)
     enc = tok.encode_lines(read_lines(text_path))
     lp = stream_logprobs(mf.config, mf.params, classes, enc.ids, tok.eos_id, independent)
     return EvalResult(tokens=len(lp), logprob=float(lp.sum()), oov=enc.n_skipped, unk=enc.n_unk_mapped,

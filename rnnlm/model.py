@@ -52,6 +52,7 @@ class Params:
         if flat.shape != (size,) or flat.dtype != dtype:
             raise RnnlmError(f"parameter buffer has shape {flat.shape} {flat.dtype}, expected ({size},) {dtype}")
         self.flat = np.ascontiguousarray(flat)
+        self.h0 = None   # (M,) state a text starts from, when the model file saves one (its 'h0' array)
         self.names = [n for n, _ in shapes]
         self.offsets = {}
         off = 0

@@ -33,6 +33,10 @@ def text_logprobs(lm, al: AlignedText, *, carry: bool = True, dynamic: float | N
     mask = al.scored
     ids = np.ascontiguousarray(al.ids[mask])
     cfg, p, ci, eos = lm.config, lm.params, lm.classes, lm.tokenizer.eos_id
+    if cfg.compat and carry and dynamic is None:   # rnnlm-0.4b: a skipped OOV still advances the state
+        lp = stream_logprobs(cfg, p, ci, np.ascontiguousarray(al.ids), eos, lm.independent, progress)
+        out[mask] = lp[mask]
+        return out
     if dynamic is not None:
         if not carry:
             raise RnnlmError("dynamic evaluation needs the carried state (one stream), not --independent")

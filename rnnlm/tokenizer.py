@@ -214,9 +214,22 @@ class WordVocab(_Tokenizer):
     kind = "word"
 
     def __init__(self, words, counts, *, num_classes=100, class_mode="sqrt", classes=None,
-                 min_count=1, max_size=None):
-        self.min_count, self.max_size = int(min_count), max_size
+                 min_count=1, max_size=None, oov="auto"):
+        """`oov`: "auto" maps unknown words to ``<unk>`` when the vocabulary has it, else skips
+        them; "skip" always skips them (rnnlm-0.4b's test policy; a ``<unk>`` in the text is
+        then just a word)."""
+        if oov not in ("auto", "skip"):
+            raise RnnlmError(f"tokenizer data: unknown OOV policy {oov!r}")
+        self.min_count, self.max_size, self.oov = int(min_count), max_size, oov
         self._init_vocab(words, counts, num_classes, class_mode, classes)
+        if oov == "skip":
+            self.unk_id = None
+
+    @property
+    def oov_policy(self) -> str:
+        if self.oov == "skip":
+            return "skipped (rnnlm-0.4b policy)"
+        return super().oov_policy
 
     @classmethod
     def build(cls, lines: Iterable[str], min_count: int = 1, max_size: int | None = None,
@@ -305,6 +318,8 @@ class WordVocab(_Tokenizer):
     def to_bytes(self) -> bytes:
         h = self._header()
         h.update(min_count=self.min_count, max_size=self.max_size)
+        if self.oov != "auto":
+            h.update(oov=self.oov)
         return self._dump(h)
 
 
@@ -435,7 +450,7 @@ def tokenizer_from_bytes(data: bytes) -> Tokenizer:
                       classes=h["classes"])
         if h["kind"] == "word":
             return WordVocab(h["words"], h["counts"], min_count=h.get("min_count", 1),
-                             max_size=h.get("max_size"), **common)
+                             max_size=h.get("max_size"), oov=h.get("oov", "auto"), **common)
         if h["kind"] == "sentencepiece":
             return SentencePieceTokenizer(base64.b64decode(h["sp_model"]), h["sp_ids"], h["counts"],
                                           settings=h.get("settings"), **common)

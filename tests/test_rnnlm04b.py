@@ -1,0 +1,326 @@
+"""rnnlm-0.4b model files: reading both formats, exact reproduction of rnnlm-0.4b's test output on the
+shared fixtures, export -> import round trips, and one-line errors on broken files."""
+from __future__ import annotations
+
+import math
+import os
+import re
+
+import numpy as np
+import pytest
+
+from rnnlm.cli import main
+from rnnlm.config import ModelConfig
+from rnnlm.errors import RnnlmError
+from rnnlm.evaluate import evaluate_text, initial_history, initial_state, load_for_eval, stream_logprobs
+from rnnlm.model import ModelFile, Params, save_model
+from rnnlm.rnnlm04b import _synthetic_counts, export_model, import_model, read_rnnlm04b
+from rnnlm.rnnlm04b_kernels import (PRIMES, compat_logprobs_from, compat_probs_from, encode_text_04b,
+                                    fasterexp, rnnlm04b_direct_hashes)
+from rnnlm.tokenizer import WordVocab, assign_classes
+
+FIX = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "fixtures", "rnnlm-0.4b")
+NAMES = ["text-h15-c10.model", "bin-h16-c10.model", "text-h12-c8-direct3.model",
+         "bin-h12-c8-direct4-indep.model"]
+needs_fixtures = pytest.mark.skipif(not os.path.isdir(FIX),
+                                    reason=f"rnnlm-0.4b fixtures not found at {FIX}")
+
+
+def _reference(name):
+    """(word ids, printed probabilities, log10 probability, PPL) from rnnlm-0.4b's -debug 2 output."""
+    ids, probs = [], []
+    text = open(os.path.join(FIX, name + ".test.out")).read()
+    for line in text.splitlines():
+        f = line.split("\t")
+        if len(f) >= 3 and re.fullmatch(r"-?\d+", f[0]):
+            ids.append(int(f[0]))
+            probs.append(float(f[1]))
+    logp = float(re.search(r"test log probability: (\S+)", text).group(1))
+    ppl = float(re.search(r"PPL net: (\S+)", text).group(1))
+    return np.array(ids), np.array(probs), logp, ppl
+
+
+def _word_probs(mf, tok, classes, independent, text_path):
+    index = {w.encode(): i for i, w in enumerate(tok.words)}
+    ids, _ = encode_text_04b(open(text_path, "rb").read(), index)
+    lp = compat_logprobs_from(mf.config, mf.params, classes, ids, independent,
+                              initial_state(mf.config, mf.params))
+    return ids, lp
+
+
+# ----------------------------------------------------------------------------- the fixtures
+
+@needs_fixtures
+@pytest.mark.parametrize("name", NAMES)
+def test_fixture_perplexity_and_every_word_probability(name):
+    ref_ids, ref_p, ref_logp, ref_ppl = _reference(name)
+    mf, tok, classes, indep = load_for_eval(os.path.join(FIX, name))      # the rnnlm-0.4b file itself
+    assert mf.config.compat == "rnnlm-0.4b"
+    ids, lp = _word_probs(mf, tok, classes, indep, os.path.join(FIX, "test.txt"))
+    assert np.array_equal(ids, ref_ids)                                    # same tokens, same OOVs
+    ok = ids >= 0
+    p = compat_probs_from(mf.config, mf.params, classes, ids, indep, initial_state(mf.config, mf.params))
+    assert np.abs(p[ok] - ref_p[ok]).max() < 1e-6
+    # in fact every printed digit: P is the float rnnlm-0.4b prints with %.10f
+    assert ["%.10f" % v for v in p[ok].tolist()] == ["%.10f" % v for v in ref_p[ok].tolist()]
+    assert np.all(np.isnan(lp[~ok])) and np.all(np.isfinite(lp[ok]))
+    res = evaluate_text(os.path.join(FIX, name), os.path.join(FIX, "test.txt"))
+    assert res.tokens == ok.sum() and res.oov == (~ok).sum()
+    assert abs(res.perplexity / ref_ppl - 1) < 1e-6                       # (issue: 1e-4)
+    assert abs(res.logprob / math.log(10) - ref_logp) < 1e-5
+    assert "%.6f" % res.perplexity == "%.6f" % ref_ppl
+
+
+@needs_fixtures
+def test_fixture_pieces_carry_state_and_history():
+    name = "bin-h12-c8-direct4-indep.model"
+    mf, tok, classes, indep = load_for_eval(os.path.join(FIX, name))
+    _, lp_whole = _word_probs(mf, tok, classes, False, os.path.join(FIX, "test.txt"))
+    index = {w.encode(): i for i, w in enumerate(tok.words)}
+    ids, _ = encode_text_04b(open(os.path.join(FIX, "test.txt"), "rb").read(), index)
+    cut = int(np.flatnonzero(ids == 0)[40]) + 1
+    h, ng = initial_state(mf.config, mf.params), initial_history(mf.config, 0)
+    a = compat_logprobs_from(mf.config, mf.params, classes, ids[:cut], False, h, ng=ng)
+    b = compat_logprobs_from(mf.config, mf.params, classes, ids[cut:], False, h, ng=ng)
+    assert np.array_equal(np.concatenate([a, b]), lp_whole, equal_nan=True)
+
+
+@needs_fixtures
+@pytest.mark.parametrize("name", ["text-h15-c10.model", "bin-h16-c10.model"])
+def test_fixture_rewritten_byte_for_byte(tmp_path, name):
+    src = os.path.join(FIX, name)
+    mf, notes = import_model(src)
+    assert notes == []
+    save_model(str(tmp_path / "m.rnnlm"), mf)
+    mf2, tok, _, _ = load_for_eval(str(tmp_path / "m.rnnlm"))
+    out = str(tmp_path / "out")
+    export_model(mf2, tok, out, binary=name.startswith("bin-"))
+    assert open(out, "rb").read() == open(src, "rb").read()
+    if name.startswith("text-"):          # the binary copy of a text model evaluates the same
+        export_model(mf2, tok, out + ".bin", binary=True)
+        r1 = evaluate_text(src, os.path.join(FIX, "test.txt"))
+        r2 = evaluate_text(out + ".bin", os.path.join(FIX, "test.txt"))
+        assert r1.logprob == r2.logprob
+
+
+@needs_fixtures
+def test_cli_import_then_eval(tmp_path, capsys):
+    name = "text-h15-c10.model"
+    new = str(tmp_path / "m.rnnlm")
+    assert main(["import-rnnlm", os.path.join(FIX, name), new]) == 0
+    assert "evaluated as rnnlm-0.4b" in capsys.readouterr().out
+    assert main(["eval", new, os.path.join(FIX, "test.txt")]) == 0
+    assert "perplexity 296.280" in capsys.readouterr().out
+    assert main(["import-rnnlm", os.path.join(FIX, name), new]) == 1          # exists
+    assert "--force" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- our models out and back
+
+def _model(tmp_path, *, classes=25, bias=True, independent=False, hidden=13, seed=0):
+    rng = np.random.default_rng(seed)
+    words = [f"w{i}" for i in range(40)]
+    pr = np.linspace(2, 0.1, 40)
+    lines = ["w0 w0 w0 " + " ".join(rng.choice(words, size=rng.integers(8, 30), p=pr / pr.sum()))
+             for _ in range(300)]
+    tok = WordVocab.build(lines, num_classes=classes)
+    cfg = ModelConfig(vocab_size=len(tok), hidden=hidden, classes=tok.num_classes, bias=bias)
+    p = Params.init(cfg, rng)
+    if bias:
+        p.bh[:] = rng.normal(0, .3, cfg.hidden)
+        p.bo[:] = rng.normal(0, .3, cfg.vocab_size)
+        p.bc[:] = rng.normal(0, .3, cfg.classes)
+    mf = ModelFile(cfg, p, tok.to_bytes(), {"train": {"independent": independent}, "history": []})
+    path = str(tmp_path / "m.rnnlm")
+    save_model(path, mf)
+    text = str(tmp_path / "text.txt")
+    with open(text, "w") as fh:
+        fh.write("\n".join(lines[:50] + ["zz unknown w1", "w3"]) + "\n")
+    return path, text
+
+
+def _logprobs(path, text):
+    mf, tok, classes, indep = load_for_eval(path)
+    ids = tok.encode_lines(open(text).read().splitlines()).ids
+    return stream_logprobs(mf.config, mf.params, classes, ids, tok.eos_id, indep), tok
+
+
+@pytest.mark.parametrize("classes,bias,independent", [(25, True, False), (25, False, True),
+                                                      (6, True, True), (0, False, False)])
+def test_binary_round_trip_is_exact(tmp_path, classes, bias, independent):
+    path, text = _model(tmp_path, classes=classes, bias=bias, independent=independent)
+    mf, tok, _, _ = load_for_eval(path)
+    if classes == 25:
+        assert tok.eos_id != 0 and tok.classes[tok.eos_id] != 0       # </s> and its class move
+    notes = export_model(mf, tok, str(tmp_path / "m.bin"), binary=True)
+    assert any("extra hidden unit" in n for n in notes) == bias
+    m = read_rnnlm04b(str(tmp_path / "m.bin"))
+    assert m.words[0] == "</s>" and m.header["layer1_size"] == 13 + bias
+    # rnnlm-0.4b reassigns classes from the counts: they must give the file's classes
+    mode = "unigram" if m.header["old_classes"] else "sqrt"
+    assert np.array_equal(assign_classes(m.counts, m.header["class_size"], mode), m.classes)
+    back, notes = import_model(str(tmp_path / "m.bin"))
+    assert back.config.compat == "" and notes == []
+    save_model(str(tmp_path / "back.rnnlm"), back)
+    lp1, tok1 = _logprobs(path, text)
+    lp2, tok2 = _logprobs(str(tmp_path / "back.rnnlm"), text)
+    assert tok1.words == tok2.words
+    assert np.array_equal(lp1, lp2)
+    assert evaluate_text(path, text).perplexity == evaluate_text(str(tmp_path / "back.rnnlm"), text).perplexity
+
+
+def test_text_round_trip_equals_rounded_model(tmp_path):
+    path, text = _model(tmp_path)
+    mf, tok, classes, indep = load_for_eval(path)
+    export_model(mf, tok, str(tmp_path / "m.txt"))
+    back, _ = import_model(str(tmp_path / "m.txt"))
+    rounded = Params(mf.config, np.array(["%.4f" % v for v in mf.params.flat.tolist()], dtype=np.float64)
+                     .astype(np.float32))
+    ids = tok.encode_lines(open(text).read().splitlines()).ids
+    lp_back = stream_logprobs(back.config, back.params, classes, ids, tok.eos_id, indep)
+    lp_round = stream_logprobs(mf.config, rounded, classes, ids, tok.eos_id, indep)
+    assert np.array_equal(lp_back, lp_round)
+
+
+def test_cli_export_and_refusals(tmp_path, capsys):
+    path, text = _model(tmp_path, bias=False)
+    out = str(tmp_path / "x.bin")
+    assert main(["export-rnnlm", path, out, "--binary"]) == 0
+    assert main(["import-rnnlm", out, str(tmp_path / "y.rnnlm")]) == 0
+    assert "evaluated natively" in capsys.readouterr().out
+    assert main(["import-rnnlm", out, str(tmp_path / "z.rnnlm"), "--as", "rnnlm-0.4b"]) == 0
+    capsys.readouterr()
+    mf, tok, _, _ = load_for_eval(path)
+    tanh = ModelFile(ModelConfig(**dict(mf.config.to_dict(), activation="tanh")), mf.params, mf.tokenizer_bytes,
+                     mf.meta)
+    with pytest.raises(RnnlmError, match="sigmoid"):
+        export_model(tanh, tok, str(tmp_path / "t.txt"))
+    odd = ModelFile(ModelConfig(**dict(mf.config.to_dict(), reset_hidden=0.5)), mf.params, mf.tokenizer_bytes,
+                    {"train": {"independent": True}})
+    with pytest.raises(RnnlmError, match="1.0"):
+        export_model(odd, tok, str(tmp_path / "t.txt"))
+
+
+def test_synthetic_counts_give_the_classes():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        C = int(rng.integers(2, 40))
+        sizes = rng.integers(1, 30, C)
+        cls = np.repeat(np.arange(C), sizes).astype(np.int32)
+        assert np.array_equal(assign_classes(_synthetic_counts(cls, C), C, "unigram"), cls)
+
+
+# ----------------------------------------------------------------------------- pieces
+
+def test_direct_hashes_match_the_c_expressions():
+    def ref(history, order, ds, cls):
+        M32, M64 = 2**32 - 1, 2**64 - 1
+        P = [int(x) for x in PRIMES]
+        out = [0] * order
+        for a in range(order):
+            if a > 0 and history[a - 1] == -1:
+                break
+            h = (P[0] * P[1]) & M32
+            if cls >= 0:
+                h = (h * (cls + 1)) & M64
+            for b in range(1, a + 1):
+                k = (((a * P[b]) & M32) + b) & M32
+                h = (h + P[k % 36] * (history[b - 1] + 1)) & M64
+            h %= ds // 2
+            out[a] = h + (ds // 2 if cls >= 0 else 0)
+        return out
+    rng = np.random.default_rng(1)
+    out = np.zeros(8, np.uint64)
+    for _ in range(300):
+        hist = rng.integers(-1, 100000, 8)
+        hist[hist < 0] = -1 if rng.random() < 0.5 else 5
+        order, ds, cls = int(rng.integers(1, 9)), int(rng.integers(40, 5_000_000)), int(rng.integers(-1, 50))
+        rnnlm04b_direct_hashes(hist, order, ds, cls, out)
+        assert out[:order].tolist() == ref(hist.tolist(), order, ds, cls)
+
+
+def test_fasterexp_is_fastapprox():
+    assert fasterexp(np.float32(0.0)) == np.float32(0.9713478088378906)
+    assert fasterexp(np.float32(-1.0)) == np.float32(0.375)
+    assert fasterexp(np.float32(-100.0)) == 0.0                    # a denormal, flushed
+
+
+def test_readword_conventions():
+    index = {b"</s>": 0, b"a": 1, b"b": 2, b"x" * 99: 3}
+    ids, n_oov = encode_text_04b(b"a b\r\n\n a\tzz \nb " + b"x" * 120 + b" b\na lost", index)
+    assert ids.tolist() == [1, 2, 0, 0, 1, -1, 0, 2, 3, 2, 0, 1]
+    assert n_oov == 1
+
+
+# ----------------------------------------------------------------------------- broken files
+
+def _one_line(exc, *parts):
+    msg = str(exc.value)
+    assert "\n" not in msg
+    for p in parts:
+        assert p in msg, msg
+
+
+@needs_fixtures
+def test_truncated_and_corrupted_text(tmp_path):
+    data = open(os.path.join(FIX, "text-h15-c10.model"), "rb").read()
+    lines = data.split(b"\n")
+    bad = tmp_path / "bad.model"
+    bad.write_bytes(b"\n".join(lines[:6000]))
+    with pytest.raises(RnnlmError) as e:
+        read_rnnlm04b(str(bad))
+    _one_line(e, str(bad), "truncated", "line 6000")
+    lines2 = list(lines)
+    lines2[7000] = b"0.12x4"
+    bad.write_bytes(b"\n".join(lines2))
+    with pytest.raises(RnnlmError) as e:
+        read_rnnlm04b(str(bad))
+    _one_line(e, "line 7001", "0.12x4")
+    lines3 = list(lines)
+    lines3[20] = b"hidden layer size: fifteen"
+    bad.write_bytes(b"\n".join(lines3))
+    with pytest.raises(RnnlmError) as e:
+        read_rnnlm04b(str(bad))
+    _one_line(e, "line 21", "hidden layer size")
+    lines4 = list(lines)
+    lines4[40] = b"    12\t       228\tat\t0"
+    bad.write_bytes(b"\n".join(lines4))
+    with pytest.raises(RnnlmError) as e:
+        read_rnnlm04b(str(bad))
+    _one_line(e, "line 41", "index 12")
+    bad.write_bytes(data.replace(b"compression layer size: 0", b"compression layer size: 5"))
+    with pytest.raises(RnnlmError) as e:
+        read_rnnlm04b(str(bad))
+    _one_line(e, "compression layer", "not supported")
+    bad.write_bytes(data + b"0.5\n")
+    with pytest.raises(RnnlmError) as e:
+        read_rnnlm04b(str(bad))
+    _one_line(e, "unexpected data")
+
+
+@needs_fixtures
+def test_truncated_and_corrupted_binary(tmp_path):
+    data = open(os.path.join(FIX, "bin-h16-c10.model"), "rb").read()
+    bad = tmp_path / "bad.model"
+    bad.write_bytes(data[:-1000])
+    with pytest.raises(RnnlmError) as e:
+        read_rnnlm04b(str(bad))
+    _one_line(e, str(bad), "truncated at byte", str(len(data) - 1000))
+    bad.write_bytes(data + b"xyz")
+    with pytest.raises(RnnlmError) as e:
+        read_rnnlm04b(str(bad))
+    _one_line(e, f"byte {len(data)}")
+    arr = bytearray(data)
+    arr[-400:-396] = np.array([np.nan], "<f4").tobytes()
+    bad.write_bytes(bytes(arr))
+    with pytest.raises(RnnlmError) as e:
+        read_rnnlm04b(str(bad))
+    _one_line(e, f"byte {len(data) - 400}", "non-finite")
+    bad.write_bytes(data[:300])
+    with pytest.raises(RnnlmError) as e:
+        read_rnnlm04b(str(bad))
+    _one_line(e, "truncated at line")
+    bad.write_bytes(b"version: 9\n" + data[11:])
+    with pytest.raises(RnnlmError) as e:
+        read_rnnlm04b(str(bad))
+    _one_line(e, "line 1", "version 9")
