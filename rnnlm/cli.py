@@ -184,6 +184,13 @@ def add_model_commands(sub) -> None:
     g.add_argument("--hidden", type=int, default=100, metavar="M", help="hidden units (default: 100)")
     g.add_argument("--activation", choices=("sigmoid", "tanh", "relu"), default="sigmoid")
     g.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    g.add_argument("--direct", type=float, default=0.0, metavar="MILLIONS",
+                   help="direct n-gram connections: hash table size in millions of weights, as "
+                        "rnnlm-0.4b's -direct (4 bytes each in float32; default: 0 = none)")
+    g.add_argument("--direct-order", type=int, default=3, metavar="K",
+                   help="n-gram order of the direct connections (default: 3)")
+    g.add_argument("--no-bias", dest="bias", action="store_false",
+                   help="no hidden/output biases (as rnnlm-0.4b; needed for export-rnnlm)")
     g = t.add_argument_group("training")
     g.add_argument("--schedule", choices=("rnnlm", "batch"), default="rnnlm",
                    help="rnnlm: rnnlm-0.4b per-word SGD; batch: B streams x T-step windows (default: rnnlm)")
@@ -242,7 +249,8 @@ def cmd_train(args) -> int:
     tok = pc.tokenizer
     if not args.resume:
         mcfg = ModelConfig(vocab_size=len(tok), hidden=args.hidden, classes=tok.num_classes,
-                           activation=args.activation, dtype=args.dtype)
+                           activation=args.activation, dtype=args.dtype, bias=args.bias,
+                           direct_size=int(round(args.direct * 1_000_000)), direct_order=args.direct_order)
         lr = args.lr if args.lr is not None else (0.1 if args.schedule == "rnnlm" else 1.0)
         tcfg = TrainConfig(lr=lr, beta=args.beta, clip=args.clip, schedule=args.schedule, bptt=args.bptt,
                            bptt_block=args.bptt_block, batch_size=args.batch_size, cost=args.cost,
@@ -257,7 +265,8 @@ def cmd_train(args) -> int:
         print(f"{name}: {st.n_lines:,} lines, {st.n_tokens:,} tokens, OOV {st.n_oov:,} ({st.oov_policy})"
               + (f", {st.n_blank:,} blank lines skipped" if st.n_blank else ""))
     print(f"vocabulary {len(tok):,}, classes {mcfg.classes}, hidden {mcfg.hidden} {mcfg.activation}, "
-          f"schedule {tcfg.schedule}, lr {tcfg.lr:g}")
+          f"schedule {tcfg.schedule}, lr {tcfg.lr:g}"
+          + (f", direct {mcfg.direct_size:,} weights order {mcfg.direct_order}" if mcfg.direct_size else ""))
     trainer = Trainer(mcfg, tcfg, tok, pc["train"], pc["valid"], args.model)
     mf = trainer.run(resume=args.resume)
     best = min(mf.meta["history"], key=lambda h: h["valid_entropy"])
