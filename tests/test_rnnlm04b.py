@@ -324,3 +324,21 @@ def test_truncated_and_corrupted_binary(tmp_path):
     with pytest.raises(RnnlmError) as e:
         read_rnnlm04b(str(bad))
     _one_line(e, "line 1", "version 9")
+
+
+def test_native_direct_hashes_equal_the_compat_ones():
+    """The native kernels' hash (used to train direct connections) equals the one that reproduces
+    rnnlm-0.4b's fixtures, so exported direct weights mean the same thing there."""
+    from rnnlm.kernels import direct_hashes
+    from rnnlm.rnnlm04b_kernels import rnnlm04b_direct_hashes
+    rng = np.random.default_rng(0)
+    for size in (2, 40, 1_000_000, 7_777_777):
+        for K in (1, 2, 4, 6):
+            for _ in range(50):
+                hist = rng.integers(-1, 50_000, K).astype(np.int32)
+                for cls in (-1, 0, 3, 99):
+                    a = np.zeros(K, np.int64)
+                    b = np.zeros(K, np.uint64)
+                    direct_hashes(hist, K, cls, size, a)
+                    rnnlm04b_direct_hashes(hist, K, size, cls, b)
+                    assert a.tolist() == [int(v) for v in b], (size, K, hist, cls)
