@@ -102,8 +102,8 @@ def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_cl
     D = hist.shape[0] - 1
     dt = emb.dtype
     net = np.empty(M, dtype=dt)
-    zc = np.empty(max(C, 1), dtype=np.float64)
-    zw = np.empty(N, dtype=np.float64)
+    zc = np.empty(max(C, 1), dtype=dt)
+    zw = np.empty(N, dtype=dt)
     e = np.empty(M, dtype=dt)
     delta = np.empty(M, dtype=dt)
     gU = np.zeros((M, M), dtype=dt)
