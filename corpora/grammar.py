@@ -39,7 +39,7 @@ from itertools import accumulate
 import numpy as np
 
 EOS = "</s>"
-MAX_DEPTH = 2          # relative clauses may nest this many levels
+MAX_DEPTH = 1          # levels of relative clauses (2 was tried first: see corpora/README.md)
 N_TOPICS = 4
 TOPIC_WEIGHT = 0.5     # weight of the topic-specific ranking in content-word distributions
 ZIPF_S = 1.2           # Zipf exponent within a category
