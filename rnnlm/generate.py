@@ -12,6 +12,11 @@ class Stepper:
     """Walks the network one word at a time (B = 1) and exposes P(next word)."""
 
     def __init__(self, cfg, params, classes: ClassInfo, eos: int, independent: bool = False):
+        if cfg.compat:
+            from rnnlm.errors import RnnlmError
+            raise RnnlmError(f"this model is evaluated with {cfg.compat}'s own arithmetic, which word-by-word "
+                             f"stepping and sampling do not reproduce; import it with "
+                             f"`rnnlm import-rnnlm --as native` to use them")
         self.cfg, self.p, self.ci, self.eos = cfg, params, classes, int(eos)
         self.independent = bool(independent)
         dt = params.flat.dtype

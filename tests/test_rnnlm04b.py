@@ -342,3 +342,12 @@ def test_native_direct_hashes_equal_the_compat_ones():
                     direct_hashes(hist, K, cls, size, a)
                     rnnlm04b_direct_hashes(hist, K, size, cls, b)
                     assert a.tolist() == [int(v) for v in b], (size, K, hist, cls)
+
+
+@needs_fixtures
+def test_stepping_a_compat_model_is_refused_clearly():
+    from rnnlm import load
+    from rnnlm.errors import RnnlmError
+    m = load(os.path.join(FIX, "text-h15-c10.model"))
+    with pytest.raises(RnnlmError, match="import-rnnlm --as native"):
+        m.begin()
