@@ -15,9 +15,10 @@ from rnnlm.batching import inputs_targets
 from rnnlm.config import ModelConfig
 from rnnlm.errors import RnnlmError
 from rnnlm.model import Params
-from rnnlm.step import ClassInfo, history_width, param_args
+from rnnlm.step import ClassInfo, blas_single_thread, history_width, param_args
 
 CHUNK = 4096
+EVAL_CHUNK = 4096   # tokens per window_logprob call: one stream, the output layer batched over them
 
 
 @dataclass
@@ -86,19 +87,17 @@ def stream_logprobs_from(cfg: ModelConfig, params: Params, classes: ClassInfo, i
     ng_out = ng
     ng = initial_history(cfg, eos).reshape(1, -1) if ng is None else ng.reshape(1, -1).copy()
     ng_next = np.empty_like(ng)
-    for a in range(0, n, CHUNK):
-        b = min(n, a + CHUNK)
-        xa = np.ascontiguousarray(x[a:b].reshape(-1, 1))
-        ya = np.ascontiguousarray(y[a:b].reshape(-1, 1))
-        lp = np.empty((b - a, 1), dtype=np.float64)
-        K.window_logprob(xa, ya, h, ng, *param_args(params), classes.word_class, classes.class_starts,
-                         cfg.activation_code, bool(independent), int(eos), float(cfg.reset_hidden),
-                         cfg.direct_order, lp, h_next, ng_next)
-        out[a:b] = lp[:, 0]
-        h, h_next = h_next, h
-        ng, ng_next = ng_next, ng
-        if progress is not None:
-            progress(b - a)
+    with blas_single_thread():   # the kernels' products are small: BLAS threads only cost here
+        for a in range(0, n, EVAL_CHUNK):
+            b = min(n, a + EVAL_CHUNK)
+            K.window_logprob(x[a:b].reshape(-1, 1), y[a:b].reshape(-1, 1), h, ng, *param_args(params),
+                             classes.word_class, classes.class_starts, cfg.activation_code, bool(independent),
+                             int(eos), float(cfg.reset_hidden), cfg.direct_order, out[a:b].reshape(-1, 1),
+                             h_next, ng_next)
+            h, h_next = h_next, h
+            ng, ng_next = ng_next, ng
+            if progress is not None:
+                progress(b - a)
     h_out[...] = h[0]
     if ng_out is not None:
         ng_out[...] = ng[0]

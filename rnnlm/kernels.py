@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 SIGMOID, TANH, RELU = 0, 1, 2
 CE, SSE = 0, 1
@@ -84,8 +84,9 @@ def _softmax_row(z, n):
 @njit(cache=True)
 def _biased_softmax_row(z, bias, off, n):
     """z[:n] <- softmax(z[:n] + bias[off:off + n]), in place."""
+    b = bias[off:off + n]
     for k in range(n):
-        z[k] += bias[off + k]
+        z[k] += b[k]
     _softmax_row(z, n)
 
 
@@ -177,7 +178,82 @@ def _row_history(x, ng0, independent, eos, Hist, ng_out):
             Hist[t * B + b, :] = ng_out[b]
 
 
+# ----------------------------------------------------------------------------- dot-product helpers
+# The only functions compiled with reassociation and FMA contraction: dot products, row
+# accumulations and sums of squares, i.e. the freedom any BLAS call takes. Nothing here (and no
+# caller inherits the flags) evaluates exp, log, tanh or a softmax.
+
+FM = {"reassoc", "contract"}
+
+
+@njit(cache=True, fastmath=FM)
+def _dot(a, b):
+    """sum_i a[i] * b[i] in the arrays' own precision (1-D, same length >= 1)."""
+    acc = a[0] * b[0]
+    for i in range(1, a.shape[0]):
+        acc += a[i] * b[i]
+    return acc
+
+
+@njit(cache=True, fastmath=FM)
+def _matvec(A, v, out):
+    """out[j] = A[j] . v (A row-major (n, m), v (m,))."""
+    for j in range(A.shape[0]):
+        out[j] = _dot(A[j], v)
+
+
+@njit(cache=True, fastmath=FM)
+def _rows_dot(Wm, lo, n, s, z):
+    """z[k] = Wm[lo + k] . s for k < n: the logits (without bias) of a block of output units."""
+    for k in range(n):
+        z[k] = _dot(Wm[lo + k], s)
+
+
+@njit(cache=True, fastmath=FM)
+def _rows_backprop(Wm, gW, lo, n, dz, s, ds):
+    """Backward through the block of units lo : lo + n given dL/dz = dz[:n]: gW[lo + k] += dz[k] s
+    (the weights' gradient) and ds += sum_k dz[k] Wm[lo + k] (the gradient of the input s)."""
+    M = s.shape[0]
+    for k in range(n):
+        d = dz[k]
+        w = Wm[lo + k]
+        g = gW[lo + k]
+        for j in range(M):
+            g[j] += d * s[j]
+            ds[j] += d * w[j]
+
+
+@njit(cache=True, fastmath=FM)
+def _sq_sum(g):
+    """sum of g[i]^2, accumulated in float64 (g 1-D)."""
+    acc = 0.0
+    for i in range(g.shape[0]):   # loops from 0 over views: no negative-index checks, vectorised
+        v = g[i]
+        acc += v * v
+    return acc
+
+
+@njit(cache=True)
+def _biased_logprob(z, bias, off, n, tgt):
+    """ln softmax(z[:n] + bias[off:off + n])[tgt], computed stably without normalising the row
+    (z[:n] gets the bias added in place)."""
+    b = bias[off:off + n]
+    for k in range(n):
+        z[k] += b[k]
+    mx = z[0]
+    for k in range(1, n):
+        if z[k] > mx:
+            mx = z[k]
+    tot = 0.0
+    for k in range(n):
+        tot += math.exp(z[k] - mx)
+    return (z[tgt] - mx) - math.log(tot)
+
+
 # ----------------------------------------------------------------------------- forward (hidden)
+
+SMALL_BATCH = 4   # below this many streams the recurrent product is a loop, not a BLAS call
+
 
 @njit(cache=True)
 def _hidden_forward(x, h0, emb, rec, bh, act, independent, eos, h_init):
@@ -195,7 +271,11 @@ def _hidden_forward(x, h0, emb, rec, bh, act, independent, eos, h_init):
         u_init[j] = acc * h_init
     for t in range(T):
         cur = H[t + 1]
-        np.dot(H[t], recT, cur)
+        if B < SMALL_BATCH:
+            for b in range(B):
+                _matvec(rec, H[t, b], cur[b])
+        else:
+            np.dot(H[t], recT, cur)
         for b in range(B):
             w = x[t, b]
             if independent and w == eos:
@@ -227,8 +307,12 @@ def _full_output(S, yv, Hist, out_w, bo, direct, K, cost, want_grad, Z, dS, g_ou
         if K > 0:
             direct_hashes(Hist[r], K, 0, direct.shape[0], hs)
             _direct_add(z, N, direct, hs, K, True)
-        _biased_softmax_row(z, bo, 0, N)
         tgt = yv[r]
+        if not want_grad and cost == CE:
+            logp[r] = _biased_logprob(z, bo, 0, N, tgt)
+            loss -= logp[r]
+            continue
+        _biased_softmax_row(z, bo, 0, N)
         logp[r] = math.log(z[tgt])
         if cost == CE:
             loss -= logp[r]
@@ -259,12 +343,18 @@ def _full_output(S, yv, Hist, out_w, bo, direct, K, cost, want_grad, Z, dS, g_ou
     return loss
 
 
+GEMM_ROWS = 12   # a class block with at least this many rows is one BLAS product, else row loops
+
+
 @njit(cache=True)
 def _class_output(S, yv, Hist, out_w, bo, cls_w, bc, direct, K, word_class, class_starts, want_grad,
                   dS, g_out, g_bo, g_cls, g_bc, g_direct, logp):
     """Class-factored softmax P(w|s) = P(c(w)|s) P(w|c(w),s) for the rows of S (n, M), CE cost.
 
-    Rows are grouped by the class of their target so that each class block is one matrix product.
+    The class layer is one matrix product over all rows. Rows are then grouped by the class of their
+    target: a class with at least GEMM_ROWS rows is one matrix product per pass (BLAS), a class with
+    fewer is done row by row (dot products and row updates, no call overhead). Without want_grad
+    only ln p(target) is formed (a log-sum-exp per block, no normalised rows).
     """
     n, M = S.shape
     C = cls_w.shape[0]
@@ -279,14 +369,16 @@ def _class_output(S, yv, Hist, out_w, bo, cls_w, bc, direct, K, word_class, clas
         if K > 0:
             direct_hashes(Hist[r], K, -1, size, hs)
             _direct_add(z, C, direct, hs, K, False)
-        _biased_softmax_row(z, bc, 0, C)
         c = word_class[yv[r]]
+        if not want_grad:
+            logp[r] = _biased_logprob(z, bc, 0, C, c)
+            continue
+        _biased_softmax_row(z, bc, 0, C)
         logp[r] = math.log(z[c])
-        if want_grad:
-            z[c] -= 1.0
-            if K > 0:
-                direct_hashes(Hist[r], K, -1, size, hs)
-                _direct_grad(z, C, g_direct, hs, K, False)
+        z[c] -= 1.0
+        if K > 0:
+            direct_hashes(Hist[r], K, -1, size, hs)
+            _direct_grad(z, C, g_direct, hs, K, False)
     if want_grad:
         gtmp = np.empty((C, M), dtype=dt)
         np.dot(Zc.T, S, gtmp)
@@ -306,18 +398,22 @@ def _class_output(S, yv, Hist, out_w, bo, cls_w, bc, direct, K, word_class, clas
     order = np.empty(n, dtype=np.int64)
     pos = cnt[:C].copy()
     maxsz = 0
+    maxm = 0
     for c in range(C):
         sz = class_starts[c + 1] - class_starts[c]
-        if sz > maxsz:
+        if cnt[c + 1] - cnt[c] > 0 and sz > maxsz:
             maxsz = sz
+        if cnt[c + 1] - cnt[c] > maxm:
+            maxm = cnt[c + 1] - cnt[c]
     for r in range(n):
         c = word_class[yv[r]]
         order[pos[c]] = r
         pos[c] += 1
-    Sg_buf = np.empty(n * M, dtype=dt)
-    dg_buf = np.empty(n * M, dtype=dt)
-    Z_buf = np.empty(n * maxsz, dtype=dt)
-    gw_buf = np.empty(maxsz * M, dtype=dt)
+    Z_buf = np.empty(max(maxm, 1) * maxsz, dtype=dt)
+    big = maxm >= GEMM_ROWS
+    Sg_buf = np.empty(maxm * M if big else 0, dtype=dt)
+    dg_buf = np.empty(maxm * M if (big and want_grad) else 0, dtype=dt)
+    gw_buf = np.empty(maxsz * M if (big and want_grad) else 0, dtype=dt)
     for c in range(C):
         lo = cnt[c]
         m = cnt[c + 1] - lo
@@ -325,6 +421,32 @@ def _class_output(S, yv, Hist, out_w, bo, cls_w, bc, direct, K, word_class, clas
             continue
         cs = class_starts[c]
         sz = class_starts[c + 1] - cs
+        if m < GEMM_ROWS:
+            z = Z_buf[:sz]
+            for i in range(m):
+                r = order[lo + i]
+                s = S[r]
+                _rows_dot(out_w, cs, sz, s, z)
+                if K > 0:
+                    direct_hashes(Hist[r], K, c, size, hs)
+                    _direct_add(z, sz, direct, hs, K, True)
+                tk = yv[r] - cs
+                if not want_grad:
+                    logp[r] += _biased_logprob(z, bo, cs, sz, tk)
+                    loss -= logp[r]
+                    continue
+                _biased_softmax_row(z, bo, cs, sz)
+                logp[r] += math.log(z[tk])
+                loss -= logp[r]
+                z[tk] -= 1.0
+                if K > 0:
+                    direct_hashes(Hist[r], K, c, size, hs)
+                    _direct_grad(z, sz, g_direct, hs, K, True)
+                _rows_backprop(out_w, g_out, cs, sz, z, s, dS[r])
+                gb = g_bo[cs:cs + sz]
+                for k in range(sz):
+                    gb[k] += z[k]
+            continue
         Wc = out_w[cs:cs + sz]
         Sg = Sg_buf[:m * M].reshape((m, M))
         for i in range(m):
@@ -337,25 +459,29 @@ def _class_output(S, yv, Hist, out_w, bo, cls_w, bc, direct, K, word_class, clas
             if K > 0:
                 direct_hashes(Hist[r], K, c, size, hs)
                 _direct_add(z, sz, direct, hs, K, True)
-            _biased_softmax_row(z, bo, cs, sz)
             tk = yv[r] - cs
-            lp = math.log(z[tk])
-            logp[r] += lp
+            if not want_grad:
+                logp[r] += _biased_logprob(z, bo, cs, sz, tk)
+                loss -= logp[r]
+                continue
+            _biased_softmax_row(z, bo, cs, sz)
+            logp[r] += math.log(z[tk])
             loss -= logp[r]
-            if want_grad:
-                z[tk] -= 1.0
-                if K > 0:
-                    direct_hashes(Hist[r], K, c, size, hs)
-                    _direct_grad(z, sz, g_direct, hs, K, True)
+            z[tk] -= 1.0
+            if K > 0:
+                direct_hashes(Hist[r], K, c, size, hs)
+                _direct_grad(z, sz, g_direct, hs, K, True)
         if want_grad:
             gw = gw_buf[:sz * M].reshape((sz, M))
             np.dot(Z.T, Sg, gw)
+            go = g_out[cs:cs + sz]
             for k in range(sz):
                 for j in range(M):
-                    g_out[cs + k, j] += gw[k, j]
+                    go[k, j] += gw[k, j]
+            gb = g_bo[cs:cs + sz]
             for i in range(m):
                 for k in range(sz):
-                    g_bo[cs + k] += Z[i, k]
+                    gb[k] += Z[i, k]
             dg = dg_buf[:m * M].reshape((m, M))
             np.dot(Z, Wc, dg)
             for i in range(m):
@@ -368,15 +494,18 @@ def _class_output(S, yv, Hist, out_w, bo, cls_w, bc, direct, K, word_class, clas
 @njit(cache=True)
 def _output_layer(S, yv, Hist, out_w, bo, cls_w, bc, direct, K, word_class, class_starts, cost, want_grad,
                   dS, g_out, g_bo, g_cls, g_bc, g_direct, logp, chunk):
-    """Output layer over rows of S in chunks of `chunk` rows (bounds the full-softmax buffer)."""
+    """Output layer over rows of S in (nearly equal) chunks of at most `chunk` rows (bounds the
+    work buffers: the full softmax's (rows, N) logits)."""
     n, M = S.shape
     N = out_w.shape[0]
     full = cls_w.shape[0] == 0
     loss = 0.0
-    Z = np.empty((min(chunk, n) if full else 0, N), dtype=S.dtype)
+    pieces = max(1, (n + chunk - 1) // chunk)
+    step = (n + pieces - 1) // pieces
+    Z = np.empty((min(step, n) if full else 0, N), dtype=S.dtype)
     gtmp = np.empty((N if (full and want_grad) else 0, M), dtype=S.dtype)
-    for lo in range(0, n, chunk):
-        hi = min(n, lo + chunk)
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
         if full:
             loss += _full_output(S[lo:hi], yv[lo:hi], Hist[lo:hi], out_w, bo, direct, K, cost, want_grad,
                                  Z[:hi - lo], dS[lo:hi], g_out, g_bo, g_direct, gtmp, logp[lo:hi])
@@ -413,37 +542,41 @@ def window_grad(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_
     logp = np.empty(T * B, dtype=np.float64)
     loss = _output_layer(S, yv, Hist, out_w, bo, cls_w, bc, direct, K, word_class, class_starts, cost, True,
                          dS, g_out, g_bo, g_cls, g_bc, g_direct, logp, 1024)
-    # backward through time
+    # backward through time: Delta[t * B + b] = dL/dnet of stream b at step t
+    Delta = np.empty((T * B, M), dtype=dt)
     carry = np.zeros((B, M), dtype=dt)
-    delta = np.empty((B, M), dtype=dt)
-    gtmp = np.empty((M, M), dtype=dt)
     for t in range(T - 1, -1, -1):
         s = H[t + 1]
         for b in range(B):
             r = t * B + b
             for j in range(M):
-                delta[b, j] = (dS[r, j] + carry[b, j]) * _fprime(s[b, j], act)
-        for b in range(B):
-            for j in range(M):
-                g_bh[j] += delta[b, j]
-        np.dot(delta.T, H[t], gtmp)
-        for j in range(M):
-            for h in range(M):
-                g_rec[j, h] += gtmp[j, h]
-        for b in range(B):
-            w = x[t, b]
-            for j in range(M):
-                g_emb[w, j] += delta[b, j]
-            if independent and w == eos:  # the previous state was the constant h_init
-                for j in range(M):
-                    for h in range(M):
-                        g_rec[j, h] += delta[b, j] * (h_init - H[t, b, h])
+                Delta[r, j] = (dS[r, j] + carry[b, j]) * _fprime(s[b, j], act)
         if t > 0:
-            np.dot(delta, rec, carry)
+            np.dot(Delta[t * B:(t + 1) * B], rec, carry)
             if independent:
                 for b in range(B):
                     if x[t, b] == eos:
                         carry[b, :] = 0.0
+    # folded weight gradients: U from the previous states (h_init after a reset), V, theta_j
+    Hp = H[:T].reshape((T * B, M))
+    if independent:
+        Hp = Hp.copy()
+        for t in range(T):
+            for b in range(B):
+                if x[t, b] == eos:
+                    Hp[t * B + b, :] = h_init
+    gtmp = np.empty((M, M), dtype=dt)
+    np.dot(Delta.T, Hp, gtmp)
+    for j in range(M):
+        for h in range(M):
+            g_rec[j, h] += gtmp[j, h]
+    for t in range(T):
+        for b in range(B):
+            r = t * B + b
+            w = x[t, b]
+            for j in range(M):
+                g_bh[j] += Delta[r, j]
+                g_emb[w, j] += Delta[r, j]
     h_out[:, :] = H[T]
     return loss
 
@@ -463,12 +596,202 @@ def window_logprob(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, wo
     K = dorder if direct.shape[0] > 0 else 0
     dummy2 = np.empty((0, M), dtype=dt)
     dummy1 = np.empty(0, dtype=dt)
+    chunk = 512 if cls_w.shape[0] == 0 else 4096
     _output_layer(S, y.reshape(T * B), Hist, out_w, bo, cls_w, bc, direct, K, word_class, class_starts, CE,
-                  False, dummy2, dummy2, dummy1, dummy2, dummy1, dummy1, logp.reshape(T * B), 512)
+                  False, dummy2, dummy2, dummy1, dummy2, dummy1, dummy1, logp.reshape(T * B), chunk)
     h_out[:, :] = H[T]
 
 
+@njit(cache=True, parallel=True)
+def window_grad_groups(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
+                       act, cost, independent, eos, h_init, dorder, Gbuf, offs, h_out, ng_out, losses):
+    """window_grad with the B streams split into G = Gbuf.shape[0] contiguous groups, one per thread.
+
+    Group q adds its gradient into its own flat buffer Gbuf[q] (the parameter layout; block q starts
+    at offs[q]): no memory is shared between the groups, and each group's arithmetic is the same
+    whichever thread runs it, so the result depends on G only. losses[q] gets group q's loss;
+    h_out, ng_out as window_grad. Without direct connections only (direct.shape[0] == 0).
+    """
+    G = Gbuf.shape[0]
+    T, B = x.shape
+    N, M = emb.shape
+    C = cls_w.shape[0]
+    for q in prange(G):
+        b0 = q * B // G
+        b1 = (q + 1) * B // G
+        xq = np.ascontiguousarray(x[:, b0:b1])
+        yq = np.ascontiguousarray(y[:, b0:b1])
+        hq = np.ascontiguousarray(h0[b0:b1])
+        nq = np.ascontiguousarray(ng0[b0:b1])
+        ho = np.empty_like(hq)
+        no = np.empty_like(nq)
+        gb = Gbuf[q]
+        losses[q] = window_grad(xq, yq, hq, nq, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class,
+                                class_starts, act, cost, independent, eos, h_init, dorder,
+                                gb[offs[0]:offs[1]].reshape((N, M)), gb[offs[1]:offs[2]].reshape((M, M)),
+                                gb[offs[2]:offs[3]], gb[offs[3]:offs[4]].reshape((N, M)), gb[offs[4]:offs[5]],
+                                gb[offs[5]:offs[6]].reshape((C, M)), gb[offs[6]:offs[7]], gb[offs[7]:offs[8]],
+                                ho, no)
+        h_out[b0:b1] = ho
+        ng_out[b0:b1] = no
+
+
 # ----------------------------------------------------------------------------- optimiser
+# An update touches pieces of the flat parameter buffer: [start, end) index ranges of at most PIECE
+# entries (dense blocks, embedding rows of the input words, output rows of the targets' classes).
+# The gradient's squared norm is summed per piece and then over the pieces in order, so it is the
+# same however the pieces are shared among threads.
+
+PIECE = 4096
+
+
+@njit(cache=True)
+def _add_segment(out, n, a, b, piece):
+    """Append [a, b) cut into pieces of at most `piece` entries to out[n:]; returns the new count."""
+    while a < b:
+        e = min(b, a + piece)
+        out[n, 0] = a
+        out[n, 1] = e
+        n += 1
+        a = e
+    return n
+
+
+@njit(cache=True)
+def touched_pieces(x, y, word_class, class_starts, full, offs, M, dense_bias, out_bias, piece):
+    """The pieces of the flat parameter buffer an update of window (x, y) touches, ascending: the
+    embedding rows of the input words, the recurrent weights, the hidden bias (dense_bias), the output
+    rows of the targets' classes (all rows for a full softmax) with their biases (out_bias), the class
+    layer and its bias (dense_bias). offs: start of each block (emb, rec, bh, out_w, bo, cls_w, bc,
+    direct) and the end of the buffer."""
+    N = (offs[1] - offs[0]) // M
+    C = class_starts.shape[0] - 1
+    words = np.zeros(N, dtype=np.bool_)
+    for v in x.ravel():
+        words[v] = True
+    cls = np.zeros(max(C, 1), dtype=np.bool_)
+    if full:
+        cls[0] = True
+    else:
+        for v in y.ravel():
+            cls[word_class[v]] = True
+    nseg = N + 2 * C + 8
+    out = np.empty((offs[8] // piece + nseg + 8, 2), dtype=np.int64)
+    n = 0
+    w = 0
+    while w < N:                                   # embedding rows, adjacent rows merged
+        if not words[w]:
+            w += 1
+            continue
+        e = w
+        while e < N and words[e]:
+            e += 1
+        n = _add_segment(out, n, offs[0] + w * M, offs[0] + e * M, piece)
+        w = e
+    n = _add_segment(out, n, offs[1], offs[2], piece)
+    if dense_bias:
+        n = _add_segment(out, n, offs[2], offs[3], piece)
+    for block in range(2):                        # output rows, then their biases
+        width = M if block == 0 else 1
+        base = offs[3] if block == 0 else offs[4]
+        if block == 1 and not out_bias:
+            break
+        if full:
+            n = _add_segment(out, n, base, base + N * width, piece)
+            continue
+        c = 0
+        while c < C:
+            if not cls[c]:
+                c += 1
+                continue
+            e = c
+            while e < C and cls[e]:
+                e += 1
+            n = _add_segment(out, n, base + class_starts[c] * width, base + class_starts[e] * width, piece)
+            c = e
+    n = _add_segment(out, n, offs[5], offs[6], piece)
+    if dense_bias:
+        n = _add_segment(out, n, offs[6], offs[7], piece)
+    return out[:n]
+
+
+@njit(cache=True)
+def _reduce_piece(g, Gbuf, a, b):
+    """g[a:b] += sum_q Gbuf[q, a:b] (groups in order); Gbuf[:, a:b] <- 0. Returns sum g[a:b]^2."""
+    gv = g[a:b]
+    for q in range(Gbuf.shape[0]):
+        gq = Gbuf[q, a:b]
+        for i in range(gv.shape[0]):
+            gv[i] += gq[i]
+            gq[i] = 0.0
+    return _sq_sum(gv)
+
+
+@njit(cache=True)
+def _sgd_piece(p, g, a, b, lr, scale, beta):
+    """p[a:b] -= lr * (scale * g[a:b] + beta * p[a:b]); g[a:b] <- 0."""
+    pv = p[a:b]
+    gv = g[a:b]
+    for i in range(pv.shape[0]):
+        pv[i] -= lr * (scale * gv[i] + beta * pv[i])
+        gv[i] = 0.0
+
+
+@njit(cache=True)
+def _norm(partial, extra_sq, scale):
+    sq = extra_sq
+    for i in range(partial.shape[0]):
+        sq += partial[i]
+    return math.sqrt(sq) * scale
+
+
+@njit(cache=True)
+def sgd_pieces(p, g, Gbuf, pieces, lr, scale, beta, clip, extra_sq, partial):
+    """SGD on the given pieces of the flat buffers: g += the group gradients Gbuf (G, P) (G may be
+    0), then p -= lr * (scale * g + beta * p), g and Gbuf cleared there. With clip > 0 the scale is
+    first reduced so that the gradient's global norm (its squared norm over the pieces plus
+    `extra_sq`, times scale) is at most clip. Returns (norm before clipping, scale used)."""
+    n = pieces.shape[0]
+    if clip > 0:
+        for i in range(n):
+            partial[i] = _reduce_piece(g, Gbuf, pieces[i, 0], pieces[i, 1])
+        norm = _norm(partial, extra_sq, scale)
+        if norm > clip:
+            scale = scale * clip / norm
+        for i in range(n):
+            _sgd_piece(p, g, pieces[i, 0], pieces[i, 1], lr, scale, beta)
+        return norm, scale
+    for i in range(n):    # no clipping: one sweep, each piece reduced and updated while in cache
+        partial[i] = _reduce_piece(g, Gbuf, pieces[i, 0], pieces[i, 1])
+        _sgd_piece(p, g, pieces[i, 0], pieces[i, 1], lr, scale, beta)
+    return _norm(partial, extra_sq, scale), scale
+
+
+@njit(cache=True, parallel=True)
+def sgd_pieces_par(p, g, Gbuf, pieces, lr, scale, beta, clip, extra_sq, partial):
+    """sgd_pieces with the pieces shared among threads (the same result, bit for bit)."""
+    n = pieces.shape[0]
+    if clip > 0:
+        for i in prange(n):
+            partial[i] = _reduce_piece(g, Gbuf, pieces[i, 0], pieces[i, 1])
+        norm = _norm(partial, extra_sq, scale)
+        if norm > clip:
+            scale = scale * clip / norm
+        for i in prange(n):
+            _sgd_piece(p, g, pieces[i, 0], pieces[i, 1], lr, scale, beta)
+        return norm, scale
+    for i in prange(n):    # no clipping: one sweep, each piece reduced and updated while in cache
+        partial[i] = _reduce_piece(g, Gbuf, pieces[i, 0], pieces[i, 1])
+        _sgd_piece(p, g, pieces[i, 0], pieces[i, 1], lr, scale, beta)
+    return _norm(partial, extra_sq, scale), scale
+
+
+@njit(cache=True, parallel=True)
+def reduce_pieces_par(g, Gbuf, pieces):
+    """g += sum_q Gbuf[q] and Gbuf <- 0 on the pieces (threads share the pieces)."""
+    for i in prange(pieces.shape[0]):
+        _reduce_piece(g, Gbuf, pieces[i, 0], pieces[i, 1])
+
 
 @njit(cache=True)
 def sq_norm_dense(g):
@@ -479,23 +802,6 @@ def sq_norm_dense(g):
 
 
 @njit(cache=True)
-def sq_norm_rows(g, rows):
-    acc = 0.0
-    for r in rows:
-        for v in g[r]:
-            acc += v * v
-    return acc
-
-
-@njit(cache=True)
-def sgd_dense(p, g, lr, scale, beta):
-    """p -= lr * (scale * g + beta * p); g <- 0. p and g are flat contiguous arrays."""
-    for i in range(p.shape[0]):
-        p[i] -= lr * (scale * g[i] + beta * p[i])
-        g[i] = 0.0
-
-
-@njit(cache=True)
 def sgd_touched(p, g, lr, scale, beta):
     """The same update on the entries with a nonzero gradient only (sparse blocks: direct
     connections, where L2 acts on the features an update used); g <- 0."""
@@ -503,12 +809,3 @@ def sgd_touched(p, g, lr, scale, beta):
         if g[i] != 0.0:
             p[i] -= lr * (scale * g[i] + beta * p[i])
             g[i] = 0.0
-
-
-@njit(cache=True)
-def sgd_rows(p, g, rows, lr, scale, beta):
-    """The same update restricted to the given (unique) rows of 2-D p and g; those rows of g <- 0."""
-    for r in rows:
-        for j in range(p.shape[1]):
-            p[r, j] -= lr * (scale * g[r, j] + beta * p[r, j])
-            g[r, j] = 0.0

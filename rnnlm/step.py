@@ -4,10 +4,15 @@ Kept apart from the training loop so that tests can drive single updates. The gr
 the loss summed over the window's T steps and averaged over its B streams; clipping rescales it to a
 global L2 norm of at most `clip`; L2 (beta) acts on the weights the update touches. Without biases
 (ModelConfig.bias False) the bias blocks stay at zero.
+
+Threads: with T threads (Numba's, `numba.set_num_threads`, or `threads=`) the B streams of a window
+are split into T groups, each accumulating into its own gradient buffer; the buffers are summed in a
+fixed order afterwards (the update does that while it applies them). The same thread count gives the
+same bits every run; different counts differ only by rounding. BLAS runs single-threaded inside the
+kernels (`blas_single_thread`) so that Numba's threads and the BLAS library's do not oversubscribe
+the cores. Models with direct connections compute their gradient on one thread.
 """
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
@@ -44,18 +49,80 @@ def history_width(dorder: int) -> int:
     return max(int(dorder) - 1, 1)
 
 
+_BLAS_LIBS = None
+
+
+def _blas_libs():
+    global _BLAS_LIBS
+    if _BLAS_LIBS is None:
+        import scipy.linalg.cython_blas  # noqa: F401  (Numba's BLAS: loaded before threadpoolctl looks)
+        from threadpoolctl import ThreadpoolController
+        _BLAS_LIBS = [lc for lc in ThreadpoolController().lib_controllers if lc.user_api == "blas"]
+    return _BLAS_LIBS
+
+
+class blas_single_thread:
+    """Context manager: the BLAS libraries (the one Numba's kernels call included) run on one thread
+    inside, their previous thread counts are restored after (a few microseconds)."""
+
+    def __enter__(self):
+        self._old = [lc.get_num_threads() for lc in _blas_libs()]
+        for lc, n in zip(_blas_libs(), self._old):
+            if n != 1:
+                lc.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        for lc, n in zip(_blas_libs(), self._old):
+            if n != 1:
+                lc.set_num_threads(n)
+        return False
+
+
+def num_threads() -> int:
+    import numba
+    return numba.get_num_threads()
+
+
 class BatchStepper:
-    """Holds the gradient buffers of the minibatch schedule and performs updates."""
+    """Holds the gradient buffers of the minibatch schedule and performs updates.
+
+    threads: how many groups the streams are split into (None: Numba's current thread count, as
+    set by `numba.set_num_threads`); direct connections use one.
+    """
 
     def __init__(self, params: Params, classes: ClassInfo, activation: int, cost: int,
-                 independent: bool, eos: int, h_init: float):
+                 independent: bool, eos: int, h_init: float, threads: int | None = None):
         self.p = params
         self.dorder = params.cfg.direct_order
         self.bias = params.cfg.bias
-        self.g = params.zeros_like()
+        self._g = params.zeros_like()
         self.ci = classes
         self.act, self.cost = activation, cost
         self.independent, self.eos, self.h_init = bool(independent), int(eos), float(h_init)
+        self.threads = threads
+        self._offs = np.array([params.offsets[n][0] for n in params.names] + [params.flat.size], np.int64)
+        self._groups = np.zeros((0, params.flat.size), params.flat.dtype)  # (G, P) per-group gradients
+        self._pending = None   # the (x, y) whose gradient still sits in the group buffers
+
+    @property
+    def g(self) -> Params:
+        """The accumulated gradient (group buffers summed in first)."""
+        self._flush()
+        return self._g
+
+    def _threads(self) -> int:
+        return max(1, int(self.threads) if self.threads is not None else num_threads())
+
+    def _pieces(self, x, y, bias_dense: bool, bias_out: bool) -> np.ndarray:
+        return K.touched_pieces(x, y, self.ci.word_class, self.ci.class_starts, self.ci.num_classes == 0,
+                                self._offs, self.p.cfg.hidden, bias_dense, bias_out, K.PIECE)
+
+    def _flush(self) -> None:
+        if self._pending is not None:
+            x, y = self._pending
+            K.reduce_pieces_par(self._g.flat, self._groups, self._pieces(x, y, True, True))
+            self._pending = None
 
     def fresh_history(self, batch: int) -> np.ndarray:
         """The direct-connection history a stream starts with (end-of-sentence ids)."""
@@ -67,10 +134,25 @@ class BatchStepper:
         final direct-connection history)."""
         h_out = np.empty_like(h)
         ng_out = np.empty_like(ng)
-        g = self.g
-        loss = K.window_grad(x, y, h, ng, *param_args(self.p), self.ci.word_class, self.ci.class_starts,
-                             self.act, self.cost, self.independent, self.eos, self.h_init, self.dorder,
-                             g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, g.direct, h_out, ng_out)
+        groups = 1 if self.p.direct.size else min(self._threads(), x.shape[1])
+        self._flush()
+        with blas_single_thread():
+            if groups == 1:
+                g = self._g
+                loss = K.window_grad(x, y, h, ng, *param_args(self.p), self.ci.word_class, self.ci.class_starts,
+                                     self.act, self.cost, self.independent, self.eos, self.h_init, self.dorder,
+                                     g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, g.direct, h_out, ng_out)
+                return loss, h_out, ng_out
+            if self._groups.shape[0] != groups:
+                self._groups = np.zeros((groups, self.p.flat.size), self.p.flat.dtype)
+            losses = np.zeros(groups)
+            K.window_grad_groups(x, y, h, ng, *param_args(self.p), self.ci.word_class, self.ci.class_starts,
+                                 self.act, self.cost, self.independent, self.eos, self.h_init, self.dorder,
+                                 self._groups, self._offs, h_out, ng_out, losses)
+        self._pending = (x, y)
+        loss = 0.0
+        for v in losses:
+            loss += float(v)
         return loss, h_out, ng_out
 
     def touched_out_rows(self, y: np.ndarray) -> np.ndarray | None:
@@ -84,32 +166,29 @@ class BatchStepper:
 
     def apply(self, x: np.ndarray, y: np.ndarray, lr: float, beta: float, clip: float, scale: float) -> float:
         """SGD on the accumulated gradient (times `scale`), clipped to global norm `clip` (0 = off),
-        with L2 `beta` on the touched weights; clears the gradient. Returns the gradient norm."""
-        p, g = self.p, self.g
-        in_rows = np.unique(x).astype(np.int64)
-        out_rows = self.touched_out_rows(y)
-        bias = self.bias
-        dense = ["rec", "cls_w"] + (["bh", "bc"] if bias else []) + (["out_w"] if out_rows is None else [])
-        if bias and out_rows is None:
-            dense.append("bo")
-        sq = sum(K.sq_norm_dense(g.block(n)) for n in dense)
-        sq += K.sq_norm_rows(g.emb, in_rows) + K.sq_norm_dense(g.direct)
-        if out_rows is not None:
-            sq += K.sq_norm_rows(g.out_w, out_rows)
-            if bias:
-                sq += K.sq_norm_rows(g.bo.reshape(-1, 1), out_rows)
-        norm = math.sqrt(sq) * scale
-        if clip > 0 and norm > clip:
-            scale = scale * clip / norm
-        for n in dense:
-            K.sgd_dense(p.block(n).reshape(-1), g.block(n).reshape(-1), lr, scale, beta)
-        K.sgd_rows(p.emb, g.emb, in_rows, lr, scale, beta)
-        K.sgd_touched(p.direct, g.direct, lr, scale, beta)
-        if out_rows is not None:
-            K.sgd_rows(p.out_w, g.out_w, out_rows, lr, scale, beta)
-            if bias:
-                K.sgd_rows(p.bo.reshape(-1, 1), g.bo.reshape(-1, 1), out_rows, lr, scale, beta)
-        if not bias:  # gradients of the unused biases are discarded
+        with L2 `beta` on the touched weights: the embedding rows of the inputs x, the output rows of
+        the classes of the targets y (all for a full softmax), the dense blocks, the direct
+        connections with a nonzero gradient. Clears the gradient; returns its norm (before clipping)."""
+        p = self.p
+        fused = self._pending is not None and self._pending[0] is x and self._pending[1] is y
+        if not fused:
+            self._flush()
+        g = self._g
+        groups = self._groups if fused else self._groups[:0]
+        pieces = self._pieces(x, y, self.bias, self.bias)
+        extra = K.sq_norm_dense(g.direct) if g.direct.size else 0.0
+        kernel = K.sgd_pieces_par if self._threads() > 1 else K.sgd_pieces
+        norm, used = kernel(p.flat, g.flat, groups, pieces, float(lr), float(scale), float(beta), float(clip),
+                            float(extra), np.empty(len(pieces)))
+        if fused:
+            self._pending = None
+            if not self.bias:   # the unused bias gradients the groups accumulated
+                for name in ("bh", "bo", "bc"):
+                    a, b = p.offsets[name]
+                    self._groups[:, a:b] = 0.0
+        if g.direct.size:
+            K.sgd_touched(p.direct, g.direct, lr, used, beta)
+        if not self.bias:  # gradients of the unused biases are discarded
             g.bh[:] = 0.0
             g.bo[:] = 0.0
             g.bc[:] = 0.0

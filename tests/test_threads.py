@@ -1,0 +1,146 @@
+"""The batch schedule on several threads: stream groups with their own gradient buffers.
+
+Two threads must give the gradient of one thread (up to rounding: 1e-10 in float64), the same bits
+every run, and updates equal to those of the summed gradient. Windows here are large enough for
+every code path of the kernels: the recurrent product as a BLAS call (>= 4 streams per group) and as
+a loop (fewer), class blocks as one matrix product (>= GEMM_ROWS rows) and row by row.
+"""
+import numba
+import numpy as np
+import pytest
+
+import reference as ref
+from rnnlm import kernels as K
+from rnnlm.step import BatchStepper, param_args
+from tiny import ACT, tiny_classes, tiny_model
+
+N, M = 23, 5
+TWO = min(2, numba.config.NUMBA_NUM_THREADS)
+
+
+@pytest.fixture(autouse=True)
+def _two_numba_threads():
+    old = numba.get_num_threads()
+    numba.set_num_threads(TWO)
+    yield
+    numba.set_num_threads(old)
+
+
+def make(C, act="tanh", T=6, B=9, indep=False, seed=0):
+    p = tiny_model(N, M, C, act, seed=seed, dtype="float64", scale=0.4)
+    ci = tiny_classes(N, C)
+    rng = np.random.default_rng(seed + 1)
+    x = rng.integers(0, N, size=(T, B)).astype(np.int32)
+    # targets concentrated on a few words: class blocks with many rows (the matrix-product path)
+    y = np.where(rng.random((T, B)) < 0.7, rng.integers(0, 4, (T, B)), rng.integers(0, N, (T, B))).astype(np.int32)
+    x[1, 0] = 0
+    x[T - 1, B - 1] = 0
+    h0 = rng.uniform(0, 1, (B, M))
+    ng0 = np.zeros((B, 2), np.int32)
+    return p, ci, x, y, h0, ng0
+
+
+def stepper(p, ci, act, indep, threads):
+    return BatchStepper(p, ci, ACT[act], 0, indep, 0, 0.7, threads=threads)
+
+
+CASES = [(C, act, T, B, indep) for C in (0, 3) for act in ("sigmoid", "tanh") for T, B in ((6, 9), (3, 5))
+         for indep in (False, True)]
+
+
+@pytest.mark.parametrize("C,act,T,B,indep", CASES)
+def test_two_threads_same_gradient_as_one(C, act, T, B, indep):
+    p, ci, x, y, h0, ng0 = make(C, act, T, B, indep)
+    one, two = stepper(p, ci, act, indep, 1), stepper(p, ci, act, indep, 2)
+    l1, h1, n1 = one.gradient(x, y, h0, ng0)
+    l2, h2, n2 = two.gradient(x, y, h0, ng0)
+    assert l2 == pytest.approx(l1, rel=1e-12)
+    np.testing.assert_allclose(h2, h1, rtol=1e-13, atol=1e-15)
+    np.testing.assert_array_equal(n2, n1)
+    np.testing.assert_allclose(two.g.flat, one.g.flat, rtol=1e-10, atol=1e-13)
+    assert not two._groups.any(), "group buffers are cleared once summed"
+    # and both are the reference gradient of the window
+    rloss, D = ref.window(ref.from_kernel_layout(p), x, y, h0, act=act, cost="ce",
+                          classes=ci.word_class if C else None, class_starts=ci.class_starts,
+                          independent=indep, eos=0, h_init=0.7, dorder=3, ng0=ng0)
+    assert l2 == pytest.approx(rloss, rel=1e-10)
+    g = two.g
+    for mine, theirs in [(g.emb.T, D["V"]), (g.rec, D["U"]), (g.bh, D["th_j"]), (g.out_w, D["W"]),
+                         (g.bo, D["th_k"])] + ([(g.cls_w, D["Wc"]), (g.bc, D["th_c"])] if C else []):
+        np.testing.assert_allclose(mine, -theirs, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("C", [0, 3])
+@pytest.mark.parametrize("clip", [0.0, 0.05])
+def test_update_with_two_threads_equals_one(C, clip):
+    """apply() straight from the group buffers (fused) = apply() of the summed gradient."""
+    p1, ci, x, y, h0, ng0 = make(C)
+    p2 = p1.copy()
+    one, two = stepper(p1, ci, "tanh", False, 1), stepper(p2, ci, "tanh", False, 2)
+    for _ in range(3):
+        one.gradient(x, y, h0, ng0)
+        two.gradient(x, y, h0, ng0)
+        n1 = one.apply(x, y, lr=0.3, beta=0.01, clip=clip, scale=1 / 9)
+        n2 = two.apply(x, y, lr=0.3, beta=0.01, clip=clip, scale=1 / 9)
+        assert n2 == pytest.approx(n1, rel=1e-10)
+        np.testing.assert_allclose(p2.flat, p1.flat, rtol=1e-10, atol=1e-13)
+    assert not two._groups.any() and not two.g.flat.any() and not one.g.flat.any()
+
+
+def _train(C, threads, dtype="float32", windows=6):
+    p, ci, x, y, h0, ng0 = make(C, T=5, B=8, seed=4)
+    if dtype == "float32":
+        p = type(p)(p.cfg.__class__(**{**p.cfg.to_dict(), "dtype": "float32"}), p.flat.astype(np.float32))
+        h0 = h0.astype(np.float32)
+    st = stepper(p, ci, "sigmoid", False, threads)
+    rng = np.random.default_rng(7)
+    h, ng = h0, ng0
+    for _ in range(windows):
+        xw = rng.integers(0, N, size=x.shape).astype(np.int32)
+        yw = rng.integers(0, N, size=y.shape).astype(np.int32)
+        _, h, ng = st.gradient(xw, yw, h, ng)
+        st.apply(xw, yw, lr=0.5, beta=1e-4, clip=1.0, scale=1 / 8)
+    return p.flat.tobytes()
+
+
+@pytest.mark.parametrize("C", [0, 3])
+def test_same_threads_same_bytes(C):
+    assert _train(C, 2) == _train(C, 2)
+    assert _train(C, 1) == _train(C, 1)
+
+
+def test_parallel_update_kernel_is_bit_identical_to_serial():
+    rng = np.random.default_rng(3)
+    P = 50_000
+    p = rng.standard_normal(P).astype(np.float32)
+    g = rng.standard_normal(P).astype(np.float32)
+    G = rng.standard_normal((2, P)).astype(np.float32)
+    pieces = np.array([[a, min(P, a + 1000)] for a in range(0, P, 1500)], np.int64)
+    for clip in (0.0, 5.0):
+        a = (p.copy(), g.copy(), G.copy())
+        b = (p.copy(), g.copy(), G.copy())
+        ra = K.sgd_pieces(*a, pieces, 0.1, 0.5, 1e-3, clip, 2.0, np.empty(len(pieces)))
+        rb = K.sgd_pieces_par(*b, pieces, 0.1, 0.5, 1e-3, clip, 2.0, np.empty(len(pieces)))
+        assert ra == rb
+        for u, v in zip(a, b):
+            assert u.tobytes() == v.tobytes()
+
+
+def test_eval_kernel_long_stream_matches_reference():
+    """window_logprob on one long stream (the evaluation path: large class blocks, a loop for the
+    recurrent product) against the reference distribution, in float64."""
+    for C in (0, 3):
+        p, ci, _, _, _, _ = make(C, seed=5)
+        rng = np.random.default_rng(9)
+        T = 200
+        x = rng.integers(0, N, size=(T, 1)).astype(np.int32)
+        y = np.where(rng.random((T, 1)) < 0.7, rng.integers(0, 4, (T, 1)), rng.integers(0, N, (T, 1))).astype(np.int32)
+        h0 = np.full((1, M), 0.1)
+        ng0 = np.zeros((1, 2), np.int32)
+        logp = np.empty((T, 1))
+        K.window_logprob(x, y, h0, ng0, *param_args(p), ci.word_class, ci.class_starts, 0, False, 0, 1.0, 3,
+                         logp, np.empty_like(h0), np.empty_like(ng0))
+        rloss, _ = ref.window(ref.from_kernel_layout(p), x, y, h0, act="sigmoid", cost="ce",
+                              classes=ci.word_class if C else None, class_starts=ci.class_starts,
+                              independent=False, eos=0, h_init=1.0, dorder=3, ng0=ng0)
+        assert -logp.sum() == pytest.approx(rloss, rel=1e-10)
