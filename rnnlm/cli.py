@@ -269,7 +269,7 @@ def cmd_train(args) -> int:
           + (f", direct {mcfg.direct_size:,} weights order {mcfg.direct_order}" if mcfg.direct_size else ""))
     trainer = Trainer(mcfg, tcfg, tok, pc["train"], pc["valid"], args.model)
     mf = trainer.run(resume=args.resume)
-    best = min(mf.meta["history"], key=lambda h: h["valid_entropy"])
+    best = min((h for h in mf.meta["history"] if not h.get("diverged")), key=lambda h: h["valid_entropy"])
     print(f"saved {args.model}: valid ppl {best['valid_ppl']:.2f} (best epoch {best['epoch']})")
     return 0
 
@@ -298,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except RnnlmError as exc:
+        if type(exc).__name__ == "TrainingInterrupted":   # Ctrl-C during training, checkpoint written
+            print(f"rnnlm: {exc}", file=sys.stderr)
+            return 130
         print(f"rnnlm: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -7,7 +7,13 @@ starts (lr *= lr_decay every epoch from then on); the second time, training stop
 
 Checkpoints (`MODEL.ckpt`) hold the weights, the rollback copy, the stream state and the schedule; they
 are written at fixed positions (multiples of the chunk size) so that a run resumed from any checkpoint
-ends bit-identical to an uninterrupted one (same seed, same thread count).
+ends bit-identical to an uninterrupted one (same seed, same thread count). Ctrl-C (SIGINT) stops at
+the next chunk boundary after writing a checkpoint there (`TrainingInterrupted`).
+
+Divergence: a chunk with a non-finite loss or non-finite weights, or an epoch whose validation
+entropy is not finite or jumps by more than EXPLODE_BITS, is rolled back to the last good weights and
+restarted with the learning rate lowered (lr *= lr_decay); after MAX_DIVERGENCES in a row training
+stops with a clear error. No non-finite weight is ever written to the model file.
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import hashlib
 import json
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,6 +39,37 @@ from rnnlm.step import BatchStepper, ClassInfo, history_width, param_args
 CHUNK_WORDS = 16384
 RNNLM_L2_EVERY = 10   # rnnlm-0.4b applies L2 to the output and hidden weights on every 10th word
 LN2 = math.log(2.0)
+MAX_DIVERGENCES = 3   # consecutive divergences before training gives up
+EXPLODE_BITS = 1.0    # validation entropy rising by more than this (bits/word) counts as divergence
+
+
+class TrainingInterrupted(RnnlmError):
+    """SIGINT during training: a checkpoint was written; `rnnlm train ... --resume` continues."""
+
+
+class _SigintFlag:
+    """Turns SIGINT into a flag checked at chunk boundaries (where the state is consistent)."""
+
+    def __init__(self):
+        self.hit = False
+        self._old = None
+
+    def __enter__(self):
+        try:
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:   # not the main thread: leave SIGINT alone
+            self._old = None
+        return self
+
+    def _handle(self, signum, frame):
+        if self.hit:         # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.hit = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
 
 
 def rnnlm_depth(bptt: int, block: int) -> int:
@@ -47,6 +85,7 @@ class Schedule:
     halving: bool = False
     done: bool = False
     last_valid: float | None = None  # validation entropy after the previous epoch (bits)
+    failures: int = 0               # divergences in a row (reset by a good epoch)
     train_logprob: float = 0.0      # ln p summed over the current epoch so far
     train_tokens: int = 0
     history: list = field(default_factory=list)
@@ -181,6 +220,11 @@ class Trainer:
             sched, sstate = Schedule(lr=t.lr), self._fresh_stream_state()
             if os.path.exists(self.log_path):
                 os.remove(self.log_path)
+        with _SigintFlag() as sigint:
+            return self._loop(params, saved, sched, sstate, sigint)
+
+    def _loop(self, params, saved, sched, sstate, sigint) -> ModelFile:
+        t = self.tcfg
         chunks_done = 0
         words_since_ckpt = 0
         while not sched.done:
@@ -197,9 +241,8 @@ class Trainer:
                 a = sched.position
                 b = min(units, (a // self.chunk + 1) * self.chunk)
                 lp, n = self._train_chunk(params, sstate, sched.lr, a, b, data)
-                if not math.isfinite(lp):
-                    raise RnnlmError(f"training diverged (non-finite loss) in epoch {sched.epoch + 1}; "
-                                     f"try a smaller --lr (now {sched.lr:g}) or --clip")
+                if not (math.isfinite(lp) and np.isfinite(params.flat).all()):
+                    break
                 sched.train_logprob += lp
                 sched.train_tokens += n
                 sched.position = b
@@ -212,10 +255,21 @@ class Trainer:
                 chunks_done += 1
                 if self.stop_after_chunks is not None and chunks_done >= self.stop_after_chunks:
                     raise KeyboardInterrupt
+                if sigint.hit:
+                    self._save_checkpoint(params, saved, sched, sstate)
+                    if bar is not None:
+                        bar.close()
+                    raise TrainingInterrupted(
+                        f"interrupted: checkpoint {self.ckpt_path} written (epoch {sched.epoch + 1}, "
+                        f"{sched.position:,} of {units:,} {'words' if t.schedule == 'rnnlm' else 'windows'}); "
+                        f"continue with the same command and --resume")
             seconds = time.perf_counter() - t0
             if bar is not None:
                 bar.close()
-            self._end_epoch(params, saved, sched, seconds, sched.train_tokens - words0)
+            if sched.position < units:
+                self._diverged(params, saved, sched, "a non-finite training loss")
+            else:
+                self._end_epoch(params, saved, sched, seconds, sched.train_tokens - words0)
             sstate = self._fresh_stream_state()
             self._save_checkpoint(params, saved, sched, sstate)
             words_since_ckpt = 0
@@ -227,6 +281,11 @@ class Trainer:
         lp = stream_logprobs(self.mcfg, params, self.classes, self.valid_ids, self.eos, t.independent)
         valid = float(-lp.sum() / len(lp) / LN2)
         train = float(-sched.train_logprob / max(sched.train_tokens, 1) / LN2)
+        if not math.isfinite(valid) or (sched.last_valid is not None
+                                        and valid > sched.last_valid + EXPLODE_BITS):
+            self._diverged(params, saved, sched, f"validation entropy {valid:.4g} bits")
+            return
+        sched.failures = 0
         lr_used = sched.lr
         rolled_back = bool(sched.last_valid is not None and valid > sched.last_valid)
         if rolled_back:
@@ -256,6 +315,25 @@ class Trainer:
             fh.write(json.dumps(dict(entry, words_per_second=wps, seconds=seconds)) + "\n")
         self._plot(sched.history)
 
+    def _diverged(self, params, saved, sched: Schedule, what: str) -> None:
+        """Roll back to the last good weights, lower the rate, restart the epoch (or give up)."""
+        params.flat[:] = saved.flat
+        sched.failures += 1
+        lr_used = sched.lr
+        sched.lr *= self.tcfg.lr_decay
+        sched.position = 0
+        sched.train_logprob, sched.train_tokens = 0.0, 0
+        entry = dict(epoch=sched.epoch + 1, lr=lr_used, diverged=what, rolled_back=True)
+        sched.history.append(entry)
+        with open(self.log_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry) + "\n")
+        self.log(f"epoch {sched.epoch + 1:3d}  lr {lr_used:.6g}  diverged ({what}): rolled back, "
+                 f"restarting the epoch with lr {sched.lr:.6g}")
+        if sched.failures >= MAX_DIVERGENCES:
+            self._write_model(params, sched)
+            raise RnnlmError(f"training diverged {sched.failures} times in a row (last lr {lr_used:g}); "
+                             f"{self.model_path} holds the last good weights; try a smaller --lr or --clip")
+
     def _write_model(self, params, sched) -> ModelFile:
         mf = ModelFile(self.mcfg, params, self.tok.to_bytes(), self._meta(sched))
         save_model(self.model_path, mf)
@@ -268,6 +346,7 @@ class Trainer:
             import matplotlib.pyplot as plt
         except ImportError:
             return
+        history = [h for h in history if not h.get("diverged")]
         ep = [h["epoch"] for h in history]
         fig, ax = plt.subplots(figsize=(5, 3.2))
         ax.plot(ep, [h["train_ppl"] for h in history], "o-", label="train")

@@ -53,7 +53,7 @@ def main() -> int:
             res = json.loads(subprocess.run(["rnnlm", "eval", model, f("test"), "--json"], check=True,
                                             capture_output=True, text=True).stdout)
             log = [json.loads(line) for line in open(model + ".log.jsonl")]
-            best = min((e for e in log if not e["rolled_back"]), key=lambda e: e["valid_entropy"])
+            best = min((e for e in log if not e["rolled_back"]), key=lambda e: e["valid_entropy"])  # diverged: rolled back
             rows.append((name, seed, len(log), best["valid_ppl"], res["perplexity"], seconds,
                          statistics.median(e["words_per_second"] for e in log)))
     print()

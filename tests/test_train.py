@@ -99,3 +99,69 @@ def test_resume_refuses_other_data(data, tmp_path):
     from rnnlm.errors import RnnlmError
     with pytest.raises(RnnlmError, match="other training/validation data"):
         make(vocab, tr[:-50], va, tmp_path / "m.rnnlm", max_epochs=1).run(resume=True)
+
+
+def test_divergence_is_rolled_back_and_training_continues(data, tmp_path, monkeypatch):
+    """A chunk whose loss is not finite (here: injected once) rolls the epoch back to the last good
+    weights and restarts it with a lower rate; the saved model never holds a non-finite weight."""
+    vocab, tr, va = data
+    t = make(vocab, tr, va, tmp_path / "m.rnnlm", max_epochs=2, lr=0.1)
+    real = t._train_chunk
+    calls = {"n": 0}
+
+    def chunk(params, sstate, lr, a, b, d):
+        calls["n"] += 1
+        lp, n = real(params, sstate, lr, a, b, d)
+        if calls["n"] == 2:                      # the 2nd chunk of epoch 1 blows up
+            params.flat[:5] = np.nan
+            return float("nan"), n
+        return lp, n
+
+    monkeypatch.setattr(t, "_train_chunk", chunk)
+    monkeypatch.setattr(train_mod, "CHUNK_WORDS", 4000)
+    t.chunk = 4000
+    mf = t.run()
+    hist = mf.meta["history"]
+    assert hist[0]["diverged"] and hist[0]["lr"] == 0.1
+    good = [h for h in hist if not h.get("diverged")]
+    assert len(good) == 2 and good[0]["lr"] == 0.05      # the epoch was redone at half the rate
+    assert np.isfinite(mf.params.flat).all()
+    from rnnlm.model import load_model
+    assert np.isfinite(load_model(str(tmp_path / "m.rnnlm")).params.flat).all()
+
+
+def test_repeated_divergence_stops_with_a_clear_error(data, tmp_path):
+    from rnnlm.errors import RnnlmError
+    from rnnlm.model import load_model
+    vocab, tr, va = data
+    t = make(vocab, tr, va, tmp_path / "m.rnnlm", schedule="batch", batch_size=4, bptt=5, lr=1e12, max_epochs=3)
+    with pytest.raises(RnnlmError, match="diverged 3 times in a row"):
+        t.run()
+    mf = load_model(str(tmp_path / "m.rnnlm"))           # the last good (here: initial) weights
+    assert np.isfinite(mf.params.flat).all()
+
+
+def test_sigint_writes_a_checkpoint_and_resume_is_bit_identical(data, tmp_path, monkeypatch):
+    import signal
+    from rnnlm.train import TrainingInterrupted
+    vocab, tr, va = data
+    monkeypatch.setattr(train_mod, "CHUNK_WORDS", 4000)
+    kw = dict(max_epochs=2, checkpoint_words=0)
+    make(vocab, tr, va, tmp_path / "full.rnnlm", **kw).run()
+    t = make(vocab, tr, va, tmp_path / "cut.rnnlm", **kw)
+    real = t._train_chunk
+    calls = {"n": 0}
+
+    def chunk(*args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)      # Ctrl-C arrives while a chunk runs
+        return real(*args)
+
+    monkeypatch.setattr(t, "_train_chunk", chunk)
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        t.run()
+    assert os.path.exists(str(tmp_path / "cut.rnnlm.ckpt"))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # handler restored
+    make(vocab, tr, va, tmp_path / "cut.rnnlm", **kw).run(resume=True)
+    assert sha(tmp_path / "full.rnnlm") == sha(tmp_path / "cut.rnnlm")
