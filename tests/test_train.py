@@ -165,3 +165,37 @@ def test_sigint_writes_a_checkpoint_and_resume_is_bit_identical(data, tmp_path, 
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # handler restored
     make(vocab, tr, va, tmp_path / "cut.rnnlm", **kw).run(resume=True)
     assert sha(tmp_path / "full.rnnlm") == sha(tmp_path / "cut.rnnlm")
+
+
+@pytest.mark.parametrize("nth", [1, 2])
+def test_death_during_a_checkpoint_write_loses_nothing(data, tmp_path, monkeypatch, nth):
+    """The process dies while writing its nth checkpoint (half a file on disk, never renamed): the
+    previous checkpoint is intact and resuming from it ends bit-identical to an uninterrupted run."""
+    import rnnlm.model as model_mod
+    vocab, tr, va = data
+    monkeypatch.setattr(train_mod, "CHUNK_WORDS", 4000)
+    kw = dict(max_epochs=2, checkpoint_words=4000)
+    make(vocab, tr, va, tmp_path / "full.rnnlm", **kw).run()
+    real_savez = model_mod.np.savez
+    count = {"n": 0}
+
+    class Died(BaseException):
+        pass
+
+    def dying_savez(fh, **arrays):
+        if "state_saved" in arrays:                   # a checkpoint (it carries the rollback copy)
+            count["n"] += 1
+            if count["n"] == nth + 1:
+                fh.write(b"PK\x03\x04 half a checkpoint")
+                fh.flush()
+                raise Died
+        return real_savez(fh, **arrays)
+
+    monkeypatch.setattr(model_mod.np, "savez", dying_savez)
+    with pytest.raises(Died):
+        make(vocab, tr, va, tmp_path / "cut.rnnlm", **kw).run()
+    monkeypatch.setattr(model_mod.np, "savez", real_savez)
+    from rnnlm.model import load_model
+    load_model(str(tmp_path / "cut.rnnlm.ckpt"))         # the previous checkpoint is whole
+    make(vocab, tr, va, tmp_path / "cut.rnnlm", **kw).run(resume=True)
+    assert sha(tmp_path / "full.rnnlm") == sha(tmp_path / "cut.rnnlm")
