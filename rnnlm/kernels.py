@@ -12,7 +12,15 @@ Words are numbered so that every class is a contiguous id range class_starts[c] 
 
 Gradients are those of the loss L = -sum ln y_target (or the SSE), i.e. minus the seed equations'
 deltas: a kernel *adds* dL/dparam into the gradient arrays it is given; the optimiser kernels
-(`sgd_dense`, `sgd_rows`) apply p -= lr * (scale * g + beta * p) and clear the gradient.
+(`sgd_pieces`, `sgd_touched`) apply p -= lr * (scale * g + beta * p) and clear the gradient.
+
+Threads: `window_grad_classes` (class softmax: the output layer shared among threads by classes,
+balanced by work) and `window_grad_groups` (full softmax: one group of streams per thread, each with
+its own gradient buffer) are the only parallel kernels; `sgd_pieces_par` / `reduce_pieces_par` share
+an update's pieces. Every buffer a thread writes is its own or a disjoint part of a shared one, and
+partial results are summed in a fixed order: the same thread count gives the same bits. BLAS is
+called single-threaded (the callers limit it). Reassociation/contraction are allowed only in the
+dot-product helpers (`FM` below), never where exp/log/softmax are computed.
 
 Batched kernels take time-major id arrays x, y of shape (T, B): B parallel streams, T steps; x[t, b]
 is the input word at step t, y[t, b] the word to predict. Hidden states live in H (T + 1, B, M) with
@@ -34,9 +42,16 @@ constant state h_init (no gradient flows to earlier steps), as rnnlm-0.4b's -ind
 from __future__ import annotations
 
 import math
+import os
 
-import numpy as np
-from numba import njit, prange
+# Idle OpenMP threads (Numba's threading layer) sleep instead of spinning, unless the user chose:
+# the parallel kernels run a few short regions per window, and when other processes share the cores
+# spinning threads starve the thread a region waits for (training then runs up to 100x slower).
+# Read by the OpenMP runtime when Numba starts its threads, hence set on import.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+from numba import njit, prange  # noqa: E402
 
 SIGMOID, TANH, RELU = 0, 1, 2
 CE, SSE = 0, 1
@@ -256,33 +271,48 @@ SMALL_BATCH = 4   # below this many streams the recurrent product is a loop, not
 
 
 @njit(cache=True)
+def _reset_input(rec, h_init):
+    """U @ (h_init * 1): the recurrent input of a step that starts from the constant state."""
+    M = rec.shape[0]
+    u_init = np.zeros(M, dtype=rec.dtype)
+    for j in range(M):
+        acc = 0.0
+        for h in range(M):
+            acc += rec[j, h]
+        u_init[j] = acc * h_init
+    return u_init
+
+
+@njit(cache=True)
+def _hidden_streams(x, H, b0, b1, emb, rec, bh, act, independent, eos, u_init):
+    """H[t + 1, b] = f(V x(t) + U H[t, b] + theta_j) for the streams b0 <= b < b1 (H[0] given)."""
+    T = x.shape[0]
+    M = rec.shape[0]
+    recT = rec.T
+    for t in range(T):
+        cur = H[t + 1, b0:b1]
+        if b1 - b0 < SMALL_BATCH:
+            for b in range(b1 - b0):
+                _matvec(rec, H[t, b0 + b], cur[b])
+        else:
+            np.dot(H[t, b0:b1], recT, cur)
+        for b in range(b1 - b0):
+            w = x[t, b0 + b]
+            if independent and w == eos:
+                for j in range(M):
+                    cur[b, j] = u_init[j]
+            for j in range(M):
+                cur[b, j] = _activate(cur[b, j] + emb[w, j] + bh[j], act)
+
+
+@njit(cache=True)
 def _hidden_forward(x, h0, emb, rec, bh, act, independent, eos, h_init):
     """States H (T + 1, B, M) of a window: H[0] = h0, H[t + 1] = f(V x(t) + U H[t] + theta_j)."""
     T, B = x.shape
     M = rec.shape[0]
     H = np.empty((T + 1, B, M), dtype=emb.dtype)
     H[0] = h0
-    recT = rec.T
-    u_init = np.zeros(M, dtype=rec.dtype)  # U @ (h_init * 1): the recurrent input of a reset step
-    for j in range(M):
-        acc = 0.0
-        for h in range(M):
-            acc += rec[j, h]
-        u_init[j] = acc * h_init
-    for t in range(T):
-        cur = H[t + 1]
-        if B < SMALL_BATCH:
-            for b in range(B):
-                _matvec(rec, H[t, b], cur[b])
-        else:
-            np.dot(H[t], recT, cur)
-        for b in range(B):
-            w = x[t, b]
-            if independent and w == eos:
-                for j in range(M):
-                    cur[b, j] = u_init[j]
-            for j in range(M):
-                cur[b, j] = _activate(cur[b, j] + emb[w, j] + bh[j], act)
+    _hidden_streams(x, H, 0, B, emb, rec, bh, act, independent, eos, _reset_input(rec, h_init))
     return H
 
 
@@ -347,15 +377,9 @@ GEMM_ROWS = 12   # a class block with at least this many rows is one BLAS produc
 
 
 @njit(cache=True)
-def _class_output(S, yv, Hist, out_w, bo, cls_w, bc, direct, K, word_class, class_starts, want_grad,
-                  dS, g_out, g_bo, g_cls, g_bc, g_direct, logp):
-    """Class-factored softmax P(w|s) = P(c(w)|s) P(w|c(w),s) for the rows of S (n, M), CE cost.
-
-    The class layer is one matrix product over all rows. Rows are then grouped by the class of their
-    target: a class with at least GEMM_ROWS rows is one matrix product per pass (BLAS), a class with
-    fewer is done row by row (dot products and row updates, no call overhead). Without want_grad
-    only ln p(target) is formed (a log-sum-exp per block, no normalised rows).
-    """
+def _class_layer(S, yv, Hist, cls_w, bc, direct, K, word_class, want_grad, dS, g_cls, g_bc, g_direct, logp):
+    """The class factor P(c(w)|s) for the rows of S (n, M): logp[r] = its log (written, not added);
+    with want_grad, dL/ds of this factor is written into dS and dL/dW_c, dL/dtheta_c are added."""
     n, M = S.shape
     C = cls_w.shape[0]
     dt = S.dtype
@@ -363,7 +387,6 @@ def _class_output(S, yv, Hist, out_w, bo, cls_w, bc, direct, K, word_class, clas
     np.dot(S, cls_w.T, Zc)
     size = direct.shape[0]
     hs = np.zeros(max(K, 1), dtype=np.int64)
-    loss = 0.0
     for r in range(n):
         z = Zc[r]
         if K > 0:
@@ -389,7 +412,13 @@ def _class_output(S, yv, Hist, out_w, bo, cls_w, bc, direct, K, word_class, clas
             for k in range(C):
                 g_bc[k] += Zc[r, k]
         np.dot(Zc, cls_w, dS)
-    # group rows by target class (counting sort, stable)
+
+
+@njit(cache=True)
+def _group_by_class(yv, word_class, C):
+    """Rows grouped by the class of their target (counting sort, stable): rows order[cnt[c]:cnt[c+1]]
+    have class c."""
+    n = yv.shape[0]
     cnt = np.zeros(C + 1, dtype=np.int64)
     for r in range(n):
         cnt[word_class[yv[r]] + 1] += 1
@@ -397,27 +426,43 @@ def _class_output(S, yv, Hist, out_w, bo, cls_w, bc, direct, K, word_class, clas
         cnt[c + 1] += cnt[c]
     order = np.empty(n, dtype=np.int64)
     pos = cnt[:C].copy()
-    maxsz = 0
-    maxm = 0
-    for c in range(C):
-        sz = class_starts[c + 1] - class_starts[c]
-        if cnt[c + 1] - cnt[c] > 0 and sz > maxsz:
-            maxsz = sz
-        if cnt[c + 1] - cnt[c] > maxm:
-            maxm = cnt[c + 1] - cnt[c]
     for r in range(n):
         c = word_class[yv[r]]
         order[pos[c]] = r
         pos[c] += 1
+    return order, cnt
+
+
+@njit(cache=True)
+def _word_layer(S, yv, Hist, out_w, bo, direct, K, class_starts, order, cnt, take, want_grad,
+                dS, g_out, g_bo, g_direct, logp):
+    """The word factor P(w|c(w),s) for the rows of the classes c with take[c] (rows grouped by
+    `_group_by_class`): adds its log into logp[r] and, with want_grad, dL/ds into dS[r] and dL/dW,
+    dL/dtheta_k (rows of those classes only) into g_out, g_bo. Returns minus the summed logp of the
+    rows (their loss, both factors). A class with at least GEMM_ROWS rows is one matrix product per
+    pass (BLAS), one with fewer is done row by row (dot products and row updates, no call overhead)."""
+    M = S.shape[1]
+    C = class_starts.shape[0] - 1
+    dt = S.dtype
+    size = direct.shape[0]
+    hs = np.zeros(max(K, 1), dtype=np.int64)
+    maxsz = 0
+    maxm = 0
+    for c in range(C):
+        m = cnt[c + 1] - cnt[c]
+        if take[c] and m > 0:
+            maxsz = max(maxsz, class_starts[c + 1] - class_starts[c])
+            maxm = max(maxm, m)
     Z_buf = np.empty(max(maxm, 1) * maxsz, dtype=dt)
     big = maxm >= GEMM_ROWS
     Sg_buf = np.empty(maxm * M if big else 0, dtype=dt)
     dg_buf = np.empty(maxm * M if (big and want_grad) else 0, dtype=dt)
     gw_buf = np.empty(maxsz * M if (big and want_grad) else 0, dtype=dt)
+    loss = 0.0
     for c in range(C):
         lo = cnt[c]
         m = cnt[c + 1] - lo
-        if m == 0:
+        if m == 0 or not take[c]:
             continue
         cs = class_starts[c]
         sz = class_starts[c + 1] - cs
@@ -492,6 +537,23 @@ def _class_output(S, yv, Hist, out_w, bo, cls_w, bc, direct, K, word_class, clas
 
 
 @njit(cache=True)
+def _class_output(S, yv, Hist, out_w, bo, cls_w, bc, direct, K, word_class, class_starts, want_grad,
+                  dS, g_out, g_bo, g_cls, g_bc, g_direct, logp):
+    """Class-factored softmax P(w|s) = P(c(w)|s) P(w|c(w),s) for the rows of S (n, M), CE cost.
+
+    The class layer is one matrix product over all rows; the word layer works class by class on the
+    rows grouped by their target's class. Without want_grad only ln p(target) is formed (a
+    log-sum-exp per block, no normalised rows).
+    """
+    C = cls_w.shape[0]
+    _class_layer(S, yv, Hist, cls_w, bc, direct, K, word_class, want_grad, dS, g_cls, g_bc, g_direct, logp)
+    order, cnt = _group_by_class(yv, word_class, C)
+    take = np.ones(C, dtype=np.bool_)
+    return _word_layer(S, yv, Hist, out_w, bo, direct, K, class_starts, order, cnt, take, want_grad,
+                       dS, g_out, g_bo, g_direct, logp)
+
+
+@njit(cache=True)
 def _output_layer(S, yv, Hist, out_w, bo, cls_w, bc, direct, K, word_class, class_starts, cost, want_grad,
                   dS, g_out, g_bo, g_cls, g_bc, g_direct, logp, chunk):
     """Output layer over rows of S in (nearly equal) chunks of at most `chunk` rows (bounds the
@@ -519,6 +581,85 @@ def _output_layer(S, yv, Hist, out_w, bo, cls_w, bc, direct, K, word_class, clas
 # ----------------------------------------------------------------------------- batched entry points
 
 @njit(cache=True)
+def _deltas(x, H, dS, rec, act, independent, eos, b0, b1, Delta):
+    """Truncated BPTT for the streams b0 <= b < b1 given dL/ds of every token (dS (T * B, M)):
+    Delta[t * B + b] = dL/dnet of stream b at step t."""
+    T, B = x.shape
+    M = rec.shape[0]
+    carry = np.zeros((b1 - b0, M), dtype=dS.dtype)
+    for t in range(T - 1, -1, -1):
+        s = H[t + 1]
+        for b in range(b0, b1):
+            r = t * B + b
+            for j in range(M):
+                Delta[r, j] = (dS[r, j] + carry[b - b0, j]) * _fprime(s[b, j], act)
+        if t > 0:
+            np.dot(Delta[t * B + b0:t * B + b1], rec, carry)
+            if independent:
+                for b in range(b0, b1):
+                    if x[t, b] == eos:
+                        carry[b - b0, :] = 0.0
+
+
+@njit(cache=True)
+def _fold_recurrent(x, H, Delta, b0, b1, independent, eos, h_init, g_rec, g_bh):
+    """The streams b0:b1's share of the folded gradients: g_rec += sum_t Delta(t)^T s(t - 1) (the
+    constant h_init after a reset), g_bh += sum_t Delta(t)."""
+    T, B = x.shape
+    M = g_rec.shape[0]
+    dt = Delta.dtype
+    if b0 == 0 and b1 == B:
+        D = Delta
+        Hp = H[:T].reshape((T * B, M))
+        if independent:
+            Hp = Hp.copy()
+    else:
+        Bg = b1 - b0
+        D = np.empty((T * Bg, M), dtype=dt)
+        Hp = np.empty((T * Bg, M), dtype=dt)
+        for t in range(T):
+            D[t * Bg:(t + 1) * Bg] = Delta[t * B + b0:t * B + b1]
+            Hp[t * Bg:(t + 1) * Bg] = H[t, b0:b1]
+    if independent:
+        for t in range(T):
+            for b in range(b0, b1):
+                if x[t, b] == eos:
+                    Hp[t * (b1 - b0) + b - b0, :] = h_init
+    gtmp = np.empty((M, M), dtype=dt)
+    np.dot(D.T, Hp, gtmp)
+    for j in range(M):
+        for h in range(M):
+            g_rec[j, h] += gtmp[j, h]
+    for r in range(D.shape[0]):
+        for j in range(M):
+            g_bh[j] += D[r, j]
+
+
+@njit(cache=True)
+def _fold_embedding(x, Delta, g_emb):
+    """g_emb[x(t, b)] += Delta[t * B + b] (the rows of the input words)."""
+    T, B = x.shape
+    M = g_emb.shape[1]
+    for t in range(T):
+        for b in range(B):
+            w = x[t, b]
+            d = Delta[t * B + b]
+            for j in range(M):
+                g_emb[w, j] += d[j]
+
+
+@njit(cache=True)
+def _backward(x, H, dS, rec, act, independent, eos, h_init, g_emb, g_rec, g_bh):
+    """Truncated BPTT through the window given dL/ds of every token (dS (T * B, M)): adds dL/dU,
+    dL/dV (rows of the input words), dL/dtheta_j."""
+    T, B = x.shape
+    Delta = np.empty((T * B, rec.shape[0]), dtype=dS.dtype)
+    _deltas(x, H, dS, rec, act, independent, eos, 0, B, Delta)
+    _fold_recurrent(x, H, Delta, 0, B, independent, eos, h_init, g_rec, g_bh)
+    _fold_embedding(x, Delta, g_emb)
+
+
+@njit(cache=True)
 def window_grad(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
                 act, cost, independent, eos, h_init, dorder,
                 g_emb, g_rec, g_bh, g_out, g_bo, g_cls, g_bc, g_direct, h_out, ng_out):
@@ -542,41 +683,7 @@ def window_grad(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_
     logp = np.empty(T * B, dtype=np.float64)
     loss = _output_layer(S, yv, Hist, out_w, bo, cls_w, bc, direct, K, word_class, class_starts, cost, True,
                          dS, g_out, g_bo, g_cls, g_bc, g_direct, logp, 1024)
-    # backward through time: Delta[t * B + b] = dL/dnet of stream b at step t
-    Delta = np.empty((T * B, M), dtype=dt)
-    carry = np.zeros((B, M), dtype=dt)
-    for t in range(T - 1, -1, -1):
-        s = H[t + 1]
-        for b in range(B):
-            r = t * B + b
-            for j in range(M):
-                Delta[r, j] = (dS[r, j] + carry[b, j]) * _fprime(s[b, j], act)
-        if t > 0:
-            np.dot(Delta[t * B:(t + 1) * B], rec, carry)
-            if independent:
-                for b in range(B):
-                    if x[t, b] == eos:
-                        carry[b, :] = 0.0
-    # folded weight gradients: U from the previous states (h_init after a reset), V, theta_j
-    Hp = H[:T].reshape((T * B, M))
-    if independent:
-        Hp = Hp.copy()
-        for t in range(T):
-            for b in range(B):
-                if x[t, b] == eos:
-                    Hp[t * B + b, :] = h_init
-    gtmp = np.empty((M, M), dtype=dt)
-    np.dot(Delta.T, Hp, gtmp)
-    for j in range(M):
-        for h in range(M):
-            g_rec[j, h] += gtmp[j, h]
-    for t in range(T):
-        for b in range(B):
-            r = t * B + b
-            w = x[t, b]
-            for j in range(M):
-                g_bh[j] += Delta[r, j]
-                g_emb[w, j] += Delta[r, j]
+    _backward(x, H, dS, rec, act, independent, eos, h_init, g_emb, g_rec, g_bh)
     h_out[:, :] = H[T]
     return loss
 
@@ -600,6 +707,109 @@ def window_logprob(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, wo
     _output_layer(S, y.reshape(T * B), Hist, out_w, bo, cls_w, bc, direct, K, word_class, class_starts, CE,
                   False, dummy2, dummy2, dummy1, dummy2, dummy1, dummy1, logp.reshape(T * B), chunk)
     h_out[:, :] = H[T]
+
+
+@njit(cache=True)
+def _class_bins(cnt, class_starts, G):
+    """Classes dealt to G bins of about equal word-layer work (rows x (class size + 8)), largest
+    first, each to the least loaded bin: bin[c] (-1: no rows)."""
+    C = class_starts.shape[0] - 1
+    cost = np.empty(C, dtype=np.float64)
+    for c in range(C):
+        cost[c] = (cnt[c + 1] - cnt[c]) * (class_starts[c + 1] - class_starts[c] + 8.0)
+    load = np.zeros(G, dtype=np.float64)
+    bins = np.full(C, -1, dtype=np.int64)
+    for c in np.argsort(-cost):
+        if cost[c] == 0.0:
+            break
+        q = np.argmin(load)
+        bins[c] = q
+        load[q] += cost[c]
+    return bins
+
+
+@njit(cache=True)
+def _output_part(q, G, S, yv, Hist, out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins,
+                 dSc, dSw, g_out, g_bo, Gcls, Gbc, logc, logw):
+    """Part q of G of a class softmax's output layer (see window_grad_classes)."""
+    n = S.shape[0]
+    r0 = q * n // G
+    r1 = (q + 1) * n // G
+    _class_layer(S[r0:r1], yv[r0:r1], Hist[r0:r1], cls_w, bc, direct, 0, word_class, True, dSc[r0:r1],
+                 Gcls[q], Gbc[q], direct, logc[r0:r1])
+    take = bins == q
+    _word_layer(S, yv, Hist, out_w, bo, direct, 0, class_starts, order, cnt, take, True, dSw[q], g_out, g_bo,
+                direct, logw[q])
+
+
+@njit(cache=True, parallel=True)
+def window_grad_classes(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
+                        act, independent, eos, h_init, G,
+                        g_emb, g_rec, g_bh, g_out, g_bo, g_cls, g_bc, h_out, ng_out):
+    """window_grad of a class softmax (cross-entropy, no direct connections) with the output layer
+    shared among G threads: part q takes the q-th block of rows for the class layer (its dL/dW_c in
+    a buffer of its own, the G buffers summed in order afterwards) and a bin of classes for the word
+    layer (classes dealt by work, rows x class size; every row of W, theta_k and of dL/ds written by
+    one part only). The recurrence and BPTT run on min(G, B) groups of streams (their dL/dU, dL/dtheta_j
+in buffers of their own, summed in order). The same G gives the same bits."""
+    T, B = x.shape
+    M = rec.shape[0]
+    n = T * B
+    C = cls_w.shape[0]
+    dt = emb.dtype
+    Gs = min(G, B)                      # stream groups for the recurrence and BPTT
+    H = np.empty((T + 1, B, M), dtype=dt)
+    H[0] = h0
+    u_init = _reset_input(rec, h_init)
+    for q in prange(Gs):
+        _hidden_streams(x, H, q * B // Gs, (q + 1) * B // Gs, emb, rec, bh, act, independent, eos, u_init)
+    S = H[1:].reshape((n, M))
+    yv = y.reshape(n)
+    Hist = np.empty((n, ng0.shape[1]), dtype=np.int64)
+    _row_history(x, ng0, independent, eos, Hist, ng_out)
+    order, cnt = _group_by_class(yv, word_class, C)
+    bins = _class_bins(cnt, class_starts, G)
+    dSc = np.empty((n, M), dtype=dt)
+    dSw = np.zeros((G, n, M), dtype=dt)       # per part (rows of a part's classes only): no false sharing
+    logc = np.empty(n, dtype=np.float64)
+    logw = np.zeros((G, n), dtype=np.float64)
+    Gcls = np.zeros((G, C, M), dtype=dt)
+    Gbc = np.zeros((G, C), dtype=dt)
+    for q in prange(G):
+        _output_part(q, G, S, yv, Hist, out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins,
+                     dSc, dSw, g_out, g_bo, Gcls, Gbc, logc, logw)
+    loss = 0.0
+    for r in range(n):
+        lw = 0.0
+        for q in range(G):
+            lw += logw[q, r]
+        loss -= logc[r] + lw
+    for q in range(G):
+        for k in range(C):
+            g_bc[k] += Gbc[q, k]
+            for j in range(M):
+                g_cls[k, j] += Gcls[q, k, j]
+    dS = dSc
+    for q in range(G):
+        for r in range(n):
+            for j in range(M):
+                dS[r, j] += dSw[q, r, j]
+    Delta = np.empty((n, M), dtype=dt)
+    Grec = np.zeros((Gs, M, M), dtype=dt)
+    Gbh = np.zeros((Gs, M), dtype=dt)
+    for q in prange(Gs):
+        b0 = q * B // Gs
+        b1 = (q + 1) * B // Gs
+        _deltas(x, H, dS, rec, act, independent, eos, b0, b1, Delta)
+        _fold_recurrent(x, H, Delta, b0, b1, independent, eos, h_init, Grec[q], Gbh[q])
+    for q in range(Gs):
+        for j in range(M):
+            g_bh[j] += Gbh[q, j]
+            for h in range(M):
+                g_rec[j, h] += Grec[q, j, h]
+    _fold_embedding(x, Delta, g_emb)
+    h_out[:, :] = H[T]
+    return loss
 
 
 @njit(cache=True, parallel=True)

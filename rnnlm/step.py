@@ -5,10 +5,12 @@ the loss summed over the window's T steps and averaged over its B streams; clipp
 global L2 norm of at most `clip`; L2 (beta) acts on the weights the update touches. Without biases
 (ModelConfig.bias False) the bias blocks stay at zero.
 
-Threads: with T threads (Numba's, `numba.set_num_threads`, or `threads=`) the B streams of a window
-are split into T groups, each accumulating into its own gradient buffer; the buffers are summed in a
-fixed order afterwards (the update does that while it applies them). The same thread count gives the
-same bits every run; different counts differ only by rounding. BLAS runs single-threaded inside the
+Threads (Numba's, `numba.set_num_threads`, or `threads=`): with a class softmax the output layer is
+shared among the threads by classes (kernels.window_grad_classes: each class's rows of W written by
+one thread, no copies); with a full softmax the B streams of a window are split into one group per
+thread, each accumulating into its own gradient buffer, the buffers summed in a fixed order by the
+update while it applies them. The same thread count gives the same bits every run; different counts
+differ only by rounding. BLAS runs single-threaded inside the
 kernels (`blas_single_thread`) so that Numba's threads and the BLAS library's do not oversubscribe
 the cores. Models with direct connections compute their gradient on one thread.
 """
@@ -84,6 +86,7 @@ def num_threads() -> int:
     return numba.get_num_threads()
 
 
+
 class BatchStepper:
     """Holds the gradient buffers of the minibatch schedule and performs updates.
 
@@ -134,15 +137,22 @@ class BatchStepper:
         final direct-connection history)."""
         h_out = np.empty_like(h)
         ng_out = np.empty_like(ng)
-        groups = 1 if self.p.direct.size else min(self._threads(), x.shape[1])
+        threads = 1 if self.p.direct.size else self._threads()
         self._flush()
+        g = self._g
         with blas_single_thread():
-            if groups == 1:
-                g = self._g
+            if threads == 1:
                 loss = K.window_grad(x, y, h, ng, *param_args(self.p), self.ci.word_class, self.ci.class_starts,
                                      self.act, self.cost, self.independent, self.eos, self.h_init, self.dorder,
                                      g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, g.direct, h_out, ng_out)
                 return loss, h_out, ng_out
+            if self.ci.num_classes > 0:   # the output layer shared by classes: no per-thread copies of W
+                loss = K.window_grad_classes(x, y, h, ng, *param_args(self.p), self.ci.word_class,
+                                             self.ci.class_starts, self.act, self.independent, self.eos,
+                                             self.h_init, threads, g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w,
+                                             g.bc, h_out, ng_out)
+                return loss, h_out, ng_out
+            groups = min(threads, x.shape[1])
             if self._groups.shape[0] != groups:
                 self._groups = np.zeros((groups, self.p.flat.size), self.p.flat.dtype)
             losses = np.zeros(groups)

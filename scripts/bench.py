@@ -1,0 +1,357 @@
+#!/usr/bin/env python
+"""Speed of training and evaluation, next to PyTorch and the machine's own GEMM peak, in one run.
+
+    python scripts/bench.py [--data DIR] [--runs 3] [--train-words 100000] [--full-words 11200]
+                            [--threads 1 2] [--only a,b,c] [--no-cold] [--no-torch]
+
+Prints one markdown table. Configurations (PTB from ../shared/corpora/ptb or --data DIR; without it
+the bundled corpora/synthetic, with a warning):
+  (a) hidden 100, 100 classes, bptt 4: rnnlm-0.4b's per-word schedule (--bptt-block 10) and the batch
+      schedule (32 streams x 4 steps);
+  (b) hidden 200, 100 classes, the same two schedules;
+  (c) hidden 200, full softmax, batch schedule with 32 streams x 35 steps, and PyTorch's
+      nn.RNN(nonlinearity='tanh') + nn.Linear + cross-entropy + SGD step of the same sizes (when
+      torch is importable: pip install -e ".[bench]").
+The batch schedule and PyTorch run with each --threads count; the per-word schedule and evaluation
+are single-threaded.
+
+How each figure is taken:
+  train words/s  through the library, not the command line: Trainer's chunk function on the training
+                 text (the per-word kernel, or BatchStepper gradient + update per window); the first
+                 (compiling) call and one warm-up run are discarded, then the median of --runs runs of
+                 --train-words words each (--full-words for (c) and PyTorch).
+  eval words/s   evaluate.stream_logprobs over the test text (what `rnnlm eval` runs), median of --runs
+                 after a warm-up; one thread.
+  peak RSS       of the worker process that measured the row (data, model, training and evaluation).
+  cold start     `rnnlm train` of one epoch on a tiny file with an empty NUMBA_CACHE_DIR (everything
+                 that run needs compiled from scratch), wall time.
+  warm start     `rnnlm eval MODEL tiny-file` until its first line of output, the second of two runs.
+  sgemm          NumPy float32 2048 x 2048 matrix product, GFLOP/s (median of 5) on 1 and 2 threads;
+                 the roofline of (c) is sgemm / (6 * H * V) tokens/s (forward, output gradient and
+                 hidden error: three products of H x V per token).
+Each row runs in its own process (`--worker`), one after the other; timings on a loaded machine are
+noisy, so the load average is printed with the table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PTB = os.path.join(ROOT, "..", "shared", "corpora", "ptb")
+SYNTHETIC = os.path.join(ROOT, "corpora", "synthetic")
+
+MODELS = {   # name -> hidden, classes
+    "a": (100, 100),
+    "b": (200, 100),
+    "c": (200, 0),
+}
+LABEL = {"a": "(a) hidden 100, 100 classes", "b": "(b) hidden 200, 100 classes",
+         "c": "(c) hidden 200, full softmax"}
+
+
+def rows(models, threads, torch_ok):
+    out = []
+    for m in models:
+        if m in ("a", "b"):
+            out.append(dict(model=m, kind="rnnlm", threads=1, B=1, T=4))
+        for n in threads:
+            out.append(dict(model=m, kind="batch", threads=n, B=32, T=35 if m == "c" else 4))
+        if m == "c" and torch_ok:
+            for n in threads:
+                out.append(dict(model=m, kind="torch", threads=n, B=32, T=35))
+    return out
+
+
+# ----------------------------------------------------------------------------- worker (one row)
+
+def _median_rate(fn, units_per_run: int, runs: int) -> float:
+    fn()                        # warm-up (the compiling call came before)
+    rates = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        n = fn()
+        rates.append(n / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def _peak_rss_mb() -> float:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def worker(spec: dict) -> dict:
+    import numpy as np
+    H, C = MODELS[spec["model"]]
+    data, runs = spec["data"], spec["runs"]
+    words = spec["full_words"] if spec["model"] == "c" else spec["train_words"]
+    from rnnlm.corpus import prepare
+    pc = prepare(*(os.path.join(data, f"{s}.txt") for s in ("train", "valid", "test")),
+                 num_classes=max(C, 1), cache_dir=spec["cache_dir"])
+    tok = pc.tokenizer
+    train_ids = np.ascontiguousarray(pc["train"], dtype=np.int32)
+    res = dict(vocab=len(tok), train_tokens=len(train_ids))
+    if spec["kind"] == "torch":
+        res["train_wps"] = _torch_rate(len(tok), H, spec["B"], spec["T"], spec["threads"], train_ids, words, runs)
+        res["rss_mb"] = _peak_rss_mb()
+        return res
+    import numba
+    numba.set_num_threads(spec["threads"])
+    from rnnlm.config import ModelConfig, TrainConfig
+    from rnnlm.model import Params
+    from rnnlm.train import Trainer
+    mcfg = ModelConfig(vocab_size=len(tok), hidden=H, classes=C)
+    schedule = "rnnlm" if spec["kind"] == "rnnlm" else "batch"
+    tcfg = TrainConfig(schedule=schedule, bptt=spec["T"], bptt_block=10, batch_size=spec["B"],
+                       lr=0.1 if schedule == "rnnlm" else 1.0, threads=spec["threads"])
+    with tempfile.TemporaryDirectory() as tmp:
+        tr = Trainer(mcfg, tcfg, tok, train_ids, pc["valid"], os.path.join(tmp, "m.rnnlm"), log=lambda s: None,
+                     progress=False)
+        params = Params.init(mcfg, np.random.default_rng(1))
+        sstate = tr._fresh_stream_state()
+        chunk_data = tr._epoch_data(params)
+        units_total = tr._units()
+        per_unit = 1 if schedule == "rnnlm" else spec["B"] * spec["T"]
+        units = max(1, -(-words // per_unit))
+        pos = [0]
+
+        def run():
+            done = words_done = 0
+            while done < units:
+                a = pos[0] % units_total
+                b = min(units_total, a + min(units - done, tr.chunk))
+                words_done += tr._train_chunk(params, sstate, tcfg.lr, a, b, chunk_data)[1]
+                done += b - a
+                pos[0] = b
+            return words_done
+
+        tr._train_chunk(params, sstate, tcfg.lr, 0, 1, chunk_data)     # compiles (discarded)
+        pos[0] = 1
+        res["train_wps"] = _median_rate(run, units * per_unit, runs)
+    if spec.get("eval"):
+        from rnnlm.evaluate import stream_logprobs
+        from rnnlm.step import ClassInfo
+        test_ids = np.ascontiguousarray(pc["test"], dtype=np.int32)
+        ci = ClassInfo.from_tokenizer(tok, C > 0)
+        ev = lambda: len(stream_logprobs(mcfg, params, ci, test_ids, tok.eos_id))
+        ev()                                                            # compiles (discarded)
+        res["eval_wps"] = _median_rate(ev, len(test_ids), runs)
+        if spec.get("save_model"):
+            from rnnlm.model import ModelFile, save_model
+            save_model(spec["save_model"], ModelFile(mcfg, params, tok.to_bytes(), {}))
+    res["rss_mb"] = _peak_rss_mb()
+    return res
+
+
+def _torch_rate(V, H, B, T, threads, ids, words, runs) -> float:
+    import numpy as np
+    import torch
+    torch.set_num_threads(threads)
+    torch.manual_seed(1)
+    emb, rnn = torch.nn.Embedding(V, H), torch.nn.RNN(H, H, nonlinearity="tanh")
+    lin = torch.nn.Linear(H, V)
+    params = list(emb.parameters()) + list(rnn.parameters()) + list(lin.parameters())
+    opt = torch.optim.SGD(params, lr=0.1)
+    L = (len(ids) - 1) // B
+    data = torch.from_numpy(np.asarray(ids[:L * B + 1], dtype=np.int64))
+    xs = data[:L * B].view(B, L).t().contiguous()
+    ys = data[1:L * B + 1].view(B, L).t().contiguous()
+    windows = max(1, -(-words // (B * T)))
+    state = {"h": torch.zeros(1, B, H), "w": 0}
+
+    def step():
+        w = state["w"] % (L // T)
+        x, y = xs[w * T:(w + 1) * T], ys[w * T:(w + 1) * T]
+        out, h = rnn(emb(x), state["h"])
+        loss = torch.nn.functional.cross_entropy(lin(out).view(-1, V), y.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        state["h"] = h.detach()
+        state["w"] += 1
+
+    def run():
+        for _ in range(windows):
+            step()
+        return windows * B * T
+
+    step()                                                              # first call (discarded)
+    return _median_rate(run, windows * B * T, runs)
+
+
+# ----------------------------------------------------------------------------- start-up timings
+
+def _tiny_file(data: str, path: str, lines: int = 300) -> None:
+    with open(os.path.join(data, "train.txt"), encoding="utf-8") as src, open(path, "w", encoding="utf-8") as dst:
+        for i, line in enumerate(src):
+            if i >= lines:
+                break
+            dst.write(line)
+
+
+def _rnnlm_cmd() -> list[str]:
+    return [sys.executable, "-m", "rnnlm"]
+
+
+def cold_start(row: dict, tiny: str, tmp: str) -> float:
+    """Wall time of the first-ever `rnnlm train` (one epoch of the tiny file, the row's schedule,
+    classes and threads) with an empty Numba cache."""
+    H, C = MODELS[row["model"]]
+    env = dict(os.environ, NUMBA_CACHE_DIR=tempfile.mkdtemp(dir=tmp), RNNLM_CACHE_DIR=tempfile.mkdtemp(dir=tmp))
+    schedule = "rnnlm" if row["kind"] == "rnnlm" else "batch"
+    cmd = _rnnlm_cmd() + ["train", "--train", tiny, "--valid", tiny, "--model", os.path.join(tmp, "cold.rnnlm"),
+                          "--force", "--hidden", "8", "--classes", str(min(C, 10)), "--schedule", schedule,
+                          "--bptt", str(row["T"]), "--bptt-block", "10", "--batch-size", str(min(row["B"], 8)),
+                          "--max-epochs", "1", "--threads", str(row["threads"]), "--checkpoint-words", "0"]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def warm_start(model: str, tiny: str) -> float:
+    """Seconds from launching `rnnlm eval MODEL TINY` to its first line of output (second run)."""
+    t = None
+    for _ in range(2):
+        t0 = time.perf_counter()
+        p = subprocess.Popen(_rnnlm_cmd() + ["eval", model, tiny], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True)
+        p.stdout.readline()
+        t = time.perf_counter() - t0
+        p.communicate()
+        if p.returncode:
+            raise RuntimeError(f"rnnlm eval {model} failed")
+    return t
+
+
+def sgemm_gflops(threads: int, n: int = 2048, reps: int = 5) -> float:
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    b = np.random.default_rng(1).random((n, n), dtype=np.float32)
+    with threadpool_limits(threads, user_api="blas"):
+        a @ b
+        ts = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            a @ b
+            ts.append(time.perf_counter() - t0)
+    return 2 * n ** 3 / statistics.median(ts) / 1e9
+
+
+# ----------------------------------------------------------------------------- main
+
+def _fmt(v, spec="{:,.0f}", none="—"):
+    return none if v is None else spec.format(v)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", help="directory with train.txt, valid.txt, test.txt (default: PTB)")
+    ap.add_argument("--runs", type=int, default=3, help="timed runs per figure, median reported (>= 3)")
+    ap.add_argument("--train-words", type=int, default=100_000, help="words per timed training run, (a) (b)")
+    ap.add_argument("--full-words", type=int, default=11_200, help="words per timed run, (c) and PyTorch")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--only", default="a,b,c", help="configurations, e.g. a,c")
+    ap.add_argument("--no-cold", action="store_true", help="skip the cold-start measurements (slow)")
+    ap.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is installed")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+    data = args.data or PTB
+    if not all(os.path.isfile(os.path.join(data, f"{s}.txt")) for s in ("train", "valid", "test")):
+        if args.data:
+            print(f"bench.py: {data}: needs train.txt, valid.txt and test.txt", file=sys.stderr)
+            return 1
+        print(f"bench.py: warning: PTB not found at {os.path.abspath(PTB)}; using the bundled corpus "
+              f"{SYNTHETIC} (figures not comparable with PTB ones)", file=sys.stderr)
+        data = SYNTHETIC
+    data = os.path.abspath(data)
+    runs = max(3, args.runs)
+    models = [m for m in args.only.split(",") if m in MODELS]
+    torch_ok = False
+    torch_version = ""
+    if not args.no_torch:
+        try:
+            import torch
+            torch_ok, torch_version = True, torch.__version__
+        except ImportError:
+            print("bench.py: torch not installed (pip install -e '.[bench]'): no PyTorch rows", file=sys.stderr)
+    load0 = os.getloadavg()
+    t_start = time.time()
+    gemm = {n: sgemm_gflops(n) for n in args.threads}
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tiny = os.path.join(tmp, "tiny.txt")
+        _tiny_file(data, tiny)
+        token_cache = os.path.join(tmp, "tokens")
+        eval_done = set()
+        warm = {}
+        cold = {}
+        for row in rows(models, args.threads, torch_ok):
+            spec = dict(row, data=data, runs=runs, train_words=args.train_words, full_words=args.full_words,
+                        cache_dir=token_cache)
+            if row["kind"] != "torch" and row["threads"] == 1 and row["model"] not in eval_done:
+                spec["eval"] = True
+                spec["save_model"] = os.path.join(tmp, f"{row['model']}.rnnlm")
+                eval_done.add(row["model"])
+            print(f"bench.py: {LABEL[row['model']]}, {row['kind']}, {row['threads']} thread(s) ...",
+                  file=sys.stderr, flush=True)
+            out = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
+                                 check=True, capture_output=True, text=True)
+            res = json.loads(out.stdout.strip().splitlines()[-1])
+            if spec.get("save_model"):
+                warm[row["model"]] = warm_start(spec["save_model"], tiny)
+            key = (row["kind"], row["threads"])
+            if row["kind"] != "torch" and not args.no_cold and key not in cold:
+                cold[key] = cold_start(row, tiny, tmp)   # compilation depends on schedule and threads only
+            results.append((row, res))
+    load1 = os.getloadavg()
+    import platform
+    import numba
+    import numpy
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
+    print(f"rnnlm bench, {time.strftime('%Y-%m-%d %H:%M')}, {cpu}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}, NumPy {numpy.__version__}, Numba {numba.__version__}"
+          + (f", PyTorch {torch_version}" if torch_ok else "") + f"; data {data} "
+          f"({results[0][1]['train_tokens']:,} training tokens, vocabulary {results[0][1]['vocab']:,}); "
+          f"medians of {runs} runs; {time.time() - t_start:.0f} s in all")
+    print(f"load average {load0[0]:.2f} at the start, {load1[0]:.2f} at the end "
+          f"(above 0 means other jobs shared the cores)")
+    print("sgemm (NumPy float32 2048^3): " + ", ".join(f"{gemm[n]:.0f} GFLOP/s on {n} thread{'s' * (n > 1)}"
+                                                       for n in args.threads))
+    print()
+    print("| configuration | training | threads | train words/s | eval words/s | peak RSS | cold start | warm start |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    kinds = {"rnnlm": "per-word (rnnlm-0.4b), bptt 4, block 10", "batch": "batch", "torch": "PyTorch nn.RNN"}
+    for row, res in results:
+        H, C = MODELS[row["model"]]
+        kind = kinds[row["kind"]]
+        if row["kind"] != "rnnlm":
+            kind += f", {row['B']} x {row['T']}"
+        roof = ""
+        if row["model"] == "c" and row["threads"] in gemm:
+            r = gemm[row["threads"]] * 1e9 / (6 * H * res["vocab"])
+            roof = f" ({100 * res['train_wps'] / r:.0f}% of roofline {r:,.0f})"
+        key = (row["kind"], row["threads"])
+        print(f"| {LABEL[row['model']]} | {kind} | {row['threads']} | {_fmt(res['train_wps'])}{roof} | "
+              f"{_fmt(res.get('eval_wps'))} | {res['rss_mb']:,.0f} MB | "
+              f"{_fmt(cold.get(key), '{:.1f} s')} | "
+              f"{_fmt(warm.get(row['model']) if row['kind'] != 'torch' else None, '{:.2f} s')} |")
+    print()
+    print("eval: evaluate.stream_logprobs over the test text (one thread); warm start: `rnnlm eval` of "
+          "that row's model on a 300-line file; cold start: first `rnnlm train` with an empty Numba cache "
+          "(same schedule and thread count, tiny model)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
