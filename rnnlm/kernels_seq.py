@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from rnnlm.kernels import _activate, _direct_add, _fprime, _softmax_row, direct_hashes
 
@@ -298,3 +298,82 @@ def step_distribution(w_in, h, ng, emb, rec, bh, out_w, bo, cls_w, bc, direct, c
         _softmax_row(blk, hi - lo)
         for k in range(hi - lo):
             blk[k] *= pc[c]
+
+
+# ----------------------------------------------------------------------------- per-word schedule on threads
+
+@njit(cache=True)
+def _block_views(f, N, M, C, S):
+    """The named blocks of one flat parameter buffer (order of model.param_shapes)."""
+    o = 0
+    emb = f[o:o + N * M].reshape((N, M))
+    o += N * M
+    rec = f[o:o + M * M].reshape((M, M))
+    o += M * M
+    bh = f[o:o + M]
+    o += M
+    out_w = f[o:o + N * M].reshape((N, M))
+    o += N * M
+    bo = f[o:o + N]
+    o += N
+    cls_w = f[o:o + C * M].reshape((C, M))
+    o += C * M
+    bc = f[o:o + C]
+    o += C
+    direct = f[o:o + S]
+    return emb, rec, bh, out_w, bo, cls_w, bc, direct
+
+
+@njit(cache=True, parallel=True)
+def rnnlm_train_shards(X, Y, lens, sync, base, reps, N, M, C, S, word_class, class_starts,
+                       act, lr, beta, clip, block, independent, eos, h_init, dorder, use_bias, l2_every,
+                       H, HIST, HS, ERR, NG, IST, LOGP):
+    """rnnlm-0.4b's per-word schedule on T shards of the text at once (one thread each), merged.
+
+    Shard t trains its own replica reps[t] (T, P) of the flat parameters `base` (P) on X[t, :lens[t]]
+    (targets Y), with its own stream state (H[t], HIST[t], ... as rnnlm_train_stream). After every
+    `sync` words of each shard the replicas are merged, weight by weight: a weight only one shard
+    changed takes that shard's value (rare words' rows keep their whole update); a weight several
+    shards changed moves by the mean of their changes (adding them up, as faster-rnnlm's lock-free
+    threads do, was unstable with merges this far apart). Every replica then restarts from the merged
+    weights. Deterministic: the result depends on T, not on how many threads run. With T = 1 this is
+    exactly rnnlm_train_stream. ln p of every word goes to LOGP.
+    """
+    T = X.shape[0]
+    P = base.shape[0]
+    longest = 0
+    for t in range(T):
+        if lens[t] > longest:
+            longest = lens[t]
+    for a in range(0, longest, sync):
+        for t in prange(T):
+            lo = min(a, lens[t])
+            hi = min(a + sync, lens[t])
+            if hi > lo:
+                emb, rec, bh, out_w, bo, cls_w, bc, direct = _block_views(reps[t], N, M, C, S)
+                rnnlm_train_stream(X[t, lo:hi], Y[t, lo:hi], emb, rec, bh, out_w, bo, cls_w, bc, direct,
+                                   word_class, class_starts, act, lr, beta, clip, block, independent, eos,
+                                   h_init, dorder, use_bias, l2_every, H[t], HIST[t], HS[t], ERR[t], NG[t],
+                                   IST[t], LOGP[t, lo:hi])
+        for i in prange(P):
+            # average the changes over the shards that made one (a row only one shard used keeps
+            # that shard's whole change; a weight every shard moved gets the mean of their moves)
+            b0 = base[i]
+            acc = 0.0
+            k = 0
+            for t in range(T):
+                d = reps[t, i] - b0
+                if d != 0.0:
+                    acc += d
+                    k += 1
+            if k == 1:
+                for t in range(T):
+                    if reps[t, i] != b0:
+                        acc = reps[t, i]
+            elif k > 1:
+                acc = b0 + acc / k
+            else:
+                acc = b0
+            base[i] = acc
+            for t in range(T):
+                reps[t, i] = acc

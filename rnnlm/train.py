@@ -39,6 +39,7 @@ from rnnlm.step import BatchStepper, ClassInfo, history_width, param_args
 CHUNK_WORDS = 16384
 RNNLM_L2_EVERY = 10   # rnnlm-0.4b applies L2 to the output and hidden weights on every 10th word
 LN2 = math.log(2.0)
+SYNC_WORDS = 2048     # rnnlm schedule on T threads: words of each shard between merges
 MAX_DIVERGENCES = 3   # consecutive divergences before training gives up
 EXPLODE_BITS = 1.0    # validation entropy rising by more than this (bits/word) counts as divergence
 
@@ -125,7 +126,9 @@ class Trainer:
         if mcfg.classes > 0 and self.classes.num_classes != mcfg.classes:
             raise RnnlmError(f"model has {mcfg.classes} classes but the vocabulary {self.classes.num_classes}")
         self.data_fp = _fingerprint(self.train_ids, self.valid_ids)
-        self.chunk = (CHUNK_WORDS if tcfg.schedule == "rnnlm"
+        # the rnnlm schedule on T > 1 threads trains T contiguous shards of the text at once
+        self.shards = tcfg.threads if tcfg.schedule == "rnnlm" else 1
+        self.chunk = (max(1, CHUNK_WORDS // self.shards) if tcfg.schedule == "rnnlm"
                       else max(1, CHUNK_WORDS // (tcfg.batch_size * tcfg.bptt)))
         self.stop_after_chunks = None   # tests: simulate a kill after this many chunks
 
@@ -135,9 +138,12 @@ class Trainer:
         ng = np.full(history_width(self.mcfg.direct_order), self.eos, np.int32)
         if self.tcfg.schedule == "rnnlm":
             D = rnnlm_depth(self.tcfg.bptt, self.tcfg.bptt_block)
-            return dict(h=np.full(M, self.mcfg.init_hidden, dt), hist=np.full(D + 1, -1, np.int32),
-                        hs=np.zeros((D + 1, M), dt), err=np.zeros((D + 1, M), dt),
-                        istate=np.zeros(2, np.int64), ng=ng)
+            st = dict(h=np.full(M, self.mcfg.init_hidden, dt), hist=np.full(D + 1, -1, np.int32),
+                      hs=np.zeros((D + 1, M), dt), err=np.zeros((D + 1, M), dt),
+                      istate=np.zeros(2, np.int64), ng=ng)
+            if self.shards > 1:   # one stream state per shard
+                st = {k: np.ascontiguousarray(np.broadcast_to(v, (self.shards,) + v.shape)) for k, v in st.items()}
+            return st
         B = self.tcfg.batch_size
         return dict(h=np.full((B, M), self.mcfg.init_hidden, dt), ng=np.tile(ng, (B, 1)))
 
@@ -171,12 +177,14 @@ class Trainer:
     # ------------------------------------------------------------------ one epoch
     def _units(self) -> int:
         if self.tcfg.schedule == "rnnlm":
-            return len(self.train_ids)
+            return -(-len(self.train_ids) // self.shards)   # words of the longest shard
         L = len(self.train_ids) // self.tcfg.batch_size
         return num_windows(L, self.tcfg.bptt)
 
     def _train_chunk(self, params, sstate, lr, a, b, data):
         t = self.tcfg
+        if t.schedule == "rnnlm" and self.shards > 1:
+            return self._train_shards(params, sstate, lr, a, b, data)
         if t.schedule == "rnnlm":
             x, y = data
             logp = np.empty(b - a, dtype=np.float64)
@@ -197,8 +205,33 @@ class Trainer:
             n += xw.size
         return lp, n
 
+    def _train_shards(self, params, sstate, lr, a, b, data):
+        """Chunk [a, b) of every shard on its own thread (kernels_seq.rnnlm_train_shards)."""
+        t, m = self.tcfg, self.mcfg
+        X, Y, lens = data
+        n_c = np.clip(lens - a, 0, b - a).astype(np.int64)
+        reps = np.ascontiguousarray(np.broadcast_to(params.flat, (self.shards, params.flat.size)))
+        logp = np.zeros((self.shards, b - a), dtype=np.float64)
+        KS.rnnlm_train_shards(np.ascontiguousarray(X[:, a:b]), np.ascontiguousarray(Y[:, a:b]), n_c,
+                              min(SYNC_WORDS, b - a), params.flat, reps, m.vocab_size, m.hidden, m.classes,
+                              m.direct_size, self.classes.word_class, self.classes.class_starts,
+                              m.activation_code, lr, t.beta, t.clip, t.bptt_block, t.independent, self.eos,
+                              m.reset_hidden, m.direct_order, m.bias, RNNLM_L2_EVERY, sstate["h"], sstate["hist"],
+                              sstate["hs"], sstate["err"], sstate["ng"], sstate["istate"], logp)
+        return float(logp.sum()), int(n_c.sum())
+
     def _epoch_data(self, params):
         t = self.tcfg
+        if t.schedule == "rnnlm" and self.shards > 1:
+            x, y = inputs_targets(self.train_ids, self.eos)
+            T, L = self.shards, self._units()
+            X = np.zeros((T, L), np.int32)
+            Y = np.zeros((T, L), np.int32)
+            lens = np.zeros(T, np.int64)
+            for s in range(T):   # contiguous shards; the last may be shorter
+                xs, ys = x[s * L:(s + 1) * L], y[s * L:(s + 1) * L]
+                X[s, :len(xs)], Y[s, :len(ys)], lens[s] = xs, ys, len(xs)
+            return X, Y, lens
         if t.schedule == "rnnlm":
             return inputs_targets(self.train_ids, self.eos)
         xs, ys, _ = streams(self.train_ids, self.eos, t.batch_size)

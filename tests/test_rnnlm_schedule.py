@@ -111,3 +111,46 @@ def test_sweep_is_gradient_of_truncated_objective(act, C, direct):
         numeric[i] = (cost(p.flat + e) - cost(p.flat - e)) / (2 * h_eps)
     np.testing.assert_allclose(dparams, -numeric, rtol=1e-5, atol=1e-8)
     assert np.abs(numeric).max() > 1e-3
+
+
+def test_shards_kernel_with_one_shard_is_the_stream_kernel():
+    """rnnlm_train_shards with T = 1 (any sync interval) gives exactly rnnlm_train_stream."""
+    p = tiny_model(N, M, 3, "sigmoid", seed=5, direct=40, dorder=DORDER)
+    q = p.copy()
+    ci = tiny_classes(N, 3)
+    x, y = stream(23, 6)
+    D, block = 6, 4
+    st = fresh_state(D, 0.7)
+    _, lp = run(p, ci, x, y, "sigmoid", 0.3, 0.05, D, block, False, st, l2_every=3)
+    st2 = [a[None].copy() for a in fresh_state(D, 0.7)]
+    reps = q.flat[None].copy()
+    logp = np.zeros((1, len(x)))
+    KS.rnnlm_train_shards(x[None], y[None], np.array([len(x)]), 5, q.flat, reps, N, M, 3, 40,
+                          ci.word_class, ci.class_starts, 0, 0.3, 0.05, 0.0, block, False, 0, 0.7, DORDER,
+                          True, 3, *st2, logp)
+    np.testing.assert_array_equal(q.flat, p.flat)
+    np.testing.assert_array_equal(logp[0], lp)
+
+
+def test_shards_merge_the_changes_of_each_shard():
+    """Two shards, one sync round: a weight one shard changed takes its change, a weight both
+    changed the mean of the two changes."""
+    p = tiny_model(N, M, 3, "tanh", seed=2)
+    ci = tiny_classes(N, 3)
+    x, y = stream(20, 3)
+    X, Y = np.stack([x[:10], x[10:]]), np.stack([y[:10], y[10:]])
+    D, block = 6, 4
+    moved = []
+    for s in range(2):
+        q = p.copy()
+        run(q, ci, X[s], Y[s], "tanh", 0.2, 0.0, D, block, False, fresh_state(D, 0.7))
+        moved.append(q.flat - p.flat)
+    b = p.copy()
+    st2 = [np.stack([a, a]) for a in fresh_state(D, 0.7)]
+    KS.rnnlm_train_shards(X, Y, np.array([10, 10]), 10, b.flat, np.stack([p.flat, p.flat]), N, M, 3, 0,
+                          ci.word_class, ci.class_starts, 1, 0.2, 0.0, 0.0, block, False, 0, 0.7, DORDER,
+                          True, 1, *st2, np.zeros((2, 10)))
+    both = (moved[0] != 0) & (moved[1] != 0)
+    want = np.where(both, p.flat + (moved[0] + moved[1]) / 2, p.flat + moved[0] + moved[1])
+    assert both.any() and (~both & ((moved[0] != 0) | (moved[1] != 0))).any()
+    np.testing.assert_allclose(b.flat, want, rtol=1e-12, atol=1e-14)

@@ -199,3 +199,30 @@ def test_death_during_a_checkpoint_write_loses_nothing(data, tmp_path, monkeypat
     load_model(str(tmp_path / "cut.rnnlm.ckpt"))         # the previous checkpoint is whole
     make(vocab, tr, va, tmp_path / "cut.rnnlm", **kw).run(resume=True)
     assert sha(tmp_path / "full.rnnlm") == sha(tmp_path / "cut.rnnlm")
+
+
+def test_rnnlm_schedule_on_two_threads(data, tmp_path, monkeypatch):
+    """--threads 2 with the per-word schedule: two shards trained at once, merged every SYNC_WORDS.
+    It learns; the result depends on the thread count given, not on how many threads Numba runs;
+    a kill and resume ends bit-identical."""
+    import numba
+    vocab, tr, va = data
+    monkeypatch.setattr(train_mod, "CHUNK_WORDS", 4000)
+    monkeypatch.setattr(train_mod, "SYNC_WORDS", 700)
+    kw = dict(threads=2, max_epochs=3, checkpoint_words=4000)
+    mf = make(vocab, tr, va, tmp_path / "a.rnnlm", **kw).run()
+    # merging the shards' changes costs some learning per epoch (one thread: about 41 here)
+    assert mf.meta["history"][-1]["valid_ppl"] < 0.45 * unigram_ppl(vocab, va)
+    old = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        make(vocab, tr, va, tmp_path / "b.rnnlm", **kw).run()
+    finally:
+        numba.set_num_threads(old)
+    assert sha(tmp_path / "a.rnnlm") == sha(tmp_path / "b.rnnlm")
+    t = make(vocab, tr, va, tmp_path / "c.rnnlm", **kw)
+    t.stop_after_chunks = 4
+    with pytest.raises(KeyboardInterrupt):
+        t.run()
+    make(vocab, tr, va, tmp_path / "c.rnnlm", **kw).run(resume=True)
+    assert sha(tmp_path / "a.rnnlm") == sha(tmp_path / "c.rnnlm")
