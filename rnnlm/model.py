@@ -10,8 +10,11 @@ Files are written atomically: temporary file in the same directory, fsync, renam
 from __future__ import annotations
 
 import json
+import math
 import os
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -115,29 +118,120 @@ def save_model(path: str, mf: ModelFile) -> None:
     atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
+ZIP_MAGIC = b"PK\x03\x04"
+# what a damaged or foreign archive can raise inside np.load / zipfile (reported as one line)
+_ARCHIVE_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, KeyError,
+                   NotImplementedError, RuntimeError, OverflowError, MemoryError, zlib.error, struct.error)
+_CONFIG_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool}
+
+
+def _one_line(exc: BaseException, limit: int = 160) -> str:
+    msg = " ".join(str(exc).split())
+    return f"{exc.__class__.__name__}: {msg[:limit]}" if msg else exc.__class__.__name__
+
+
+def _read_arrays(path: str) -> dict:
+    """Every array of the .npz at `path`, read with allow_pickle=False (pickled objects refused)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise RnnlmError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if not head:
+        raise RnnlmError(f"{path}: empty file (0 bytes), not an rnnlm model file")
+    if head != ZIP_MAGIC:   # np.load would also take .npy files and sniff for pickles
+        raise RnnlmError(f"{path}: not an rnnlm model file (not an .npz archive)")
+    data = {}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            for k in z.files:
+                try:
+                    data[k] = z[k]
+                except ValueError as exc:
+                    if "pickle" in str(exc):
+                        raise RnnlmError(f"{path}: refused: array '{k}' holds pickled Python objects "
+                                         "(model files never do; nothing was unpickled)") from None
+                    raise
+    except RnnlmError:
+        raise
+    except _ARCHIVE_ERRORS as exc:
+        raise RnnlmError(f"{path}: damaged, truncated or not an rnnlm model file ({_one_line(exc)})") from None
+    return data
+
+
+def _check_config_types(path: str, d) -> None:
+    import dataclasses
+    if not isinstance(d, dict):
+        raise RnnlmError(f"{path}: corrupt metadata (model configuration is not a JSON object)")
+    for f in dataclasses.fields(ModelConfig):
+        if f.name in d:
+            v, t = d[f.name], _CONFIG_TYPES.get(str(f.type))
+            if t is not None and (not isinstance(v, t) or (t is not bool and isinstance(v, bool))):
+                raise RnnlmError(f"{path}: corrupt metadata (model field {f.name} = {str(v)[:40]!r})")
+
+
+def _check_tokenizer(path: str, cfg: ModelConfig, raw: bytes) -> None:
+    """The tokenizer's vocabulary and classes must fit the network (the kernels index by them)."""
+    try:
+        h = json.loads(raw.decode("utf-8"))
+        n, classes = len(h["words"]), h["classes"]
+        lo, hi = (int(classes[0]), int(classes[-1])) if classes else (0, -1)
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError, RecursionError) as exc:
+        raise RnnlmError(f"{path}: corrupt tokenizer data ({_one_line(exc)})") from None
+    if n != cfg.vocab_size:
+        raise RnnlmError(f"{path}: damaged: the tokenizer has {n} tokens, the network {cfg.vocab_size}")
+    if cfg.classes and (lo < 0 or hi >= cfg.classes):
+        raise RnnlmError(f"{path}: damaged: the tokenizer's classes run from {lo} to {hi}, "
+                         f"the network has {cfg.classes}")
+
+
 def load_model(path: str) -> ModelFile:
-    """Read a model file written by `save_model`; one-line RnnlmError on any problem."""
+    """Read a model file written by `save_model`; one-line RnnlmError on any problem.
+
+    Nothing is ever unpickled: the file must be an .npz archive whose arrays load with
+    allow_pickle=False; the metadata, the shapes, the tokenizer's size and the weights (finite)
+    are checked against each other.
+    """
     if not os.path.exists(path):
         raise RnnlmError(f"{path}: no such model file")
     if os.path.isdir(path):
         raise RnnlmError(f"{path}: is a directory, expected a model file")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise RnnlmError(f"{path}: not an rnnlm model file ({exc.__class__.__name__}: {exc})") from None
+    data = _read_arrays(path)
     for key in ("params", "meta", "tokenizer"):
         if key not in data:
             raise RnnlmError(f"{path}: not an rnnlm model file (missing '{key}')")
     try:
         meta = json.loads(bytes(data["meta"]).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RnnlmError(f"{path}: corrupt metadata ({exc})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise RnnlmError(f"{path}: corrupt metadata ({_one_line(exc)})") from None
+    if not isinstance(meta, dict):
+        raise RnnlmError(f"{path}: corrupt metadata (not a JSON object)")
     if meta.get("format") != FORMAT:
-        raise RnnlmError(f"{path}: not an rnnlm model file (format {meta.get('format')!r})")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise RnnlmError(f"{path}: written by a newer rnnlm (format version {meta['format_version']}); upgrade rnnlm")
-    cfg = ModelConfig.from_dict(meta["model"])
-    params = Params(cfg, data["params"])
+        raise RnnlmError(f"{path}: not an rnnlm model file (format {str(meta.get('format'))[:40]!r})")
+    version = meta.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise RnnlmError(f"{path}: corrupt metadata (format version {str(version)[:40]!r})")
+    if version > FORMAT_VERSION:
+        raise RnnlmError(f"{path}: written by a newer rnnlm (format version {version}); upgrade rnnlm")
+    for key, typ in (("train", dict), ("history", list)):
+        if not isinstance(meta.get(key, typ()), typ):
+            raise RnnlmError(f"{path}: corrupt metadata ('{key}' is not a JSON {typ.__name__})")
+    _check_config_types(path, meta.get("model"))
+    try:
+        cfg = ModelConfig.from_dict(meta["model"])
+        params = Params(cfg, data["params"])
+    except RnnlmError as exc:
+        raise RnnlmError(f"{path}: damaged: {exc}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RnnlmError(f"{path}: corrupt model configuration ({_one_line(exc)})") from None
+    with np.errstate(invalid="ignore", over="ignore"):   # NaN/inf propagate into the sum
+        total = float(params.flat.sum(dtype=np.float64))
+    if not math.isfinite(total):
+        raise RnnlmError(f"{path}: damaged: the weights are not all finite (NaN or inf)")
+    tok = bytes(data["tokenizer"])
+    _check_tokenizer(path, cfg, tok)
     arrays = {k[len("state_"):]: v for k, v in data.items() if k.startswith("state_")}
-    return ModelFile(cfg, params, bytes(data["tokenizer"]), meta, arrays)
+    h0 = arrays.get("h0")
+    if h0 is not None and (h0.shape != (cfg.hidden,) or h0.dtype.kind != "f" or not np.isfinite(h0).all()):
+        raise RnnlmError(f"{path}: damaged: saved hidden state of shape {h0.shape} {h0.dtype}")
+    return ModelFile(cfg, params, tok, meta, arrays)

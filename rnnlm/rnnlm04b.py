@@ -150,6 +150,9 @@ def _read_vocab(lines: _Lines, h: dict):
     if line.strip() != b"Vocabulary:":
         lines.fail(f"expected 'Vocabulary:', found {line[:60]!r}")
     V = h["vocab_size"]
+    left = lines.data.count(b"\n", lines.pos) + 1
+    if V > left:                                       # checked before allocating V entries
+        lines.fail(f"vocabulary size {V} but only {left} lines follow")
     words, counts, classes, seen = [], np.zeros(V, np.int64), np.zeros(V, np.int32), set()
     for a in range(V):
         line = lines.next(f"vocabulary entry {a} of {V}")
@@ -247,6 +250,13 @@ def read_rnnlm04b(path: str) -> Rnnlm04bModel:
     if os.path.isdir(path):
         raise RnnlmError(f"{path}: is a directory, expected an rnnlm-0.4b model file")
     data = read_bytes(path)
+    if not data:
+        raise RnnlmError(f"{path}: empty file (0 bytes), not an rnnlm-0.4b model file")
+    if data[:4] == b"PK\x03\x04" or data[:6] == b"\x93NUMPY":
+        raise RnnlmError(f"{path}: a NumPy .npz/.npy file, not an rnnlm-0.4b model file (our own model "
+                         "files need no import: `rnnlm eval` reads them)")
+    if not data.lstrip().startswith(b"version:"):
+        raise RnnlmError(f"{path}: not an rnnlm-0.4b model file (it does not start with 'version:')")
     lines = _Lines(data, path)
     h = _read_header(lines)
     words, counts, classes = _read_vocab(lines, h)

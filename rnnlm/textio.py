@@ -82,6 +82,9 @@ def check_text_bytes(data: bytes, name: str) -> str:
     except UnicodeDecodeError as exc:
         if nul != -1 and nul < exc.start:
             raise RnnlmError(f"{name}: NUL byte at byte {nul} (binary file?)") from None
+        if exc.start == 0 and data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            raise RnnlmError(f"{name}: UTF-16 text (byte-order mark 0x{data[:2].hex()} at byte 0); "
+                             "re-encode the file as UTF-8") from None
         raise RnnlmError(f"{name}: not UTF-8 at byte {exc.start} "
                          f"(byte 0x{data[exc.start]:02x}); re-encode the file as UTF-8") from None
     if nul != -1:

@@ -43,6 +43,7 @@ UNK = "<unk>"
 FORMAT = "rnnlm-tokenizer"
 VERSION = 1
 CLASS_MODES = ("sqrt", "unigram")
+SP_MAX_LINE = 1 << 17   # SentencePiece trains on lines of at most this many bytes (longer ones are ignored)
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,8 @@ class _Tokenizer:
     def _init_vocab(self, words, counts, requested_classes: int, class_mode: str, classes=None):
         self._words = list(words)
         self._index = {w: i for i, w in enumerate(self._words)}
+        if len(self._index) != len(self._words) or not all(isinstance(w, str) for w in self._words):
+            raise RnnlmError("tokenizer data: the tokens are not distinct strings")
         self.counts = np.asarray(counts, dtype=np.int64)
         self.requested_classes = int(requested_classes)
         self.class_mode = class_mode
@@ -370,6 +373,9 @@ class SentencePieceTokenizer(_Tokenizer):
         lines = [s for s in (ln.strip() for ln in lines) if s]
         if not lines:
             raise RnnlmError(f"{name}: no text to train SentencePiece on")
+        if all(len(s) > SP_MAX_LINE // 4 and len(s.encode()) > SP_MAX_LINE for s in lines):
+            raise RnnlmError(f"{name}: every line is longer than SentencePiece's limit of {SP_MAX_LINE:,} "
+                             "bytes per sentence; put one sentence per line")
         settings = dict(vocab_size=int(vocab_size), model_type=model_type,
                         character_coverage=float(character_coverage),
                         input_sentence_size=int(input_sentence_size))
@@ -378,7 +384,7 @@ class SentencePieceTokenizer(_Tokenizer):
             spm.SentencePieceTrainer.train(
                 sentence_iterator=iter(lines), model_writer=buf, unk_id=0, eos_id=1, bos_id=-1,
                 pad_id=-1, eos_piece=EOS, unk_piece=UNK, minloglevel=2, num_threads=1,
-                shuffle_input_sentence=False, hard_vocab_limit=False, max_sentence_length=1 << 17,
+                shuffle_input_sentence=False, hard_vocab_limit=False, max_sentence_length=SP_MAX_LINE,
                 **settings)
         except RuntimeError as exc:
             msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
@@ -457,8 +463,8 @@ def tokenizer_from_bytes(data: bytes) -> Tokenizer:
         raise ValueError(f"unknown tokenizer kind {h['kind']!r}")
     except RnnlmError:
         raise
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-        raise RnnlmError(f"tokenizer data: {exc}") from None
+    except (ValueError, KeyError, TypeError, IndexError, OverflowError, RecursionError) as exc:
+        raise RnnlmError(f"tokenizer data: {' '.join(str(exc).split())[:160] or type(exc).__name__}") from None
 
 
 def save_tokenizer(tok: Tokenizer, path: str | os.PathLike) -> None:
