@@ -90,26 +90,27 @@ def sha(p):
 
 
 def test_sigkill_and_resume_bit_identical(texts):
-    """Kill a real training process with SIGKILL at several points (the first right after its first
-    mid-epoch checkpoint appears, then after random delays, some of which fall inside checkpoint
-    writes), resume each time, and compare the end result with an uninterrupted run."""
+    """Kill a real training process with SIGKILL at several points (each time a little after a new
+    checkpoint appears: mid-epoch, at epoch ends, sometimes inside the next checkpoint write), resume
+    each time, and compare the end result with an uninterrupted run."""
     import random
     env = dict(os.environ, RNNLM_CACHE_DIR=str(texts / "cache"))
     args = [sys.executable, "-m", "rnnlm", "train", "--train", "train.txt", "--valid", "valid.txt",
-            "--hidden", "24", "--classes", "6", "--max-epochs", "4", "--checkpoint-words", "500"]
+            "--hidden", "48", "--classes", "6", "--max-epochs", "6", "--checkpoint-words", "400"]
     subprocess.run(args + ["--model", "full.rnnlm"], check=True, env=env, capture_output=True)
     rng = random.Random(7)
+    ckpt = texts / "cut.rnnlm.ckpt"
     kills = 0
     for attempt in range(4):
-        resume = ["--resume"] if os.path.exists(texts / "cut.rnnlm.ckpt") else ["--force"]
+        resume = ["--resume"] if ckpt.exists() else ["--force"]
+        before = ckpt.stat().st_mtime_ns if ckpt.exists() else None
         proc = subprocess.Popen(args + ["--model", "cut.rnnlm"] + resume, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
-        if attempt == 0:
-            deadline = time.time() + 120
-            while not os.path.exists(texts / "cut.rnnlm.ckpt") and time.time() < deadline and proc.poll() is None:
-                time.sleep(0.005)
-        else:
-            time.sleep(rng.uniform(1.0, 3.0))   # start-up takes about a second
+        deadline = time.time() + 120
+        while proc.poll() is None and time.time() < deadline and (
+                not ckpt.exists() or ckpt.stat().st_mtime_ns == before):
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0.0, 0.03))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
@@ -117,7 +118,7 @@ def test_sigkill_and_resume_bit_identical(texts):
         assert b"Traceback" not in proc.stderr.read()
     res = subprocess.run(args + ["--model", "cut.rnnlm", "--resume"], env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    assert kills >= 2, "the runs ended before they could be killed; make the job longer"
+    assert kills >= 3, "the runs ended before they could be killed; make the job longer"
     assert sha(texts / "full.rnnlm") == sha(texts / "cut.rnnlm")
 
 
