@@ -168,9 +168,17 @@ class Trainer:
                              "resume with the same files or start afresh without --resume")
         if mf.config != self.mcfg or TrainConfig.from_dict(mf.meta["train"]) != self.tcfg:
             raise RnnlmError(f"{self.ckpt_path}: was made with other model/training options")
-        sched = Schedule(**ck["schedule"], history=mf.meta["history"])
-        saved = Params(self.mcfg, mf.arrays["saved"].copy())
+        try:
+            sched = Schedule(**ck["schedule"], history=mf.meta["history"])
+            saved = Params(self.mcfg, mf.arrays["saved"].copy())
+        except (TypeError, KeyError, RnnlmError) as exc:
+            raise RnnlmError(f"{self.ckpt_path}: damaged checkpoint ({exc})") from None
         sstate = {k[len("stream_"):]: v.copy() for k, v in mf.arrays.items() if k.startswith("stream_")}
+        fresh = self._fresh_stream_state()
+        if (set(sstate) != set(fresh) or not np.isfinite(saved.flat).all()
+                or any(sstate[k].shape != v.shape or sstate[k].dtype != v.dtype for k, v in fresh.items())
+                or not all(np.isfinite(v).all() for v in sstate.values())):
+            raise RnnlmError(f"{self.ckpt_path}: damaged checkpoint (training state arrays)")
         params = Params(self.mcfg, mf.params.flat.copy())
         return params, saved, sched, sstate
 

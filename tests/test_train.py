@@ -226,3 +226,15 @@ def test_rnnlm_schedule_on_two_threads(data, tmp_path, monkeypatch):
         t.run()
     make(vocab, tr, va, tmp_path / "c.rnnlm", **kw).run(resume=True)
     assert sha(tmp_path / "a.rnnlm") == sha(tmp_path / "c.rnnlm")
+
+
+def test_resume_refuses_a_damaged_checkpoint(data, tmp_path):
+    from rnnlm.errors import RnnlmError
+    from rnnlm.model import load_model, save_model
+    vocab, tr, va = data
+    make(vocab, tr, va, tmp_path / "m.rnnlm", max_epochs=1).run()
+    ck = load_model(str(tmp_path / "m.rnnlm.ckpt"))
+    ck.arrays["stream_hs"] = ck.arrays["stream_hs"][:-1]          # valid archive, wrong shape
+    save_model(str(tmp_path / "m.rnnlm.ckpt"), ck)
+    with pytest.raises(RnnlmError, match="damaged checkpoint"):
+        make(vocab, tr, va, tmp_path / "m.rnnlm", max_epochs=1).run(resume=True)
