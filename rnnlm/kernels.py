@@ -179,7 +179,9 @@ def _row_history(x, ng0, independent, eos, Hist, ng_out):
     of stream b at steps t, t-1, ... (ng0 (B, Kh): the carried history; ng_out: the new one)."""
     T, B = x.shape
     Kh = ng0.shape[1]
-    ng_out[:, :] = ng0
+    for b in range(B):
+        for k in range(Kh):
+            ng_out[b, k] = ng0[b, k]
     for t in range(T):
         for b in range(B):
             w = x[t, b]
@@ -190,7 +192,8 @@ def _row_history(x, ng0, independent, eos, Hist, ng_out):
                 for k in range(Kh - 1, 0, -1):
                     ng_out[b, k] = ng_out[b, k - 1]
                 ng_out[b, 0] = w
-            Hist[t * B + b, :] = ng_out[b]
+            for k in range(Kh):
+                Hist[t * B + b, k] = ng_out[b, k]
 
 
 # ----------------------------------------------------------------------------- dot-product helpers
@@ -681,8 +684,10 @@ def window_grad(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_
     K = dorder if direct.shape[0] > 0 else 0
     dS = np.zeros((T * B, M), dtype=dt)
     logp = np.empty(T * B, dtype=np.float64)
-    loss = _output_layer(S, yv, Hist, out_w, bo, cls_w, bc, direct, K, word_class, class_starts, cost, True,
-                         dS, g_out, g_bo, g_cls, g_bc, g_direct, logp, 1024)
+    # flags and sizes as run-time values (T >= 0 is True): literal constants would make Numba compile
+    # the large output-layer helpers once more for every constant (a cold-start cost)
+    loss = _output_layer(S, yv, Hist, out_w, bo, cls_w, bc, direct, K, word_class, class_starts, cost, T >= 0,
+                         dS, g_out, g_bo, g_cls, g_bc, g_direct, logp, 1024 + 0 * T)
     _backward(x, H, dS, rec, act, independent, eos, h_init, g_emb, g_rec, g_bh)
     h_out[:, :] = H[T]
     return loss
@@ -704,27 +709,27 @@ def window_logprob(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, wo
     dummy2 = np.empty((0, M), dtype=dt)
     dummy1 = np.empty(0, dtype=dt)
     chunk = 512 if cls_w.shape[0] == 0 else 4096
-    _output_layer(S, y.reshape(T * B), Hist, out_w, bo, cls_w, bc, direct, K, word_class, class_starts, CE,
-                  False, dummy2, dummy2, dummy1, dummy2, dummy1, dummy1, logp.reshape(T * B), chunk)
+    _output_layer(S, y.reshape(T * B), Hist, out_w, bo, cls_w, bc, direct, K, word_class, class_starts,
+                  CE + 0 * T, T < 0, dummy2, dummy2, dummy1, dummy2, dummy1, dummy1, logp.reshape(T * B), chunk)
     h_out[:, :] = H[T]
 
 
 @njit(cache=True)
 def _class_bins(cnt, class_starts, G):
-    """Classes dealt to G bins of about equal word-layer work (rows x (class size + 8)), largest
-    first, each to the least loaded bin: bin[c] (-1: no rows)."""
+    """Classes dealt to G bins of about equal word-layer work (rows x (class size + 8)): bin q is the
+    run of classes whose cumulative work falls in [q, q + 1) / G of the total (ranges cut by load, not
+    by class count: rare-word classes are much larger). bin[c] for every class."""
     C = class_starts.shape[0] - 1
-    cost = np.empty(C, dtype=np.float64)
+    total = 0.0
     for c in range(C):
-        cost[c] = (cnt[c + 1] - cnt[c]) * (class_starts[c + 1] - class_starts[c] + 8.0)
-    load = np.zeros(G, dtype=np.float64)
-    bins = np.full(C, -1, dtype=np.int64)
-    for c in np.argsort(-cost):
-        if cost[c] == 0.0:
-            break
-        q = np.argmin(load)
-        bins[c] = q
-        load[q] += cost[c]
+        total += (cnt[c + 1] - cnt[c]) * (class_starts[c + 1] - class_starts[c] + 8.0)
+    bins = np.empty(C, dtype=np.int64)
+    acc = 0.0
+    for c in range(C):
+        w = (cnt[c + 1] - cnt[c]) * (class_starts[c + 1] - class_starts[c] + 8.0)
+        q = int((acc + 0.5 * w) * G / total) if total > 0 else 0   # where the class's middle falls
+        bins[c] = min(q, G - 1)
+        acc += w
     return bins
 
 
@@ -735,34 +740,65 @@ def _output_part(q, G, S, yv, Hist, out_w, bo, cls_w, bc, direct, word_class, cl
     n = S.shape[0]
     r0 = q * n // G
     r1 = (q + 1) * n // G
-    _class_layer(S[r0:r1], yv[r0:r1], Hist[r0:r1], cls_w, bc, direct, 0, word_class, True, dSc[r0:r1],
+    no_direct = 0 * n           # run-time values, not literals: the helpers' serial builds are reused
+    grad = n >= 0
+    _class_layer(S[r0:r1], yv[r0:r1], Hist[r0:r1], cls_w, bc, direct, no_direct, word_class, grad, dSc[r0:r1],
                  Gcls[q], Gbc[q], direct, logc[r0:r1])
     take = bins == q
-    _word_layer(S, yv, Hist, out_w, bo, direct, 0, class_starts, order, cnt, take, True, dSw[q], g_out, g_bo,
+    _word_layer(S, yv, Hist, out_w, bo, direct, no_direct, class_starts, order, cnt, take, grad, dSw[q], g_out, g_bo,
                 direct, logw[q])
 
 
+@njit(cache=True)
+def _classes_task(phase, q, G, Gs, x, H, emb, rec, bh, act, independent, eos, h_init, u_init, S, yv, Hist,
+                  out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins, dSc, dSw, g_out, g_bo,
+                  Gcls, Gbc, logc, logw, Delta, Grec, Gbh):
+    """Task q of a phase of window_grad_classes: 0 the recurrence of stream group q (of Gs), 1 part q
+    (of G) of the output layer, 2 BPTT of stream group q (dL/ds in dSc)."""
+    B = x.shape[1]
+    b0 = q * B // Gs
+    b1 = (q + 1) * B // Gs
+    if phase == 0:
+        _hidden_streams(x, H, b0, b1, emb, rec, bh, act, independent, eos, u_init)
+    elif phase == 1:
+        _output_part(q, G, S, yv, Hist, out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins,
+                     dSc, dSw, g_out, g_bo, Gcls, Gbc, logc, logw)
+    else:
+        _deltas(x, H, dSc, rec, act, independent, eos, b0, b1, Delta)
+        _fold_recurrent(x, H, Delta, b0, b1, independent, eos, h_init, Grec[q], Gbh[q])
+
+
 @njit(cache=True, parallel=True)
+def _classes_phase(phase, tasks, G, Gs, x, H, emb, rec, bh, act, independent, eos, h_init, u_init, S, yv, Hist,
+                   out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins, dSc, dSw, g_out, g_bo,
+                   Gcls, Gbc, logc, logw, Delta, Grec, Gbh):
+    """The one parallel loop of window_grad_classes (kept tiny: parallel kernels compile slowly)."""
+    for i in prange(tasks):
+        q = np.int64(i)   # the loop index is unsigned in the compiled loop: callees typed once, as int64
+        _classes_task(phase, q, G, Gs, x, H, emb, rec, bh, act, independent, eos, h_init, u_init, S, yv, Hist,
+                      out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins, dSc, dSw, g_out,
+                      g_bo, Gcls, Gbc, logc, logw, Delta, Grec, Gbh)
+
+
+@njit(cache=True)
 def window_grad_classes(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
                         act, independent, eos, h_init, G,
                         g_emb, g_rec, g_bh, g_out, g_bo, g_cls, g_bc, h_out, ng_out):
-    """window_grad of a class softmax (cross-entropy, no direct connections) with the output layer
-    shared among G threads: part q takes the q-th block of rows for the class layer (its dL/dW_c in
-    a buffer of its own, the G buffers summed in order afterwards) and a bin of classes for the word
-    layer (classes dealt by work, rows x class size; every row of W, theta_k and of dL/ds written by
-    one part only). The recurrence and BPTT run on min(G, B) groups of streams (their dL/dU, dL/dtheta_j
-in buffers of their own, summed in order). The same G gives the same bits."""
+    """window_grad of a class softmax (cross-entropy, no direct connections) on G threads, in three
+    parallel phases. The recurrence and BPTT: min(G, B) groups of streams (their dL/dU, dL/dtheta_j
+    in buffers of their own, summed in order). The output layer: part q takes the q-th block of rows
+    for the class layer (its dL/dW_c in a buffer of its own, summed in order) and a bin of classes for
+    the word layer (classes dealt by work, rows x class size; every row of W, theta_k written by one
+    part only, each part's dL/ds and ln p in arrays of its own). The same G gives the same bits."""
     T, B = x.shape
     M = rec.shape[0]
     n = T * B
     C = cls_w.shape[0]
     dt = emb.dtype
-    Gs = min(G, B)                      # stream groups for the recurrence and BPTT
+    Gs = min(G, B)
     H = np.empty((T + 1, B, M), dtype=dt)
     H[0] = h0
     u_init = _reset_input(rec, h_init)
-    for q in prange(Gs):
-        _hidden_streams(x, H, q * B // Gs, (q + 1) * B // Gs, emb, rec, bh, act, independent, eos, u_init)
     S = H[1:].reshape((n, M))
     yv = y.reshape(n)
     Hist = np.empty((n, ng0.shape[1]), dtype=np.int64)
@@ -770,38 +806,37 @@ in buffers of their own, summed in order). The same G gives the same bits."""
     order, cnt = _group_by_class(yv, word_class, C)
     bins = _class_bins(cnt, class_starts, G)
     dSc = np.empty((n, M), dtype=dt)
-    dSw = np.zeros((G, n, M), dtype=dt)       # per part (rows of a part's classes only): no false sharing
+    dSw = np.zeros((G, n, M), dtype=dt)
     logc = np.empty(n, dtype=np.float64)
     logw = np.zeros((G, n), dtype=np.float64)
     Gcls = np.zeros((G, C, M), dtype=dt)
     Gbc = np.zeros((G, C), dtype=dt)
-    for q in prange(G):
-        _output_part(q, G, S, yv, Hist, out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins,
-                     dSc, dSw, g_out, g_bo, Gcls, Gbc, logc, logw)
-    loss = 0.0
-    for r in range(n):
-        lw = 0.0
-        for q in range(G):
-            lw += logw[q, r]
-        loss -= logc[r] + lw
-    for q in range(G):
-        for k in range(C):
-            g_bc[k] += Gbc[q, k]
-            for j in range(M):
-                g_cls[k, j] += Gcls[q, k, j]
-    dS = dSc
-    for q in range(G):
-        for r in range(n):
-            for j in range(M):
-                dS[r, j] += dSw[q, r, j]
     Delta = np.empty((n, M), dtype=dt)
     Grec = np.zeros((Gs, M, M), dtype=dt)
     Gbh = np.zeros((Gs, M), dtype=dt)
-    for q in prange(Gs):
-        b0 = q * B // Gs
-        b1 = (q + 1) * B // Gs
-        _deltas(x, H, dS, rec, act, independent, eos, b0, b1, Delta)
-        _fold_recurrent(x, H, Delta, b0, b1, independent, eos, h_init, Grec[q], Gbh[q])
+    for phase in range(3):
+        tasks = Gs
+        if phase == 1:
+            tasks = G
+        _classes_phase(phase, tasks, G, Gs, x, H, emb, rec, bh, act, independent, eos, h_init,
+                       u_init, S, yv, Hist, out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt,
+                       bins, dSc, dSw, g_out, g_bo, Gcls, Gbc, logc, logw, Delta, Grec, Gbh)
+        if phase == 1:   # sum the parts in order: loss, dL/dW_c, dL/dtheta_c, dL/ds (into dSc)
+            loss = 0.0
+            for r in range(n):
+                lw = 0.0
+                for q in range(G):
+                    lw += logw[q, r]
+                loss -= logc[r] + lw
+            for q in range(G):
+                for k in range(C):
+                    g_bc[k] += Gbc[q, k]
+                    for j in range(M):
+                        g_cls[k, j] += Gcls[q, k, j]
+            for q in range(G):
+                for r in range(n):
+                    for j in range(M):
+                        dSc[r, j] += dSw[q, r, j]
     for q in range(Gs):
         for j in range(M):
             g_bh[j] += Gbh[q, j]
@@ -826,7 +861,8 @@ def window_grad_groups(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct
     T, B = x.shape
     N, M = emb.shape
     C = cls_w.shape[0]
-    for q in prange(G):
+    for i in prange(G):
+        q = np.int64(i)
         b0 = q * B // G
         b1 = (q + 1) * B // G
         xq = np.ascontiguousarray(x[:, b0:b1])
@@ -982,15 +1018,18 @@ def sgd_pieces_par(p, g, Gbuf, pieces, lr, scale, beta, clip, extra_sq, partial)
     """sgd_pieces with the pieces shared among threads (the same result, bit for bit)."""
     n = pieces.shape[0]
     if clip > 0:
-        for i in prange(n):
+        for ii in prange(n):
+            i = np.int64(ii)
             partial[i] = _reduce_piece(g, Gbuf, pieces[i, 0], pieces[i, 1])
         norm = _norm(partial, extra_sq, scale)
         if norm > clip:
             scale = scale * clip / norm
-        for i in prange(n):
+        for ii in prange(n):
+            i = np.int64(ii)
             _sgd_piece(p, g, pieces[i, 0], pieces[i, 1], lr, scale, beta)
         return norm, scale
-    for i in prange(n):    # no clipping: one sweep, each piece reduced and updated while in cache
+    for ii in prange(n):    # no clipping: one sweep, each piece reduced and updated while in cache
+        i = np.int64(ii)
         partial[i] = _reduce_piece(g, Gbuf, pieces[i, 0], pieces[i, 1])
         _sgd_piece(p, g, pieces[i, 0], pieces[i, 1], lr, scale, beta)
     return _norm(partial, extra_sq, scale), scale
@@ -999,7 +1038,8 @@ def sgd_pieces_par(p, g, Gbuf, pieces, lr, scale, beta, clip, extra_sq, partial)
 @njit(cache=True, parallel=True)
 def reduce_pieces_par(g, Gbuf, pieces):
     """g += sum_q Gbuf[q] and Gbuf <- 0 on the pieces (threads share the pieces)."""
-    for i in prange(pieces.shape[0]):
+    for ii in prange(pieces.shape[0]):
+        i = np.int64(ii)
         _reduce_piece(g, Gbuf, pieces[i, 0], pieces[i, 1])
 
 

@@ -5,14 +5,15 @@ the loss summed over the window's T steps and averaged over its B streams; clipp
 global L2 norm of at most `clip`; L2 (beta) acts on the weights the update touches. Without biases
 (ModelConfig.bias False) the bias blocks stay at zero.
 
-Threads (Numba's, `numba.set_num_threads`, or `threads=`): with a class softmax the output layer is
-shared among the threads by classes (kernels.window_grad_classes: each class's rows of W written by
-one thread, no copies); with a full softmax the B streams of a window are split into one group per
-thread, each accumulating into its own gradient buffer, the buffers summed in a fixed order by the
-update while it applies them. The same thread count gives the same bits every run; different counts
-differ only by rounding. BLAS runs single-threaded inside the
-kernels (`blas_single_thread`) so that Numba's threads and the BLAS library's do not oversubscribe
-the cores. Models with direct connections compute their gradient on one thread.
+Threads (Numba's, `numba.set_num_threads`, or `threads=`): one thread runs kernels.window_grad (no
+parallel kernel is compiled). On more, a class softmax shares the output layer among the threads by
+classes (kernels.window_grad_classes: each class's rows of W written by one thread, no copies; the
+recurrence and BPTT by groups of streams); a full softmax splits the B streams into one group per
+thread, each accumulating into its own gradient buffer, summed in a fixed order by the update while
+it applies them. The same thread count gives the same bits every run; different counts differ only
+by rounding. BLAS runs single-threaded inside the kernels (`blas_single_thread`) so that Numba's
+threads and the BLAS library's do not oversubscribe the cores. Models with direct connections
+compute their gradient on one thread.
 """
 from __future__ import annotations
 
@@ -90,8 +91,8 @@ def num_threads() -> int:
 class BatchStepper:
     """Holds the gradient buffers of the minibatch schedule and performs updates.
 
-    threads: how many groups the streams are split into (None: Numba's current thread count, as
-    set by `numba.set_num_threads`); direct connections use one.
+    threads: compute threads of the gradient and the update (None: Numba's current thread count,
+    as set by `numba.set_num_threads`); the gradient of a model with direct connections uses one.
     """
 
     def __init__(self, params: Params, classes: ClassInfo, activation: int, cost: int,
@@ -137,11 +138,11 @@ class BatchStepper:
         final direct-connection history)."""
         h_out = np.empty_like(h)
         ng_out = np.empty_like(ng)
-        threads = 1 if self.p.direct.size else self._threads()
+        threads = self._threads()
         self._flush()
         g = self._g
         with blas_single_thread():
-            if threads == 1:
+            if threads == 1 or self.p.direct.size:   # direct connections: one thread
                 loss = K.window_grad(x, y, h, ng, *param_args(self.p), self.ci.word_class, self.ci.class_starts,
                                      self.act, self.cost, self.independent, self.eos, self.h_init, self.dorder,
                                      g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, g.direct, h_out, ng_out)

@@ -12,8 +12,8 @@ the bundled corpora/synthetic, with a warning):
   (c) hidden 200, full softmax, batch schedule with 32 streams x 35 steps, and PyTorch's
       nn.RNN(nonlinearity='tanh') + nn.Linear + cross-entropy + SGD step of the same sizes (when
       torch is importable: pip install -e ".[bench]").
-The batch schedule and PyTorch run with each --threads count; the per-word schedule and evaluation
-are single-threaded.
+The batch schedule and PyTorch run with each --threads count, the per-word schedule too when this
+version trains it on threads (text shards); evaluation is single-threaded.
 
 How each figure is taken:
   train words/s  through the library, not the command line: Trainer's chunk function on the training
@@ -56,11 +56,18 @@ LABEL = {"a": "(a) hidden 100, 100 classes", "b": "(b) hidden 200, 100 classes",
          "c": "(c) hidden 200, full softmax"}
 
 
+def _rnnlm_threads() -> bool:
+    """Whether this version trains the per-word schedule on several threads (text shards)."""
+    from rnnlm.train import Trainer
+    return hasattr(Trainer, "_train_shards")
+
+
 def rows(models, threads, torch_ok):
     out = []
     for m in models:
         if m in ("a", "b"):
-            out.append(dict(model=m, kind="rnnlm", threads=1, B=1, T=4))
+            for n in (threads if _rnnlm_threads() else [1]):
+                out.append(dict(model=m, kind="rnnlm", threads=n, B=1, T=4))
         for n in threads:
             out.append(dict(model=m, kind="batch", threads=n, B=32, T=35 if m == "c" else 4))
         if m == "c" and torch_ok:
