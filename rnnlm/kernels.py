@@ -44,11 +44,27 @@ from __future__ import annotations
 import math
 import os
 
-# Idle OpenMP threads (Numba's threading layer) sleep instead of spinning, unless the user chose:
-# the parallel kernels run a few short regions per window, and when other processes share the cores
-# spinning threads starve the thread a region waits for (training then runs up to 100x slower).
-# Read by the OpenMP runtime when Numba starts its threads, hence set on import.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _others_running() -> bool:
+    """Whether another task is running right now (Linux /proc/loadavg: running tasks, this one
+    included); False where that cannot be read."""
+    try:
+        with open("/proc/loadavg", encoding="ascii") as fh:
+            return int(fh.read().split()[3].split("/")[0]) > 1
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+# OpenMP wait policy of Numba's threads (read when Numba starts them, hence decided on import; the
+# user's OMP_WAIT_POLICY wins). The parallel kernels run a few short regions per window: on idle
+# cores, threads that spin between regions start the next one at once (sleeping ones cost a wake-up
+# per region: no gain at all at hidden 100); but when other processes share the cores, spinning
+# threads starve the thread a region waits for and training runs up to 100x slower. So: sleep when
+# another process is running at start-up, spin (the runtime's default) otherwise. Only speed
+# depends on it, never the results.
+if "OMP_WAIT_POLICY" not in os.environ and _others_running():
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 import numpy as np  # noqa: E402
 from numba import njit, prange  # noqa: E402
@@ -449,18 +465,23 @@ def _word_layer(S, yv, Hist, out_w, bo, direct, K, class_starts, order, cnt, tak
     dt = S.dtype
     size = direct.shape[0]
     hs = np.zeros(max(K, 1), dtype=np.int64)
-    maxsz = 0
+    zsize = 0      # work buffers sized by the largest block actually met (rows x class size)
     maxm = 0
+    maxsz = 0
     for c in range(C):
         m = cnt[c + 1] - cnt[c]
+        sz = class_starts[c + 1] - class_starts[c]
         if take[c] and m > 0:
-            maxsz = max(maxsz, class_starts[c + 1] - class_starts[c])
-            maxm = max(maxm, m)
-    Z_buf = np.empty(max(maxm, 1) * maxsz, dtype=dt)
-    big = maxm >= GEMM_ROWS
-    Sg_buf = np.empty(maxm * M if big else 0, dtype=dt)
-    dg_buf = np.empty(maxm * M if (big and want_grad) else 0, dtype=dt)
-    gw_buf = np.empty(maxsz * M if (big and want_grad) else 0, dtype=dt)
+            if m >= GEMM_ROWS:
+                zsize = max(zsize, m * sz)
+                maxm = max(maxm, m)
+                maxsz = max(maxsz, sz)
+            else:
+                zsize = max(zsize, sz)
+    Z_buf = np.empty(zsize, dtype=dt)
+    Sg_buf = np.empty(maxm * M, dtype=dt)
+    dg_buf = np.empty(maxm * M if want_grad else 0, dtype=dt)
+    gw_buf = np.empty(maxsz * M if want_grad else 0, dtype=dt)
     loss = 0.0
     for c in range(C):
         lo = cnt[c]
