@@ -22,7 +22,8 @@ EXTRA = 100_000        # further training tokens drawn from a Zipf (1/rank) dist
 VALID = 20_000
 CLASSES = 450
 HIDDEN = 16
-PEAK_RSS_BOUND_MB = 600    # README: "Large vocabularies" (measured 375 MB; 206 MB for 9 words)
+EXTRA_RSS_BOUND_MB = 400   # README: "Large vocabularies": peak RSS above that of a 9-word model
+                           # (measured: 375 vs 206 MB, i.e. +169 MB)
 
 CHILD = r"""
 import contextlib, io, json, math, resource, sys
@@ -83,7 +84,8 @@ def test_large_vocabulary_200k_words_class_softmax_memory_bound(tmp_path):
     small.mkdir()
     (small / "train.txt").write_text("the cat sat on the mat\na dog ran\n" * 50)
     (small / "valid.txt").write_text("the dog sat\n")
-    base = run_child(small, "small.rnnlm", HIDDEN, 4)        # also compiles the kernels if needed
+    run_child(small, "small.rnnlm", HIDDEN, 4)               # compiles the kernels if needed
+    base = run_child(small, "small2.rnnlm", HIDDEN, 4)       # the same with the kernels cached
     write_corpus(tmp_path, np.random.default_rng(0))
     r = run_child(tmp_path, "big.rnnlm", HIDDEN, CLASSES)
     out = r["train"]
@@ -98,5 +100,8 @@ def test_large_vocabulary_200k_words_class_softmax_memory_bound(tmp_path):
     assert 5.0 < ev["entropy_bits"] < math.log2(V), ev
     print(f"\nlarge vocabulary: {V + 1:,} types, {CLASSES} classes, hidden {HIDDEN}: valid entropy "
           f"{ev['entropy_bits']:.3f} bits; peak RSS {r['peak_train_mb']:.0f} MB (train), {r['peak_mb']:.0f} MB "
-          f"(train + eval); baseline (a 9-word model) {base['peak_mb']:.0f} MB; bound {PEAK_RSS_BOUND_MB} MB")
-    assert r["peak_mb"] < PEAK_RSS_BOUND_MB, r["peak_mb"]
+          f"(train + eval); baseline (a 9-word model) {base['peak_mb']:.0f} MB; bound: baseline + "
+          f"{EXTRA_RSS_BOUND_MB} MB")
+    # Numba compiling in a process costs several hundred MB by itself (it happened in CI even after the
+    # warm-up), so the bound is on what the vocabulary adds over a tiny model run the same way.
+    assert r["peak_mb"] - base["peak_mb"] < EXTRA_RSS_BOUND_MB, (r["peak_mb"], base["peak_mb"])
