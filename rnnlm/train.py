@@ -244,7 +244,7 @@ class Trainer:
             return inputs_targets(self.train_ids, self.eos)
         xs, ys, _ = streams(self.train_ids, self.eos, t.batch_size)
         stepper = BatchStepper(params, self.classes, self.mcfg.activation_code, t.cost_code, t.independent,
-                               self.eos, self.mcfg.reset_hidden)
+                               self.eos, self.mcfg.reset_hidden, threads=t.threads)
         return xs, ys, stepper
 
     # ------------------------------------------------------------------ main loop
