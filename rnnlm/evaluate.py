@@ -72,11 +72,11 @@ def stream_logprobs_from(cfg: ModelConfig, params: Params, classes: ClassInfo, i
     pieces of a text give exactly the values of one call on the whole text. `ng` is the history of
     the direct n-gram connections in the same way (input words, most recent first; default: a fresh
     one, see `initial_history`); give it too when the model has direct connections.
-    Models with cfg.compat == "rnnlm-0.4b" are evaluated by rnnlm/rnnlm04b_kernels.py (there `ids`
+    Models with cfg.compat == "rnnlm-0.4b" are evaluated by rnnlm/kernels/rnnlm04b.py (there `ids`
     may hold -1 for OOV words, which get NaN).
     """
     if cfg.compat:
-        from rnnlm.rnnlm04b_kernels import compat_logprobs_from
+        from rnnlm.kernels.rnnlm04b import compat_logprobs_from
         return compat_logprobs_from(cfg, params, classes, ids, independent, h, progress, ng)
     x, y = inputs_targets(ids, eos)
     n = len(y)
@@ -113,7 +113,7 @@ def dynamic_logprobs(cfg: ModelConfig, params: Params, classes: ClassInfo, ids: 
 
     The network learns on its own copy of the parameters: `params` is never changed.
     """
-    from rnnlm import kernels_seq as KS
+    from rnnlm.kernels import seq as KS
     if cfg.compat:
         raise RnnlmError("dynamic evaluation is not available for models evaluated as rnnlm-0.4b")
     if not lr > 0:
@@ -159,7 +159,7 @@ def evaluate_text(model_path: str, text_path: str) -> EvalResult:
     from rnnlm.textio import read_lines
     mf, tok, classes, independent = load_for_eval(model_path)
     if mf.config.compat:
-        from rnnlm.rnnlm04b_kernels import evaluate_text_compat
+        from rnnlm.kernels.rnnlm04b import evaluate_text_compat
         return evaluate_text_compat(mf, tok, classes, independent, text_path)
     enc = tok.encode_lines(read_lines(text_path))
     lp = stream_logprobs(mf.config, mf.params, classes, enc.ids, tok.eos_id, independent)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnlm import kernels_seq as KS
+from rnnlm.kernels import seq as KS
 from rnnlm.step import ClassInfo
 
 

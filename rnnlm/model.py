@@ -28,7 +28,7 @@ FORMAT_VERSION = 1
 
 
 def param_shapes(cfg: ModelConfig) -> list[tuple[str, tuple[int, ...]]]:
-    """Names and shapes of the parameter blocks, in buffer order (see kernels.py for meaning)."""
+    """Names and shapes of the parameter blocks, in buffer order (see rnnlm/kernels for meaning)."""
     N, M, C = cfg.vocab_size, cfg.hidden, cfg.classes
     return [
         ("emb", (N, M)),

@@ -8,7 +8,7 @@ value per line (`%.4f`, direct weights `%.2f`) after section labels; the binary 
 native float32 values right after the vocabulary. Compression layers are refused.
 
 Importing a file written by rnnlm-0.4b gives a model marked `compat="rnnlm-0.4b"`: evaluated by
-rnnlm04b_kernels with rnnlm-0.4b's arithmetic and test conventions (its fasterexp, float32, initial
+rnnlm.kernels.rnnlm04b with rnnlm-0.4b's arithmetic and test conventions (its fasterexp, float32, initial
 context = the saved hidden activation, first history word </s>, OOV words skipped but advancing the
 state), so `rnnlm eval` prints the perplexity rnnlm-0.4b prints. rnnlm-0.4b recomputes word classes
 from the counts when it loads a model; so do we. A file written by `export_model` says so in its

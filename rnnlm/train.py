@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rnnlm import kernels_seq as KS
+from rnnlm.kernels import seq as KS
 from rnnlm.batching import inputs_targets, num_windows, streams, window
 from rnnlm.config import ModelConfig, TrainConfig
 from rnnlm.errors import RnnlmError
@@ -214,7 +214,7 @@ class Trainer:
         return lp, n
 
     def _train_shards(self, params, sstate, lr, a, b, data):
-        """Chunk [a, b) of every shard on its own thread (kernels_seq.rnnlm_train_shards)."""
+        """Chunk [a, b) of every shard on its own thread (kernels.seq.rnnlm_train_shards)."""
         t, m = self.tcfg, self.mcfg
         X, Y, lens = data
         n_c = np.clip(lens - a, 0, b - a).astype(np.int64)

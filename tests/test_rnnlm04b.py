@@ -15,7 +15,7 @@ from rnnlm.errors import RnnlmError
 from rnnlm.evaluate import evaluate_text, initial_history, initial_state, load_for_eval, stream_logprobs
 from rnnlm.model import ModelFile, Params, save_model
 from rnnlm.rnnlm04b import _synthetic_counts, export_model, import_model, read_rnnlm04b
-from rnnlm.rnnlm04b_kernels import (PRIMES, compat_logprobs_from, compat_probs_from, encode_text_04b,
+from rnnlm.kernels.rnnlm04b import (PRIMES, compat_logprobs_from, compat_probs_from, encode_text_04b,
                                     fasterexp, rnnlm04b_direct_hashes)
 from rnnlm.tokenizer import WordVocab, assign_classes
 
@@ -330,7 +330,7 @@ def test_native_direct_hashes_equal_the_compat_ones():
     """The native kernels' hash (used to train direct connections) equals the one that reproduces
     rnnlm-0.4b's fixtures, so exported direct weights mean the same thing there."""
     from rnnlm.kernels import direct_hashes
-    from rnnlm.rnnlm04b_kernels import rnnlm04b_direct_hashes
+    from rnnlm.kernels.rnnlm04b import rnnlm04b_direct_hashes
     rng = np.random.default_rng(0)
     for size in (2, 40, 1_000_000, 7_777_777):
         for K in (1, 2, 4, 6):

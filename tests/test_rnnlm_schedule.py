@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import reference as ref
-from rnnlm import kernels_seq as KS
+from rnnlm.kernels import seq as KS
 from rnnlm.step import param_args
 from tiny import ACT, tiny_classes, tiny_model
 

@@ -1,5 +1,5 @@
 """Word-at-a-time Numba kernels (B = 1): rnnlm-0.4b's per-word training schedule and the one-step
-distribution used for sampling and streaming scoring. Storage and notation as in kernels.py.
+distribution used for sampling and streaming scoring. Storage and notation as in rnnlm/kernels/__init__.py.
 """
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from rnnlm.kernels import _activate, _direct_add, _fprime, _softmax_row, direct_hashes
+from rnnlm.kernels.core import _activate, _direct_add, _fprime, _softmax_row, direct_hashes
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})

@@ -1,0 +1,313 @@
+"""Batched entry points: forward and truncated-BPTT backward over (T, B) windows, serial and on
+threads (`window_grad_classes`, `window_grad_groups`), and the forward-only `window_logprob`.
+
+Notation and conventions: see rnnlm/kernels/__init__.py.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from rnnlm.kernels.core import CE, _fprime, _hidden_forward, _hidden_streams, _reset_input, _row_history
+from rnnlm.kernels.output import _class_layer, _group_by_class, _output_layer, _word_layer
+
+
+# ----------------------------------------------------------------------------- batched entry points
+
+@njit(cache=True)
+def _deltas(x, H, dS, rec, act, independent, eos, b0, b1, Delta):
+    """Truncated BPTT for the streams b0 <= b < b1 given dL/ds of every token (dS (T * B, M)):
+    Delta[t * B + b] = dL/dnet of stream b at step t."""
+    T, B = x.shape
+    M = rec.shape[0]
+    carry = np.zeros((b1 - b0, M), dtype=dS.dtype)
+    for t in range(T - 1, -1, -1):
+        s = H[t + 1]
+        for b in range(b0, b1):
+            r = t * B + b
+            for j in range(M):
+                Delta[r, j] = (dS[r, j] + carry[b - b0, j]) * _fprime(s[b, j], act)
+        if t > 0:
+            np.dot(Delta[t * B + b0:t * B + b1], rec, carry)
+            if independent:
+                for b in range(b0, b1):
+                    if x[t, b] == eos:
+                        carry[b - b0, :] = 0.0
+
+
+@njit(cache=True)
+def _fold_recurrent(x, H, Delta, b0, b1, independent, eos, h_init, g_rec, g_bh):
+    """The streams b0:b1's share of the folded gradients: g_rec += sum_t Delta(t)^T s(t - 1) (the
+    constant h_init after a reset), g_bh += sum_t Delta(t)."""
+    T, B = x.shape
+    M = g_rec.shape[0]
+    dt = Delta.dtype
+    if b0 == 0 and b1 == B:
+        D = Delta
+        Hp = H[:T].reshape((T * B, M))
+        if independent:
+            Hp = Hp.copy()
+    else:
+        Bg = b1 - b0
+        D = np.empty((T * Bg, M), dtype=dt)
+        Hp = np.empty((T * Bg, M), dtype=dt)
+        for t in range(T):
+            D[t * Bg:(t + 1) * Bg] = Delta[t * B + b0:t * B + b1]
+            Hp[t * Bg:(t + 1) * Bg] = H[t, b0:b1]
+    if independent:
+        for t in range(T):
+            for b in range(b0, b1):
+                if x[t, b] == eos:
+                    Hp[t * (b1 - b0) + b - b0, :] = h_init
+    gtmp = np.empty((M, M), dtype=dt)
+    np.dot(D.T, Hp, gtmp)
+    for j in range(M):
+        for h in range(M):
+            g_rec[j, h] += gtmp[j, h]
+    for r in range(D.shape[0]):
+        for j in range(M):
+            g_bh[j] += D[r, j]
+
+
+@njit(cache=True)
+def _fold_embedding(x, Delta, g_emb):
+    """g_emb[x(t, b)] += Delta[t * B + b] (the rows of the input words)."""
+    T, B = x.shape
+    M = g_emb.shape[1]
+    for t in range(T):
+        for b in range(B):
+            w = x[t, b]
+            d = Delta[t * B + b]
+            for j in range(M):
+                g_emb[w, j] += d[j]
+
+
+@njit(cache=True)
+def _backward(x, H, dS, rec, act, independent, eos, h_init, g_emb, g_rec, g_bh):
+    """Truncated BPTT through the window given dL/ds of every token (dS (T * B, M)): adds dL/dU,
+    dL/dV (rows of the input words), dL/dtheta_j."""
+    T, B = x.shape
+    Delta = np.empty((T * B, rec.shape[0]), dtype=dS.dtype)
+    _deltas(x, H, dS, rec, act, independent, eos, 0, B, Delta)
+    _fold_recurrent(x, H, Delta, 0, B, independent, eos, h_init, g_rec, g_bh)
+    _fold_embedding(x, Delta, g_emb)
+
+
+@njit(cache=True)
+def window_grad(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
+                act, cost, independent, eos, h_init, dorder,
+                g_emb, g_rec, g_bh, g_out, g_bo, g_cls, g_bc, g_direct, h_out, ng_out):
+    """Forward and truncated-BPTT backward over one (T, B) window; returns the summed loss.
+
+    Adds dL/dparam into the g_* arrays (dense; for emb only rows of the window's input words change)
+    and writes the final hidden state into h_out (B, M). The loss is that of the truncated objective:
+    h0 is a constant, gradients flow through the T steps of this window only. ng0 (B, Kh) is the
+    direct-connection history carried in (Kh >= max(dorder - 1, 1)), ng_out the one carried out.
+    """
+    T, B = x.shape
+    M = rec.shape[0]
+    dt = emb.dtype
+    H = _hidden_forward(x, h0, emb, rec, bh, act, independent, eos, h_init)
+    S = H[1:].reshape((T * B, M))
+    yv = y.reshape(T * B)
+    Hist = np.empty((T * B, ng0.shape[1]), dtype=np.int64)
+    _row_history(x, ng0, independent, eos, Hist, ng_out)
+    K = dorder if direct.shape[0] > 0 else 0
+    dS = np.zeros((T * B, M), dtype=dt)
+    logp = np.empty(T * B, dtype=np.float64)
+    # flags and sizes as run-time values (T >= 0 is True): literal constants would make Numba compile
+    # the large output-layer helpers once more for every constant (a cold-start cost)
+    loss = _output_layer(S, yv, Hist, out_w, bo, cls_w, bc, direct, K, word_class, class_starts, cost, T >= 0,
+                         dS, g_out, g_bo, g_cls, g_bc, g_direct, logp, 1024 + 0 * T)
+    _backward(x, H, dS, rec, act, independent, eos, h_init, g_emb, g_rec, g_bh)
+    h_out[:, :] = H[T]
+    return loss
+
+
+@njit(cache=True)
+def window_logprob(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
+                   act, independent, eos, h_init, dorder, logp, h_out, ng_out):
+    """Forward only: ln p(y[t, b] | history) into logp (T, B); final hidden state into h_out and
+    direct-connection history into ng_out (see window_grad)."""
+    T, B = x.shape
+    M = rec.shape[0]
+    dt = emb.dtype
+    H = _hidden_forward(x, h0, emb, rec, bh, act, independent, eos, h_init)
+    S = H[1:].reshape((T * B, M))
+    Hist = np.empty((T * B, ng0.shape[1]), dtype=np.int64)
+    _row_history(x, ng0, independent, eos, Hist, ng_out)
+    K = dorder if direct.shape[0] > 0 else 0
+    dummy2 = np.empty((0, M), dtype=dt)
+    dummy1 = np.empty(0, dtype=dt)
+    chunk = 512 if cls_w.shape[0] == 0 else 4096
+    _output_layer(S, y.reshape(T * B), Hist, out_w, bo, cls_w, bc, direct, K, word_class, class_starts,
+                  CE + 0 * T, T < 0, dummy2, dummy2, dummy1, dummy2, dummy1, dummy1, logp.reshape(T * B), chunk)
+    h_out[:, :] = H[T]
+
+
+@njit(cache=True)
+def _class_bins(cnt, class_starts, G):
+    """Classes dealt to G bins of about equal word-layer work (rows x (class size + 8)): bin q is the
+    run of classes whose cumulative work falls in [q, q + 1) / G of the total (ranges cut by load, not
+    by class count: rare-word classes are much larger). bin[c] for every class."""
+    C = class_starts.shape[0] - 1
+    total = 0.0
+    for c in range(C):
+        total += (cnt[c + 1] - cnt[c]) * (class_starts[c + 1] - class_starts[c] + 8.0)
+    bins = np.empty(C, dtype=np.int64)
+    acc = 0.0
+    for c in range(C):
+        w = (cnt[c + 1] - cnt[c]) * (class_starts[c + 1] - class_starts[c] + 8.0)
+        q = int((acc + 0.5 * w) * G / total) if total > 0 else 0   # where the class's middle falls
+        bins[c] = min(q, G - 1)
+        acc += w
+    return bins
+
+
+@njit(cache=True)
+def _output_part(q, G, S, yv, Hist, out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins,
+                 dSc, dSw, g_out, g_bo, Gcls, Gbc, logc, logw):
+    """Part q of G of a class softmax's output layer (see window_grad_classes)."""
+    n = S.shape[0]
+    r0 = q * n // G
+    r1 = (q + 1) * n // G
+    no_direct = 0 * n           # run-time values, not literals: the helpers' serial builds are reused
+    grad = n >= 0
+    _class_layer(S[r0:r1], yv[r0:r1], Hist[r0:r1], cls_w, bc, direct, no_direct, word_class, grad, dSc[r0:r1],
+                 Gcls[q], Gbc[q], direct, logc[r0:r1])
+    take = bins == q
+    _word_layer(S, yv, Hist, out_w, bo, direct, no_direct, class_starts, order, cnt, take, grad, dSw[q], g_out, g_bo,
+                direct, logw[q])
+
+
+@njit(cache=True)
+def _classes_task(phase, q, G, Gs, x, H, emb, rec, bh, act, independent, eos, h_init, u_init, S, yv, Hist,
+                  out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins, dSc, dSw, g_out, g_bo,
+                  Gcls, Gbc, logc, logw, Delta, Grec, Gbh):
+    """Task q of a phase of window_grad_classes: 0 the recurrence of stream group q (of Gs), 1 part q
+    (of G) of the output layer, 2 BPTT of stream group q (dL/ds in dSc)."""
+    B = x.shape[1]
+    b0 = q * B // Gs
+    b1 = (q + 1) * B // Gs
+    if phase == 0:
+        _hidden_streams(x, H, b0, b1, emb, rec, bh, act, independent, eos, u_init)
+    elif phase == 1:
+        _output_part(q, G, S, yv, Hist, out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins,
+                     dSc, dSw, g_out, g_bo, Gcls, Gbc, logc, logw)
+    else:
+        _deltas(x, H, dSc, rec, act, independent, eos, b0, b1, Delta)
+        _fold_recurrent(x, H, Delta, b0, b1, independent, eos, h_init, Grec[q], Gbh[q])
+
+
+@njit(cache=True, parallel=True)
+def _classes_phase(phase, tasks, G, Gs, x, H, emb, rec, bh, act, independent, eos, h_init, u_init, S, yv, Hist,
+                   out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins, dSc, dSw, g_out, g_bo,
+                   Gcls, Gbc, logc, logw, Delta, Grec, Gbh):
+    """The one parallel loop of window_grad_classes (kept tiny: parallel kernels compile slowly)."""
+    for i in prange(tasks):
+        q = np.int64(i)   # the loop index is unsigned in the compiled loop: callees typed once, as int64
+        _classes_task(phase, q, G, Gs, x, H, emb, rec, bh, act, independent, eos, h_init, u_init, S, yv, Hist,
+                      out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins, dSc, dSw, g_out,
+                      g_bo, Gcls, Gbc, logc, logw, Delta, Grec, Gbh)
+
+
+@njit(cache=True)
+def window_grad_classes(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
+                        act, independent, eos, h_init, G,
+                        g_emb, g_rec, g_bh, g_out, g_bo, g_cls, g_bc, h_out, ng_out):
+    """window_grad of a class softmax (cross-entropy, no direct connections) on G threads, in three
+    parallel phases. The recurrence and BPTT: min(G, B) groups of streams (their dL/dU, dL/dtheta_j
+    in buffers of their own, summed in order). The output layer: part q takes the q-th block of rows
+    for the class layer (its dL/dW_c in a buffer of its own, summed in order) and a bin of classes for
+    the word layer (classes dealt by work, rows x class size; every row of W, theta_k written by one
+    part only, each part's dL/ds and ln p in arrays of its own). The same G gives the same bits."""
+    T, B = x.shape
+    M = rec.shape[0]
+    n = T * B
+    C = cls_w.shape[0]
+    dt = emb.dtype
+    Gs = min(G, B)
+    H = np.empty((T + 1, B, M), dtype=dt)
+    H[0] = h0
+    u_init = _reset_input(rec, h_init)
+    S = H[1:].reshape((n, M))
+    yv = y.reshape(n)
+    Hist = np.empty((n, ng0.shape[1]), dtype=np.int64)
+    _row_history(x, ng0, independent, eos, Hist, ng_out)
+    order, cnt = _group_by_class(yv, word_class, C)
+    bins = _class_bins(cnt, class_starts, G)
+    dSc = np.empty((n, M), dtype=dt)
+    dSw = np.zeros((G, n, M), dtype=dt)
+    logc = np.empty(n, dtype=np.float64)
+    logw = np.zeros((G, n), dtype=np.float64)
+    Gcls = np.zeros((G, C, M), dtype=dt)
+    Gbc = np.zeros((G, C), dtype=dt)
+    Delta = np.empty((n, M), dtype=dt)
+    Grec = np.zeros((Gs, M, M), dtype=dt)
+    Gbh = np.zeros((Gs, M), dtype=dt)
+    for phase in range(3):
+        tasks = Gs
+        if phase == 1:
+            tasks = G
+        _classes_phase(phase, tasks, G, Gs, x, H, emb, rec, bh, act, independent, eos, h_init,
+                       u_init, S, yv, Hist, out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt,
+                       bins, dSc, dSw, g_out, g_bo, Gcls, Gbc, logc, logw, Delta, Grec, Gbh)
+        if phase == 1:   # sum the parts in order: loss, dL/dW_c, dL/dtheta_c, dL/ds (into dSc)
+            loss = 0.0
+            for r in range(n):
+                lw = 0.0
+                for q in range(G):
+                    lw += logw[q, r]
+                loss -= logc[r] + lw
+            for q in range(G):
+                for k in range(C):
+                    g_bc[k] += Gbc[q, k]
+                    for j in range(M):
+                        g_cls[k, j] += Gcls[q, k, j]
+            for q in range(G):
+                for r in range(n):
+                    for j in range(M):
+                        dSc[r, j] += dSw[q, r, j]
+    for q in range(Gs):
+        for j in range(M):
+            g_bh[j] += Gbh[q, j]
+            for h in range(M):
+                g_rec[j, h] += Grec[q, j, h]
+    _fold_embedding(x, Delta, g_emb)
+    h_out[:, :] = H[T]
+    return loss
+
+
+@njit(cache=True, parallel=True)
+def window_grad_groups(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
+                       act, cost, independent, eos, h_init, dorder, Gbuf, offs, h_out, ng_out, losses):
+    """window_grad with the B streams split into G = Gbuf.shape[0] contiguous groups, one per thread.
+
+    Group q adds its gradient into its own flat buffer Gbuf[q] (the parameter layout; block q starts
+    at offs[q]): no memory is shared between the groups, and each group's arithmetic is the same
+    whichever thread runs it, so the result depends on G only. losses[q] gets group q's loss;
+    h_out, ng_out as window_grad. Without direct connections only (direct.shape[0] == 0).
+    """
+    G = Gbuf.shape[0]
+    T, B = x.shape
+    N, M = emb.shape
+    C = cls_w.shape[0]
+    for i in prange(G):
+        q = np.int64(i)
+        b0 = q * B // G
+        b1 = (q + 1) * B // G
+        xq = np.ascontiguousarray(x[:, b0:b1])
+        yq = np.ascontiguousarray(y[:, b0:b1])
+        hq = np.ascontiguousarray(h0[b0:b1])
+        nq = np.ascontiguousarray(ng0[b0:b1])
+        ho = np.empty_like(hq)
+        no = np.empty_like(nq)
+        gb = Gbuf[q]
+        losses[q] = window_grad(xq, yq, hq, nq, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class,
+                                class_starts, act, cost, independent, eos, h_init, dorder,
+                                gb[offs[0]:offs[1]].reshape((N, M)), gb[offs[1]:offs[2]].reshape((M, M)),
+                                gb[offs[2]:offs[3]], gb[offs[3]:offs[4]].reshape((N, M)), gb[offs[4]:offs[5]],
+                                gb[offs[5]:offs[6]].reshape((C, M)), gb[offs[6]:offs[7]], gb[offs[7]:offs[8]],
+                                ho, no)
+        h_out[b0:b1] = ho
+        ng_out[b0:b1] = no

@@ -1,0 +1,276 @@
+"""Shared pieces of the batched kernels: activations, softmax rows, rnnlm-0.4b's direct n-gram
+hashing, dot-product helpers (reassociation allowed only there) and the hidden-layer forward pass.
+
+Notation and conventions: see rnnlm/kernels/__init__.py.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+SIGMOID, TANH, RELU = 0, 1, 2
+CE, SSE = 0, 1
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+@njit(cache=True)
+def _activate(v, act):
+    if act == SIGMOID:
+        return 1.0 / (1.0 + math.exp(-v))
+    if act == TANH:
+        return math.tanh(v)
+    return v if v > 0.0 else 0.0
+
+
+@njit(cache=True)
+def _fprime(s, act):
+    """f'(net) written in terms of s = f(net) (exact for all three activations)."""
+    if act == SIGMOID:
+        return s * (1.0 - s)
+    if act == TANH:
+        return 1.0 - s * s
+    return 1.0 if s > 0.0 else 0.0
+
+
+@njit(cache=True)
+def _softmax_row(z, n):
+    """In place: z[:n] <- softmax(z[:n]) computed stably; returns ln(sum exp(z - max)) + max."""
+    mx = z[0]
+    for k in range(1, n):
+        if z[k] > mx:
+            mx = z[k]
+    tot = 0.0
+    for k in range(n):
+        e = math.exp(z[k] - mx)
+        z[k] = e
+        tot += e
+    inv = 1.0 / tot
+    for k in range(n):
+        z[k] *= inv
+    return mx + math.log(tot)
+
+
+@njit(cache=True)
+def _biased_softmax_row(z, bias, off, n):
+    """z[:n] <- softmax(z[:n] + bias[off:off + n]), in place."""
+    b = bias[off:off + n]
+    for k in range(n):
+        z[k] += b[k]
+    _softmax_row(z, n)
+
+
+# ----------------------------------------------------------------------------- direct n-gram hashing
+
+PRIMES = np.array([108641969, 116049371, 125925907, 133333309, 145678979, 175308587, 197530793, 234567803,
+                   251851741, 264197411, 330864029, 399999781, 407407183, 459258997, 479012069, 545678687,
+                   560493491, 607407037, 629629243, 656789717, 716048933, 718518067, 725925469, 733332871,
+                   753085943, 755555077, 782715551, 790122953, 812345159, 814814293, 893826581, 923456189,
+                   940740127, 953085797, 985184539, 990122807], dtype=np.uint64)
+P0P1 = np.uint64((108641969 * 116049371) % 2 ** 32)   # rnnlm-0.4b multiplies these in 32 bits
+
+
+@njit(cache=True)
+def direct_hashes(hist, K, cls, size, out):
+    """rnnlm-0.4b's hash of the n-gram features of orders 0..K-1 into out[:K].
+
+    hist: input words, hist[0] the most recent (-1 = absent: that order and all higher get 0);
+    cls = -1 for the class features (first half of the table), else the target's class (word
+    features, second half). Arithmetic exactly as rnnlm-0.4b: unsigned 64 bits, with the index into
+    PRIMES computed in 32 bits. A zero entry means "absent": the application loops stop there.
+    """
+    half = np.uint64(size // 2)
+    mask32 = np.uint64(0xFFFFFFFF)
+    for o in range(K):
+        if o > 0 and hist[o - 1] < 0:
+            for q in range(o, K):
+                out[q] = 0
+            return
+        h = P0P1
+        if cls >= 0:
+            h = h * np.uint64(cls + 1)
+        for k in range(1, o + 1):
+            idx = ((np.uint64(o) * PRIMES[k] + np.uint64(k)) & mask32) % np.uint64(36)
+            h = h + PRIMES[idx] * np.uint64(hist[k - 1] + 1)
+        h = h % half
+        if cls >= 0:
+            h = h + half
+        out[o] = np.int64(h)
+
+
+@njit(cache=True)
+def _direct_add(z, n, direct, hs, K, wrap):
+    """z[i] += direct features of output i = 0..n-1 of a block (rnnlm-0.4b's loop: for each unit,
+    orders in turn until a zero index; each order's index then moves on by one, modulo the table
+    size for words (wrap), not for classes). hs (K) is advanced in place."""
+    size = direct.shape[0]
+    for i in range(n):
+        for o in range(K):
+            if hs[o] == 0:
+                break
+            z[i] += direct[hs[o]]
+            hs[o] += 1
+            if wrap and hs[o] == size:
+                hs[o] = 0
+
+
+@njit(cache=True)
+def _direct_grad(dz, n, g_direct, hs, K, wrap):
+    """g_direct += dL/dz through the same features (the transpose of _direct_add)."""
+    size = g_direct.shape[0]
+    for i in range(n):
+        for o in range(K):
+            if hs[o] == 0:
+                break
+            g_direct[hs[o]] += dz[i]
+            hs[o] += 1
+            if wrap and hs[o] == size:
+                hs[o] = 0
+
+
+@njit(cache=True)
+def _row_history(x, ng0, independent, eos, Hist, ng_out):
+    """Direct-connection history of every token of a (T, B) window: Hist[t * B + b] = the input words
+    of stream b at steps t, t-1, ... (ng0 (B, Kh): the carried history; ng_out: the new one)."""
+    T, B = x.shape
+    Kh = ng0.shape[1]
+    for b in range(B):
+        for k in range(Kh):
+            ng_out[b, k] = ng0[b, k]
+    for t in range(T):
+        for b in range(B):
+            w = x[t, b]
+            if independent and w == eos:
+                for k in range(Kh):
+                    ng_out[b, k] = eos
+            else:
+                for k in range(Kh - 1, 0, -1):
+                    ng_out[b, k] = ng_out[b, k - 1]
+                ng_out[b, 0] = w
+            for k in range(Kh):
+                Hist[t * B + b, k] = ng_out[b, k]
+
+
+# ----------------------------------------------------------------------------- dot-product helpers
+# The only functions compiled with reassociation and FMA contraction: dot products, row
+# accumulations and sums of squares, i.e. the freedom any BLAS call takes. Nothing here (and no
+# caller inherits the flags) evaluates exp, log, tanh or a softmax.
+
+FM = {"reassoc", "contract"}
+
+
+@njit(cache=True, fastmath=FM)
+def _dot(a, b):
+    """sum_i a[i] * b[i] in the arrays' own precision (1-D, same length >= 1)."""
+    acc = a[0] * b[0]
+    for i in range(1, a.shape[0]):
+        acc += a[i] * b[i]
+    return acc
+
+
+@njit(cache=True, fastmath=FM)
+def _matvec(A, v, out):
+    """out[j] = A[j] . v (A row-major (n, m), v (m,))."""
+    for j in range(A.shape[0]):
+        out[j] = _dot(A[j], v)
+
+
+@njit(cache=True, fastmath=FM)
+def _rows_dot(Wm, lo, n, s, z):
+    """z[k] = Wm[lo + k] . s for k < n: the logits (without bias) of a block of output units."""
+    for k in range(n):
+        z[k] = _dot(Wm[lo + k], s)
+
+
+@njit(cache=True, fastmath=FM)
+def _rows_backprop(Wm, gW, lo, n, dz, s, ds):
+    """Backward through the block of units lo : lo + n given dL/dz = dz[:n]: gW[lo + k] += dz[k] s
+    (the weights' gradient) and ds += sum_k dz[k] Wm[lo + k] (the gradient of the input s)."""
+    M = s.shape[0]
+    for k in range(n):
+        d = dz[k]
+        w = Wm[lo + k]
+        g = gW[lo + k]
+        for j in range(M):
+            g[j] += d * s[j]
+            ds[j] += d * w[j]
+
+
+@njit(cache=True, fastmath=FM)
+def _sq_sum(g):
+    """sum of g[i]^2, accumulated in float64 (g 1-D)."""
+    acc = 0.0
+    for i in range(g.shape[0]):   # loops from 0 over views: no negative-index checks, vectorised
+        v = g[i]
+        acc += v * v
+    return acc
+
+
+@njit(cache=True)
+def _biased_logprob(z, bias, off, n, tgt):
+    """ln softmax(z[:n] + bias[off:off + n])[tgt], computed stably without normalising the row
+    (z[:n] gets the bias added in place)."""
+    b = bias[off:off + n]
+    for k in range(n):
+        z[k] += b[k]
+    mx = z[0]
+    for k in range(1, n):
+        if z[k] > mx:
+            mx = z[k]
+    tot = 0.0
+    for k in range(n):
+        tot += math.exp(z[k] - mx)
+    return (z[tgt] - mx) - math.log(tot)
+
+
+# ----------------------------------------------------------------------------- forward (hidden)
+
+SMALL_BATCH = 4   # below this many streams the recurrent product is a loop, not a BLAS call
+
+
+@njit(cache=True)
+def _reset_input(rec, h_init):
+    """U @ (h_init * 1): the recurrent input of a step that starts from the constant state."""
+    M = rec.shape[0]
+    u_init = np.zeros(M, dtype=rec.dtype)
+    for j in range(M):
+        acc = 0.0
+        for h in range(M):
+            acc += rec[j, h]
+        u_init[j] = acc * h_init
+    return u_init
+
+
+@njit(cache=True)
+def _hidden_streams(x, H, b0, b1, emb, rec, bh, act, independent, eos, u_init):
+    """H[t + 1, b] = f(V x(t) + U H[t, b] + theta_j) for the streams b0 <= b < b1 (H[0] given)."""
+    T = x.shape[0]
+    M = rec.shape[0]
+    recT = rec.T
+    for t in range(T):
+        cur = H[t + 1, b0:b1]
+        if b1 - b0 < SMALL_BATCH:
+            for b in range(b1 - b0):
+                _matvec(rec, H[t, b0 + b], cur[b])
+        else:
+            np.dot(H[t, b0:b1], recT, cur)
+        for b in range(b1 - b0):
+            w = x[t, b0 + b]
+            if independent and w == eos:
+                for j in range(M):
+                    cur[b, j] = u_init[j]
+            for j in range(M):
+                cur[b, j] = _activate(cur[b, j] + emb[w, j] + bh[j], act)
+
+
+@njit(cache=True)
+def _hidden_forward(x, h0, emb, rec, bh, act, independent, eos, h_init):
+    """States H (T + 1, B, M) of a window: H[0] = h0, H[t + 1] = f(V x(t) + U H[t] + theta_j)."""
+    T, B = x.shape
+    M = rec.shape[0]
+    H = np.empty((T + 1, B, M), dtype=emb.dtype)
+    H[0] = h0
+    _hidden_streams(x, H, 0, B, emb, rec, bh, act, independent, eos, _reset_input(rec, h_init))
+    return H
