@@ -85,6 +85,17 @@ def direct_delta(D, feats, delta):
             D["dir"][j] += delta[i]
 
 
+def class_outputs(P, s, hist, K, size, c, class_starts):
+    """At state s, target class c: the class distribution yc and the distribution yw over the words
+    of class c (direct features of history `hist` included), with those features (fc, fw)."""
+    lo, hi = class_starts[c], class_starts[c + 1]
+    fc = direct_features(hist, K, None, size, len(P["th_c"]))
+    fw = direct_features(hist, K, c, size, hi - lo)
+    yc = softmax(P["Wc"] @ s + P["th_c"] + direct_logits(P, fc))
+    yw = softmax(P["W"][lo:hi] @ s + P["th_k"][lo:hi] + direct_logits(P, fw))
+    return lo, hi, fc, fw, yc, yw
+
+
 def histories(x, ng0, K, independent, eos):
     """hist[t][b]: input words of stream b at steps t, t-1, ... (K - 1 of them; carried in from ng0)."""
     T, B = x.shape
@@ -167,11 +178,7 @@ def window(P, x, d, h0, act="sigmoid", cost="ce", classes=None, class_starts=Non
                 err_out.append(P["W"].T @ delta_k)
             else:
                 c = classes[tgt]
-                lo, hi = class_starts[c], class_starts[c + 1]
-                fc = direct_features(hist, K, None, size, len(P["th_c"]))
-                fw = direct_features(hist, K, c, size, hi - lo)
-                yc = softmax(P["Wc"] @ s + P["th_c"] + direct_logits(P, fc))
-                yw = softmax(P["W"][lo:hi] @ s + P["th_k"][lo:hi] + direct_logits(P, fw))
+                lo, hi, fc, fw, yc, yw = class_outputs(P, s, hist, K, size, c, class_starts)
                 cost_total += -np.log(yc[c]) - np.log(yw[tgt - lo])
                 dc = -yc; dc[c] += 1.0
                 dw = -yw; dw[tgt - lo] += 1.0
@@ -264,11 +271,7 @@ def rnnlm_schedule(P, x, d, depth, block, eta, beta=0.0, act="sigmoid", classes=
             P["th_k"] += bmask * (eta * dk - eta * b2 * P["th_k"])
         else:
             c = classes[tgt]
-            lo, hi = class_starts[c], class_starts[c + 1]
-            fc = direct_features(hist, K, None, size, len(P["th_c"]))
-            fw = direct_features(hist, K, c, size, hi - lo)
-            yc = softmax(P["Wc"] @ s + P["th_c"] + direct_logits(P, fc))
-            yw = softmax(P["W"][lo:hi] @ s + P["th_k"][lo:hi] + direct_logits(P, fw))
+            lo, hi, fc, fw, yc, yw = class_outputs(P, s, hist, K, size, c, class_starts)
             logps.append(np.log(yc[c]) + np.log(yw[tgt - lo]))
             dc = -yc; dc[c] += 1.0
             dw = -yw; dw[tgt - lo] += 1.0

@@ -36,12 +36,18 @@ def _fprime(s, act):
 
 
 @njit(cache=True)
-def _softmax_row(z, n):
-    """In place: z[:n] <- softmax(z[:n]) computed stably; returns ln(sum exp(z - max)) + max."""
+def _row_max(z, n):
     mx = z[0]
     for k in range(1, n):
         if z[k] > mx:
             mx = z[k]
+    return mx
+
+
+@njit(cache=True)
+def _softmax_row(z, n):
+    """In place: z[:n] <- softmax(z[:n]) computed stably; returns ln(sum exp(z - max)) + max."""
+    mx = _row_max(z, n)
     tot = 0.0
     for k in range(n):
         e = math.exp(z[k] - mx)
@@ -215,10 +221,7 @@ def _biased_logprob(z, bias, off, n, tgt):
     b = bias[off:off + n]
     for k in range(n):
         z[k] += b[k]
-    mx = z[0]
-    for k in range(1, n):
-        if z[k] > mx:
-            mx = z[k]
+    mx = _row_max(z, n)
     tot = 0.0
     for k in range(n):
         tot += math.exp(z[k] - mx)
