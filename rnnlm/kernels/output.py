@@ -132,6 +132,27 @@ def _group_by_class(yv, word_class, C):
 
 
 @njit(cache=True)
+def _word_row(z, sz, r, c, cs, yv, Hist, bo, direct, K, want_grad, g_direct, hs):
+    """Row r of class c's block (logits z[:sz]): adds its direct features and returns ln P(target |
+    class); with want_grad, z becomes dL/dz (softmax minus one-hot) and the direct features'
+    gradient is added into g_direct."""
+    size = direct.shape[0]
+    if K > 0:
+        direct_hashes(Hist[r], K, c, size, hs)
+        _direct_add(z, sz, direct, hs, K, True)
+    tk = yv[r] - cs
+    if not want_grad:
+        return _biased_logprob(z, bo, cs, sz, tk)
+    _biased_softmax_row(z, bo, cs, sz)
+    lp = math.log(z[tk])
+    z[tk] -= 1.0
+    if K > 0:
+        direct_hashes(Hist[r], K, c, size, hs)
+        _direct_grad(z, sz, g_direct, hs, K, True)
+    return lp
+
+
+@njit(cache=True)
 def _word_layer(S, yv, Hist, out_w, bo, direct, K, class_starts, order, cnt, take, want_grad,
                 dS, g_out, g_bo, g_direct, logp):
     """The word factor P(w|c(w),s) for the rows of the classes c with take[c] (rows grouped by
@@ -175,21 +196,10 @@ def _word_layer(S, yv, Hist, out_w, bo, direct, K, class_starts, order, cnt, tak
                 r = order[lo + i]
                 s = S[r]
                 _rows_dot(out_w, cs, sz, s, z)
-                if K > 0:
-                    direct_hashes(Hist[r], K, c, size, hs)
-                    _direct_add(z, sz, direct, hs, K, True)
-                tk = yv[r] - cs
-                if not want_grad:
-                    logp[r] += _biased_logprob(z, bo, cs, sz, tk)
-                    loss -= logp[r]
-                    continue
-                _biased_softmax_row(z, bo, cs, sz)
-                logp[r] += math.log(z[tk])
+                logp[r] += _word_row(z, sz, r, c, cs, yv, Hist, bo, direct, K, want_grad, g_direct, hs)
                 loss -= logp[r]
-                z[tk] -= 1.0
-                if K > 0:
-                    direct_hashes(Hist[r], K, c, size, hs)
-                    _direct_grad(z, sz, g_direct, hs, K, True)
+                if not want_grad:
+                    continue
                 _rows_backprop(out_w, g_out, cs, sz, z, s, dS[r])
                 gb = g_bo[cs:cs + sz]
                 for k in range(sz):
@@ -203,22 +213,8 @@ def _word_layer(S, yv, Hist, out_w, bo, direct, K, class_starts, order, cnt, tak
         np.dot(Sg, Wc.T, Z)
         for i in range(m):
             r = order[lo + i]
-            z = Z[i]
-            if K > 0:
-                direct_hashes(Hist[r], K, c, size, hs)
-                _direct_add(z, sz, direct, hs, K, True)
-            tk = yv[r] - cs
-            if not want_grad:
-                logp[r] += _biased_logprob(z, bo, cs, sz, tk)
-                loss -= logp[r]
-                continue
-            _biased_softmax_row(z, bo, cs, sz)
-            logp[r] += math.log(z[tk])
+            logp[r] += _word_row(Z[i], sz, r, c, cs, yv, Hist, bo, direct, K, want_grad, g_direct, hs)
             loss -= logp[r]
-            z[tk] -= 1.0
-            if K > 0:
-                direct_hashes(Hist[r], K, c, size, hs)
-                _direct_grad(z, sz, g_direct, hs, K, True)
         if want_grad:
             gw = gw_buf[:sz * M].reshape((sz, M))
             np.dot(Z.T, Sg, gw)
