@@ -1,6 +1,6 @@
 """`rnnlm import-rnnlm` and `rnnlm export-rnnlm`: convert between our model files and rnnlm-0.4b's.
 
-Arguments only; the work is in rnnlm/rnnlm04b.py.
+Arguments only; the work is in rnnlm/rnnlm04b.py (the file format) and rnnlm/convert04b.py.
 """
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def _notes(notes) -> None:
 
 def cmd_import(args) -> int:
     from rnnlm.model import save_model
-    from rnnlm.rnnlm04b import import_model
+    from rnnlm.convert04b import import_model
     _check_out(args.new, args.force)
     if not os.path.exists(args.old):
         raise RnnlmError(f"{args.old}: no such file")
@@ -86,7 +86,7 @@ def cmd_import(args) -> int:
 
 def cmd_export(args) -> int:
     from rnnlm.evaluate import load_for_eval
-    from rnnlm.rnnlm04b import export_model
+    from rnnlm.convert04b import export_model
     _check_out(args.out, args.force)
     mf, tok, _, _ = load_for_eval(args.model)
     notes = export_model(mf, tok, args.out, binary=args.binary)

@@ -37,7 +37,7 @@ class ModelConfig:
     direct_size: number of weights of the hashed direct n-gram connections (rnnlm-0.4b's -direct,
     given there in millions; 0 = none); direct_order: n-gram order of those features (-direct-order);
     compat: "" (our kernels) or "rnnlm-0.4b": evaluate with rnnlm-0.4b's own arithmetic and test
-    conventions (models imported from its files, see rnnlm/rnnlm04b.py).
+    conventions (models imported from its files, see rnnlm/convert04b.py).
     """
 
     vocab_size: int

@@ -143,10 +143,11 @@ def dynamic_logprobs(cfg: ModelConfig, params: Params, classes: ClassInfo, ids: 
 
 def load_for_eval(model_path: str):
     """(ModelFile, tokenizer, ClassInfo, independent) of a model file (ours or rnnlm-0.4b's)."""
-    from rnnlm import rnnlm04b
+    from rnnlm.convert04b import import_model
     from rnnlm.model import load_model
+    from rnnlm.rnnlm04b import sniff
     from rnnlm.tokenizer import tokenizer_from_bytes
-    mf = rnnlm04b.import_model(model_path)[0] if rnnlm04b.sniff(model_path) else load_model(model_path)
+    mf = import_model(model_path)[0] if sniff(model_path) else load_model(model_path)
     mf.params.h0 = mf.arrays.get("h0")
     tok = tokenizer_from_bytes(mf.tokenizer_bytes)
     classes = ClassInfo.from_tokenizer(tok, mf.config.classes > 0)

@@ -5,7 +5,6 @@ Derandomized (fixed examples every run) with modest example counts, so the modul
 """
 import io
 import json
-import math
 
 import numpy as np
 import pytest
@@ -115,7 +114,7 @@ def files(tmp_path_factory):
     """A valid small model file (random weights, no training needed), its arrays, and the same
     model exported in rnnlm-0.4b's text and binary formats."""
     from rnnlm.evaluate import load_for_eval
-    from rnnlm.rnnlm04b import export_model
+    from rnnlm.convert04b import export_model
     d = tmp_path_factory.mktemp("props")
     tok = WordVocab.build(["the cat sat", "the dog ran", "a cat ran", "the bird sat"], num_classes=3)
     cfg = ModelConfig(vocab_size=len(tok), hidden=3, classes=tok.num_classes)

@@ -14,7 +14,8 @@ from rnnlm.config import ModelConfig
 from rnnlm.errors import RnnlmError
 from rnnlm.evaluate import evaluate_text, initial_history, initial_state, load_for_eval, stream_logprobs
 from rnnlm.model import ModelFile, Params, save_model
-from rnnlm.rnnlm04b import _synthetic_counts, export_model, import_model, read_rnnlm04b
+from rnnlm.convert04b import _synthetic_counts, export_model, import_model
+from rnnlm.rnnlm04b import read_rnnlm04b
 from rnnlm.kernels.rnnlm04b import (PRIMES, compat_logprobs_from, compat_probs_from, encode_text_04b,
                                     fasterexp, rnnlm04b_direct_hashes)
 from rnnlm.tokenizer import WordVocab, assign_classes
