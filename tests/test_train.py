@@ -84,12 +84,18 @@ def test_kill_and_resume_is_bit_identical(data, tmp_path, monkeypatch, schedule,
     if schedule == "batch":
         kw.update(batch_size=4, bptt=5, lr=0.5)
     make(vocab, tr, va, tmp_path / "full.rnnlm", **kw).run()
-    t = make(vocab, tr, va, tmp_path / "cut.rnnlm", **kw)
-    t.stop_after_chunks = stop   # the process dies here; only the last checkpoint survives
+    kill_and_resume(vocab, tr, va, tmp_path / "cut.rnnlm", stop, **kw)
+    assert sha(tmp_path / "full.rnnlm") == sha(tmp_path / "cut.rnnlm")
+
+
+def kill_and_resume(vocab, tr, va, path, stop, **kw):
+    """Train until the process 'dies' after `stop` chunks (only the last checkpoint survives), then
+    resume to the end."""
+    t = make(vocab, tr, va, path, **kw)
+    t.stop_after_chunks = stop
     with pytest.raises(KeyboardInterrupt):
         t.run()
-    make(vocab, tr, va, tmp_path / "cut.rnnlm", **kw).run(resume=True)
-    assert sha(tmp_path / "full.rnnlm") == sha(tmp_path / "cut.rnnlm")
+    make(vocab, tr, va, path, **kw).run(resume=True)
 
 
 def test_resume_refuses_other_data(data, tmp_path):
@@ -220,11 +226,7 @@ def test_rnnlm_schedule_on_two_threads(data, tmp_path, monkeypatch):
     finally:
         numba.set_num_threads(old)
     assert sha(tmp_path / "a.rnnlm") == sha(tmp_path / "b.rnnlm")
-    t = make(vocab, tr, va, tmp_path / "c.rnnlm", **kw)
-    t.stop_after_chunks = 4
-    with pytest.raises(KeyboardInterrupt):
-        t.run()
-    make(vocab, tr, va, tmp_path / "c.rnnlm", **kw).run(resume=True)
+    kill_and_resume(vocab, tr, va, tmp_path / "c.rnnlm", 4, **kw)
     assert sha(tmp_path / "a.rnnlm") == sha(tmp_path / "c.rnnlm")
 
 

@@ -23,6 +23,17 @@ PIECE = 4096
 
 
 @njit(cache=True)
+def _next_run(mask, i, n):
+    """(a, e): the next run of set entries mask[a:e] at or after i ((n, n) if none)."""
+    while i < n and not mask[i]:
+        i += 1
+    e = i
+    while e < n and mask[e]:
+        e += 1
+    return i, e
+
+
+@njit(cache=True)
 def _add_segment(out, n, a, b, piece):
     """Append [a, b) cut into pieces of at most `piece` entries to out[n:]; returns the new count."""
     while a < b:
@@ -57,13 +68,9 @@ def touched_pieces(x, y, word_class, class_starts, full, offs, M, dense_bias, ou
     n = 0
     w = 0
     while w < N:                                   # embedding rows, adjacent rows merged
-        if not words[w]:
-            w += 1
-            continue
-        e = w
-        while e < N and words[e]:
-            e += 1
-        n = _add_segment(out, n, offs[0] + w * M, offs[0] + e * M, piece)
+        w, e = _next_run(words, w, N)
+        if w < N:
+            n = _add_segment(out, n, offs[0] + w * M, offs[0] + e * M, piece)
         w = e
     n = _add_segment(out, n, offs[1], offs[2], piece)
     if dense_bias:
@@ -78,13 +85,9 @@ def touched_pieces(x, y, word_class, class_starts, full, offs, M, dense_bias, ou
             continue
         c = 0
         while c < C:
-            if not cls[c]:
-                c += 1
-                continue
-            e = c
-            while e < C and cls[e]:
-                e += 1
-            n = _add_segment(out, n, base + class_starts[c] * width, base + class_starts[e] * width, piece)
+            c, e = _next_run(cls, c, C)
+            if c < C:
+                n = _add_segment(out, n, base + class_starts[c] * width, base + class_starts[e] * width, piece)
             c = e
     n = _add_segment(out, n, offs[5], offs[6], piece)
     if dense_bias:
