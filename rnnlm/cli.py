@@ -204,6 +204,10 @@ def add_model_commands(sub) -> None:
     g.add_argument("--max-epochs", type=int, default=20, metavar="N")
     g.add_argument("--min-improvement", type=float, default=1.003, metavar="F")
     g.add_argument("--independent", action="store_true", help="reset the hidden state after each </s>")
+    g.add_argument("--dropout", type=float, default=0.0, metavar="P",
+                   help="rnnlm: dropout rate on the state the output layer reads (default: 0)")
+    g.add_argument("--dropout-input", type=float, default=0.0, metavar="P",
+                   help="rnnlm: dropout rate on the input word's embedding (default: 0)")
     g.add_argument("--seed", type=int, default=1)
     g.add_argument("--threads", type=int, default=1, metavar="N", help="compute threads (default: 1)")
     g.add_argument("--checkpoint-words", type=int, default=1_000_000, metavar="N",
@@ -256,7 +260,8 @@ def cmd_train(args) -> int:
                            bptt_block=args.bptt_block, batch_size=args.batch_size, cost=args.cost,
                            max_epochs=args.max_epochs, min_improvement=args.min_improvement,
                            independent=args.independent, seed=args.seed, threads=args.threads,
-                           checkpoint_words=args.checkpoint_words)
+                           checkpoint_words=args.checkpoint_words, dropout=args.dropout,
+                           dropout_input=args.dropout_input)
         if tcfg.cost == "sse" and mcfg.classes:
             raise RnnlmError("--cost sse needs a full softmax (--classes 0)")
     _threads(tcfg.threads)

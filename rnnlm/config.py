@@ -99,6 +99,8 @@ class TrainConfig:
     min_improvement: the rnnlm-0.4b schedule keeps lr while valid entropy improves by more than this
     factor, then halves it every epoch, and stops the second time it fails to improve;
     lr_decay: the factor applied when halving (0.5).
+    dropout / dropout_input (schedule "rnnlm"): inverted-dropout rates on the state the output layer
+    reads and on the input word's embedding (the non-recurrent connections); evaluation never drops.
     """
 
     lr: float = 0.1
@@ -116,6 +118,8 @@ class TrainConfig:
     seed: int = 1
     threads: int = 1
     checkpoint_words: int = 0
+    dropout: float = 0.0
+    dropout_input: float = 0.0
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -136,6 +140,11 @@ class TrainConfig:
             raise RnnlmError(f"--lr-decay must be in (0, 1), got {self.lr_decay}")
         if self.threads < 1:
             raise RnnlmError(f"--threads must be >= 1, got {self.threads}")
+        for name, v in (("--dropout", self.dropout), ("--dropout-input", self.dropout_input)):
+            if not 0.0 <= v < 1.0:
+                raise RnnlmError(f"{name} must be in [0, 1), got {v}")
+            if v > 0 and self.schedule != "rnnlm":
+                raise RnnlmError(f"{name} is implemented for --schedule rnnlm only")
 
     @property
     def cost_code(self) -> int:

@@ -135,7 +135,7 @@ def dynamic_logprobs(cfg: ModelConfig, params: Params, classes: ClassInfo, ids: 
         KS.rnnlm_train_stream(x[a:b], y[a:b], *param_args(p), classes.word_class, classes.class_starts,
                               cfg.activation_code, float(lr), float(beta), float(clip), int(block),
                               bool(independent), int(eos), float(cfg.reset_hidden), cfg.direct_order,
-                              bool(cfg.bias), 1, h, hist, hs, err, ng, istate, out[a:b])
+                              bool(cfg.bias), 1, 0.0, 0.0, 0, h, hist, hs, err, ng, istate, out[a:b])
         if progress is not None:
             progress(b - a)
     return out

@@ -200,7 +200,8 @@ class Trainer:
                                  self.classes.class_starts, self.mcfg.activation_code, lr, t.beta, t.clip,
                                  t.bptt_block, t.independent, self.eos, self.mcfg.reset_hidden,
                                  self.mcfg.direct_order, self.mcfg.bias, RNNLM_L2_EVERY,
-                                 sstate["h"], sstate["hist"], sstate["hs"], sstate["err"], sstate["ng"],
+                                 t.dropout_input, t.dropout, self.drop_seed, sstate["h"], sstate["hist"],
+                                 sstate["hs"], sstate["err"], sstate["ng"],
                                  sstate["istate"], logp)
             return float(logp.sum()), b - a
         xs, ys, stepper = data
@@ -224,7 +225,8 @@ class Trainer:
                               min(SYNC_WORDS, b - a), params.flat, reps, m.vocab_size, m.hidden, m.classes,
                               m.direct_size, self.classes.word_class, self.classes.class_starts,
                               m.activation_code, lr, t.beta, t.clip, t.bptt_block, t.independent, self.eos,
-                              m.reset_hidden, m.direct_order, m.bias, RNNLM_L2_EVERY, sstate["h"], sstate["hist"],
+                              m.reset_hidden, m.direct_order, m.bias, RNNLM_L2_EVERY, t.dropout_input, t.dropout,
+                              self.drop_seed, sstate["h"], sstate["hist"],
                               sstate["hs"], sstate["err"], sstate["ng"], sstate["istate"], logp)
         return float(logp.sum()), int(n_c.sum())
 
@@ -269,6 +271,8 @@ class Trainer:
         chunks_done = 0
         words_since_ckpt = 0
         while not sched.done:
+            # dropout masks: fresh for every epoch (and every retry of one), the same on --resume
+            self.drop_seed = (t.seed * 1_000_003 + len(sched.history) * 7_919 + 1) % (1 << 62)
             units = self._units()
             data = self._epoch_data(params)
             bar = None

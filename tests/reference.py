@@ -32,6 +32,23 @@ def softmax(z):
     return e / e.sum()
 
 
+def dropout_factors(seed, t, M, p, salt=0):
+    """Inverted-dropout factors of units 0..M-1 at word t (0 with probability p, else 1 / (1 - p)),
+    drawn as the kernels draw them: splitmix64 of seed + t * golden + (j + salt) * c; salt 2**32 for
+    the output mask. Returns ones for p = 0."""
+    if p == 0.0:
+        return np.ones(M)
+    u64 = np.uint64
+    with np.errstate(over="ignore"):
+        j = np.arange(M, dtype=u64) + u64(salt)
+        z = np.full(M, u64(seed)) + np.full(M, u64(t)) * u64(0x9E3779B97F4A7C15) + j * u64(0xD1B54A32D192ED03)
+        z = (z ^ (z >> u64(30))) * u64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> u64(27))) * u64(0x94D049BB133111EB)
+        z = z ^ (z >> u64(31))
+    u = (z >> u64(11)).astype(np.float64) / 2.0 ** 53
+    return np.where(u < p, 0.0, 1.0 / (1.0 - p))
+
+
 def from_kernel_layout(p):
     """Our storage (emb = V^T etc.) -> the equations' matrices."""
     return dict(V=p.emb.T.astype(np.float64), U=p.rec.astype(np.float64), th_j=p.bh.astype(np.float64),
@@ -122,14 +139,15 @@ def output_distribution(P, s, classes, class_starts):
 
 
 def window(P, x, d, h0, act="sigmoid", cost="ce", classes=None, class_starts=None,
-           independent=False, eos=0, h_init=1.0, mask=None, dorder=3, ng0=None):
+           independent=False, eos=0, h_init=1.0, mask=None, dorder=3, ng0=None, drop_in=None, drop_out=None):
     """One truncated-BPTT window over B streams.
 
     x, d: (T, B) input words and target words; h0: (B, M) previous state (a constant).
     Returns (C, Delta) with C the cost and Delta the dict of weight changes for eta = 1
     (i.e. Delta = -dC/dparam). `mask` (T, B) of booleans: only those steps' costs count.
     With P["dir"] non-empty, direct connections of order `dorder` add to the output logits, the
-    n-gram history carried in from ng0 (B, >= dorder - 1).
+    n-gram history carried in from ng0 (B, >= dorder - 1). Dropout: drop_in / drop_out (T, B, M)
+    factors multiply the input word's column of V and the state the output layer reads.
     """
     T, B = x.shape
     M = P["U"].shape[0]
@@ -148,14 +166,16 @@ def window(P, x, d, h0, act="sigmoid", cost="ce", classes=None, class_starts=Non
             if independent and w == eos:
                 s_prev = np.full(M, h_init)
             # forward, equations 1-2: V x(t) is column w of V
-            net_j = P["V"][:, w] + P["U"] @ s_prev + P["th_j"]
+            mi = drop_in[t, b] if drop_in is not None else 1.0
+            net_j = P["V"][:, w] * mi + P["U"] @ s_prev + P["th_j"]
             s = f(net_j, act)
             nets.append(net_j); states.append(s); prevs.append(s_prev)
             s_prev = s
         # output layer and output deltas per step
         err_out = []  # sum_k delta_k w[k, j] for each t
         for t in range(T):
-            s = states[t]
+            mo = drop_out[t, b] if drop_out is not None else np.ones(M)
+            s = states[t] * mo
             tgt = d[t, b]
             if mask is not None and not mask[t, b]:
                 err_out.append(np.zeros(M))
@@ -175,7 +195,7 @@ def window(P, x, d, h0, act="sigmoid", cost="ce", classes=None, class_starts=Non
                 D["W"] += np.outer(delta_k, s)
                 D["th_k"] += delta_k
                 direct_delta(D, fw, delta_k)
-                err_out.append(P["W"].T @ delta_k)
+                err_out.append(mo * (P["W"].T @ delta_k))
             else:
                 c = classes[tgt]
                 lo, hi, fc, fw, yc, yw = class_outputs(P, s, hist, K, size, c, class_starts)
@@ -186,12 +206,12 @@ def window(P, x, d, h0, act="sigmoid", cost="ce", classes=None, class_starts=Non
                 direct_delta(D, fw, dw)
                 D["Wc"] += np.outer(dc, s); D["th_c"] += dc
                 D["W"][lo:hi] += np.outer(dw, s); D["th_k"][lo:hi] += dw
-                err_out.append(P["Wc"].T @ dc + P["W"][lo:hi].T @ dw)
+                err_out.append(mo * (P["Wc"].T @ dc + P["W"][lo:hi].T @ dw))
         # hidden deltas back through time: delta_j(t) = f'(net_j(t)) (sum_k delta_k w_kj + e_j(t+1))
         e_next = np.zeros(M)
         for t in range(T - 1, -1, -1):
             delta_j = fprime(nets[t], act) * (err_out[t] + e_next)
-            D["V"][:, x[t, b]] += delta_j
+            D["V"][:, x[t, b]] += delta_j * (drop_in[t, b] if drop_in is not None else 1.0)
             D["U"] += np.outer(delta_j, prevs[t])
             D["th_j"] += delta_j
             e_next = P["U"].T @ delta_j            # e_j(t) = sum_h delta_h(t+1) u[h, j]
@@ -220,7 +240,7 @@ def sgd(P, D, eta, beta=0.0, scale=1.0, touched=None):
 
 def rnnlm_schedule(P, x, d, depth, block, eta, beta=0.0, act="sigmoid", classes=None,
                    class_starts=None, independent=False, eos=0, h_init=1.0, dorder=3, use_bias=True,
-                   l2_every=1):
+                   l2_every=1, drop_in=0.0, drop_out=0.0, drop_seed=0):
     """rnnlm-0.4b's per-word schedule on one stream, restated step by step with the equations.
 
     Each word: forward, output deltas, output weights changed at once (Delta w_kj = eta delta_k s_j,
@@ -229,7 +249,9 @@ def rnnlm_schedule(P, x, d, depth, block, eta, beta=0.0, act="sigmoid", classes=
     back `depth` steps (fewer after a reset or at the start) and V, U, theta_j change once.
     As rnnlm-0.4b: direct connections (P["dir"]) change with every word, their L2 every time; the
     output and hidden weights get their L2 only when the word count is a multiple of `l2_every`;
-    without `use_bias` the biases do not change.
+    without `use_bias` the biases do not change. Dropout: word t's column of V is read times
+    dropout_factors(drop_seed, t, M, drop_in), the output layer reads s times
+    dropout_factors(drop_seed, t, M, drop_out, 2**32); the recurrence reads s itself.
     Returns (new P, list of ln p per word).
     """
     P = {k: v.copy() for k, v in P.items()}
@@ -257,15 +279,18 @@ def rnnlm_schedule(P, x, d, depth, block, eta, beta=0.0, act="sigmoid", classes=
         else:
             hist = [w] + hist[:-1]
         b2 = beta if (count + 1) % l2_every == 0 else 0.0
-        net_j = P["V"][:, w] + P["U"] @ s_prev + P["th_j"]
-        s = f(net_j, act)
+        mi = dropout_factors(drop_seed, count, M, drop_in)
+        mo = dropout_factors(drop_seed, count, M, drop_out, 2 ** 32)
+        net_j = P["V"][:, w] * mi + P["U"] @ s_prev + P["th_j"]
+        s_rec = f(net_j, act)
+        s = s_rec * mo                            # what the output layer reads
         tgt = d[t]
         if classes is None:
             fw = direct_features(hist, K, 0, size, len(P["th_k"]))
             y = softmax(P["W"] @ s + P["th_k"] + direct_logits(P, fw))
             logps.append(np.log(y[tgt]))
             dk = -y; dk[tgt] += 1.0
-            err = P["W"].T @ dk
+            err = mo * (P["W"].T @ dk)
             dir_update(fw, dk)
             P["W"] += eta * np.outer(dk, s) - eta * b2 * P["W"]
             P["th_k"] += bmask * (eta * dk - eta * b2 * P["th_k"])
@@ -275,24 +300,24 @@ def rnnlm_schedule(P, x, d, depth, block, eta, beta=0.0, act="sigmoid", classes=
             logps.append(np.log(yc[c]) + np.log(yw[tgt - lo]))
             dc = -yc; dc[c] += 1.0
             dw = -yw; dw[tgt - lo] += 1.0
-            err = P["Wc"].T @ dc + P["W"][lo:hi].T @ dw
+            err = mo * (P["Wc"].T @ dc + P["W"][lo:hi].T @ dw)
             dir_update(fw, dw)
             dir_update(fc, dc)
             P["Wc"] += eta * np.outer(dc, s) - eta * b2 * P["Wc"]
             P["th_c"] += bmask * (eta * dc - eta * b2 * P["th_c"])
             P["W"][lo:hi] += eta * np.outer(dw, s) - eta * b2 * P["W"][lo:hi]
             P["th_k"][lo:hi] += bmask * (eta * dw - eta * b2 * P["th_k"][lo:hi])
-        past.append([w, s_prev, net_j, s, err])
-        s_prev = s
+        past.append([w, s_prev, net_j, mi, err])
+        s_prev = s_rec
         count += 1
         if count % block == 0 or (independent and tgt == eos):
             b2 = beta if count % l2_every == 0 else 0.0
             D = {k: np.zeros_like(P[k]) for k in ("V", "U", "th_j")}
             steps = past[::-1][:depth]           # step t, t-1, ... back at most `depth` steps
             e = np.zeros(M)
-            for k, (wk, prev, netk, sk, errk) in enumerate(steps):
+            for k, (wk, prev, netk, mik, errk) in enumerate(steps):
                 delta_j = fprime(netk, act) * (errk + e)
-                D["V"][:, wk] += delta_j
+                D["V"][:, wk] += delta_j * mik
                 D["U"] += np.outer(delta_j, prev)
                 D["th_j"] += delta_j
                 e = P["U"].T @ delta_j

@@ -21,10 +21,12 @@ def fresh_state(D, h_init, dtype=np.float64):
             np.zeros((D + 1, M), dtype), np.zeros(DORDER - 1, np.int32), np.zeros(2, np.int64))
 
 
-def run(p, ci, x, y, act, lr, beta, D, block, indep, state, clip=0.0, h_init=0.7, use_bias=True, l2_every=1):
+def run(p, ci, x, y, act, lr, beta, D, block, indep, state, clip=0.0, h_init=0.7, use_bias=True, l2_every=1,
+        drop_in=0.0, drop_out=0.0, drop_seed=0):
     logp = np.empty(len(x))
     loss = KS.rnnlm_train_stream(x, y, *param_args(p), ci.word_class, ci.class_starts, ACT[act], lr, beta,
-                                clip, block, indep, 0, h_init, DORDER, use_bias, l2_every, *state, logp)
+                                clip, block, indep, 0, h_init, DORDER, use_bias, l2_every, drop_in, drop_out,
+                                drop_seed, *state, logp)
     return loss, logp
 
 
@@ -37,10 +39,17 @@ def stream(n, seed):
 
 
 VARIANTS = [dict(direct=0, use_bias=True, l2_every=1), dict(direct=40, use_bias=True, l2_every=1),
-            dict(direct=0, use_bias=False, l2_every=3), dict(direct=40, use_bias=False, l2_every=3)]
+            dict(direct=0, use_bias=False, l2_every=3), dict(direct=40, use_bias=False, l2_every=3),
+            dict(direct=0, use_bias=True, l2_every=1, drop_in=0.3, drop_out=0.4, drop_seed=17),
+            dict(direct=40, use_bias=False, l2_every=3, drop_in=0.0, drop_out=0.5, drop_seed=5)]
 
 
-@pytest.mark.parametrize("v", VARIANTS, ids=lambda v: f"direct{v['direct']}-bias{int(v['use_bias'])}-l2every{v['l2_every']}")
+def _vid(v):
+    out = f"direct{v['direct']}-bias{int(v['use_bias'])}-l2every{v['l2_every']}"
+    return out + (f"-drop{v['drop_in']}-{v['drop_out']}" if "drop_out" in v else "")
+
+
+@pytest.mark.parametrize("v", VARIANTS, ids=_vid)
 @pytest.mark.parametrize("act,C,indep,beta", list(itertools.product(
     ["sigmoid", "tanh", "relu"], [0, 3], [False, True], [0.0, 0.05])))
 def test_schedule_matches_reference(act, C, indep, beta, v):
@@ -52,7 +61,7 @@ def test_schedule_matches_reference(act, C, indep, beta, v):
     P0 = ref.from_kernel_layout(p)
     D, block = 6, 4
     st = fresh_state(D, 0.7)
-    kw = dict(use_bias=v["use_bias"], l2_every=v["l2_every"])
+    kw = {k: v[k] for k in v if k != "direct"}
     # two calls, split mid-block: the carried state must make this equal to one pass
     _, lp1 = run(p, ci, x[:9], y[:9], act, 0.3, beta, D, block, indep, st, **kw)
     _, lp2 = run(p, ci, x[9:], y[9:], act, 0.3, beta, D, block, indep, st, **kw)
@@ -69,22 +78,25 @@ def test_schedule_matches_reference(act, C, indep, beta, v):
         assert np.abs(got["dir"] - P0["dir"]).max() > 1e-3
 
 
-@pytest.mark.parametrize("act,C,direct", list(itertools.product(["sigmoid", "tanh", "relu"], [0, 3], [0, 40])))
-def test_sweep_is_gradient_of_truncated_objective(act, C, direct):
+@pytest.mark.parametrize("act,C,direct,drop", list(itertools.product(
+    ["sigmoid", "tanh", "relu"], [0, 3], [0, 40], [(0.0, 0.0), (0.3, 0.4)])))
+def test_sweep_is_gradient_of_truncated_objective(act, C, direct, drop):
     """Run block 1 with lr = 0 (state only), then block 2 with lr = +-eps: d(params)/d(lr) at 0 is
-    minus the gradient of block 2's loss with the state D steps back held constant."""
+    minus the gradient of block 2's loss with the state D steps back held constant (and, with
+    dropout, with each step's masks held fixed)."""
     D, block = 6, 5
     x, y = stream(2 * block, 7)
     ci = tiny_classes(N, C)
     p = tiny_model(N, M, C, act, seed=8, direct=direct, dorder=DORDER)
     st = fresh_state(D, 0.7)
-    run(p, ci, x[:block], y[:block], act, 0.0, 0.0, D, block, False, st)
+    dk = dict(drop_in=drop[0], drop_out=drop[1], drop_seed=23)
+    run(p, ci, x[:block], y[:block], act, 0.0, 0.0, D, block, False, st, **dk)
     eps = 1e-6
     moved = []
     for lr in (eps, -eps):
         q = p.copy()
         s2 = tuple(a.copy() for a in st)
-        run(q, ci, x[block:], y[block:], act, lr, 0.0, D, block, False, s2)
+        run(q, ci, x[block:], y[block:], act, lr, 0.0, D, block, False, s2, **dk)
         moved.append(q.flat.copy())
     dparams = (moved[0] - moved[1]) / (2 * eps)
     # the truncated objective: steps t_e - D + 1 .. t_e from the constant state s(t_e - D)
@@ -92,13 +104,15 @@ def test_sweep_is_gradient_of_truncated_objective(act, C, direct):
     t_e = 2 * block - 1
     lo = t_e - D + 1
     h = np.full(M, 0.7)
+    mi = np.array([ref.dropout_factors(23, t, M, drop[0]) for t in range(2 * block)])
+    mo = np.array([ref.dropout_factors(23, t, M, drop[1], 2 ** 32) for t in range(2 * block)])
     for t in range(lo):  # forward with the unchanged weights up to s(t_e - D)
-        h = ref.f(P["V"][:, x[t]] + P["U"] @ h + P["th_j"], act)
+        h = ref.f(P["V"][:, x[t]] * mi[t] + P["U"] @ h + P["th_j"], act)
     xs, ys = x[lo:].reshape(-1, 1), y[lo:].reshape(-1, 1)
     mask = np.zeros((D, 1), bool); mask[-block:] = True
     ng0 = np.array([[x[lo - 1 - k] for k in range(DORDER - 1)]])  # direct history before step lo
     kw = dict(act=act, classes=ci.word_class if C else None, class_starts=ci.class_starts, mask=mask,
-              dorder=DORDER, ng0=ng0)
+              dorder=DORDER, ng0=ng0, drop_in=mi[lo:, None], drop_out=mo[lo:, None])
 
     def cost(flat):
         q = p.copy(); q.flat[:] = flat
@@ -127,7 +141,7 @@ def test_shards_kernel_with_one_shard_is_the_stream_kernel():
     logp = np.zeros((1, len(x)))
     KS.rnnlm_train_shards(x[None], y[None], np.array([len(x)]), 5, q.flat, reps, N, M, 3, 40,
                           ci.word_class, ci.class_starts, 0, 0.3, 0.05, 0.0, block, False, 0, 0.7, DORDER,
-                          True, 3, *st2, logp)
+                          True, 3, 0.0, 0.0, 0, *st2, logp)
     np.testing.assert_array_equal(q.flat, p.flat)
     np.testing.assert_array_equal(logp[0], lp)
 
@@ -149,8 +163,40 @@ def test_shards_merge_the_changes_of_each_shard():
     st2 = [np.stack([a, a]) for a in fresh_state(D, 0.7)]
     KS.rnnlm_train_shards(X, Y, np.array([10, 10]), 10, b.flat, np.stack([p.flat, p.flat]), N, M, 3, 0,
                           ci.word_class, ci.class_starts, 1, 0.2, 0.0, 0.0, block, False, 0, 0.7, DORDER,
-                          True, 1, *st2, np.zeros((2, 10)))
+                          True, 1, 0.0, 0.0, 0, *st2, np.zeros((2, 10)))
     both = (moved[0] != 0) & (moved[1] != 0)
     want = np.where(both, p.flat + (moved[0] + moved[1]) / 2, p.flat + moved[0] + moved[1])
     assert both.any() and (~both & ((moved[0] != 0) | (moved[1] != 0))).any()
     np.testing.assert_allclose(b.flat, want, rtol=1e-12, atol=1e-14)
+
+
+def test_dropout_draws_match_the_reference_and_the_rate():
+    """The kernels' counter-based masks are the reference's, drop a fraction p of units, and scale
+    the kept ones by 1 / (1 - p); the output mask is a different draw from the input mask."""
+    M_ = 4000
+    for p in (0.1, 0.5):
+        want = ref.dropout_factors(99, 12345, M_, p)
+        got = np.array([KS._dropout_factor(99, 12345, j, p) for j in range(M_)])
+        np.testing.assert_array_equal(got, want)
+        assert abs((got == 0).mean() - p) < 0.03
+        np.testing.assert_allclose(got[got != 0], 1.0 / (1.0 - p))
+        out = ref.dropout_factors(99, 12345, M_, p, 2 ** 32)
+        assert (out != want).mean() > 0.1
+        assert (ref.dropout_factors(99, 12346, M_, p) != want).mean() > 0.1
+
+
+def test_shards_with_dropout_one_shard_is_the_stream_kernel():
+    p = tiny_model(N, M, 3, "sigmoid", seed=5)
+    q = p.copy()
+    ci = tiny_classes(N, 3)
+    x, y = stream(23, 6)
+    D, block = 6, 4
+    _, lp = run(p, ci, x, y, "sigmoid", 0.3, 0.0, D, block, False, fresh_state(D, 0.7), drop_in=0.2,
+                drop_out=0.3, drop_seed=7)
+    st2 = [a[None].copy() for a in fresh_state(D, 0.7)]
+    logp = np.zeros((1, len(x)))
+    KS.rnnlm_train_shards(x[None], y[None], np.array([len(x)]), 5, q.flat, q.flat[None].copy(), N, M, 3, 0,
+                          ci.word_class, ci.class_starts, 0, 0.3, 0.0, 0.0, block, False, 0, 0.7, DORDER,
+                          True, 1, 0.2, 0.3, 7, *st2, logp)
+    np.testing.assert_array_equal(q.flat, p.flat)
+    np.testing.assert_array_equal(logp[0], lp)

@@ -23,6 +23,23 @@ def _affine(Wm, b, s, lo, hi, out):
 
 # ----------------------------------------------------------------------------- rnnlm-0.4b schedule
 
+DROP_OUT_SALT = 1 << 32   # unit j's output-dropout draw is keyed by j + DROP_OUT_SALT, its input draw by j
+
+
+@njit(cache=True)
+def _dropout_factor(seed, t, j, p):
+    """Inverted dropout of unit j at word t of an epoch: 0 with probability p, else 1 / (1 - p).
+    A counter-based draw (splitmix64 of seed, t, j), so the mask of any past step can be recomputed
+    in the BPTT sweep and a resumed run draws the same masks (tests/reference.py has the same)."""
+    z = (np.uint64(seed) + np.uint64(t) * np.uint64(0x9E3779B97F4A7C15)
+         + np.uint64(j) * np.uint64(0xD1B54A32D192ED03))
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    u = np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+    return 0.0 if u < p else 1.0 / (1.0 - p)
+
+
 @njit(cache=True)
 def _shift_history(ng, w_in, reset, eos):
     """Direct-connection history: shift in the new input word, or restart (all end of sentence)."""
@@ -79,7 +96,7 @@ def _sweep(depth, rec, hs, err, act, e, delta, gU, gbh, gV):
 @njit(cache=True)
 def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
                        act, lr, beta, clip, block, independent, eos, h_init, dorder, use_bias, l2_every,
-                       h, hist, hs, err, ng, istate, logp):
+                       drop_in, drop_out, drop_seed, h, hist, hs, err, ng, istate, logp):
     """rnnlm-0.4b's per-word SGD over one stream (B = 1) of inputs x and targets y (1-D).
 
     Every word: forward one step, output-layer update (class layer and the target's class block),
@@ -94,6 +111,10 @@ def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_cl
     As in rnnlm-0.4b, L2 acts on the output and hidden weights only when the word count is a multiple
     of `l2_every` (10 there) and on the direct connections at every use; `use_bias` False leaves the
     biases untouched (rnnlm-0.4b has none).
+    Dropout (inverted, on the non-recurrent connections only): the input word's embedding row is
+    multiplied by a mask drawn with rate `drop_in`, the state fed to the output layer by one with rate
+    `drop_out`; the recurrence sees the undropped state. Masks are keyed by (drop_seed, istate[0], unit)
+    (_dropout_factor). Rates 0 draw nothing and give exactly the plain schedule.
     """
     n = x.shape[0]
     M = rec.shape[0]
@@ -105,6 +126,8 @@ def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_cl
     zc = np.empty(max(C, 1), dtype=dt)
     zw = np.empty(N, dtype=dt)
     e = np.empty(M, dtype=dt)
+    so = np.empty(M, dtype=dt)
+    mo = np.ones(M, dtype=dt)
     delta = np.empty(M, dtype=dt)
     gU = np.zeros((M, M), dtype=dt)
     gbh = np.zeros(M, dtype=dt)
@@ -131,9 +154,23 @@ def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_cl
             istate[1] += 1
         # forward: net_j = V x + U s(t-1) + theta_j
         _affine(rec, bh, h, 0, M, net)
+        if drop_in > 0.0:
+            for j in range(M):
+                net[j] += emb[w_in, j] * _dropout_factor(drop_seed, istate[0], j, drop_in)
+        else:
+            for j in range(M):
+                net[j] += emb[w_in, j]
         for j in range(M):
-            hs[0, j] = _activate(net[j] + emb[w_in, j], act)
-        s = hs[0]
+            hs[0, j] = _activate(net[j], act)
+        # the output layer reads s = the state, dropped out with rate drop_out
+        if drop_out > 0.0:
+            for j in range(M):
+                mo[j] = _dropout_factor(drop_seed, istate[0], j + DROP_OUT_SALT, drop_out)
+                so[j] = hs[0, j] * mo[j]
+        else:
+            for j in range(M):
+                so[j] = hs[0, j]
+        s = so
         # output distribution and deltas (dL/dnet = y - d)
         if C > 0:
             c = word_class[tgt]
@@ -172,7 +209,7 @@ def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_cl
             for j in range(M):
                 e[j] += g * out_w[k, j]
         for j in range(M):
-            err[0, j] = e[j]
+            err[0, j] = e[j] * mo[j]
         # output-layer update (clipped to norm `clip`), L2 on the touched rows
         scale = 1.0
         if clip > 0.0:
@@ -207,12 +244,16 @@ def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_cl
             if use_bias:
                 bo[k] -= lr * (g + b2 * bo[k])
         for j in range(M):
-            h[j] = s[j]
+            h[j] = hs[0, j]
         istate[0] += 1
         if istate[0] % block == 0 or (independent and tgt == eos):
             # BPTT sweep: delta(t-k) = f'(net(t-k)) * (err(t-k) + U^T delta(t-k+1))
             depth = istate[1]
             _sweep(depth, rec, hs, err, act, e, delta, gU, gbh, gV)
+            if drop_in > 0.0:   # the embedding row of step t - k was read through its mask
+                for k in range(depth):
+                    for j in range(M):
+                        gV[k, j] *= _dropout_factor(drop_seed, istate[0] - 1 - k, j, drop_in)
             scale = 1.0
             if clip > 0.0:
                 gg = 0.0
@@ -324,10 +365,13 @@ def _block_views(f, N, M, C, S):
     return emb, rec, bh, out_w, bo, cls_w, bc, direct
 
 
+SHARD_SEED_STEP = 0x5851F42D
+
+
 @njit(cache=True, parallel=True)
 def rnnlm_train_shards(X, Y, lens, sync, base, reps, N, M, C, S, word_class, class_starts,
                        act, lr, beta, clip, block, independent, eos, h_init, dorder, use_bias, l2_every,
-                       H, HIST, HS, ERR, NG, IST, LOGP):
+                       drop_in, drop_out, drop_seed, H, HIST, HS, ERR, NG, IST, LOGP):
     """rnnlm-0.4b's per-word schedule on T shards of the text at once (one thread each), merged.
 
     Shard t trains its own replica reps[t] (T, P) of the flat parameters `base` (P) on X[t, :lens[t]]
@@ -337,7 +381,8 @@ def rnnlm_train_shards(X, Y, lens, sync, base, reps, N, M, C, S, word_class, cla
     shards changed moves by the mean of their changes (adding them up, as faster-rnnlm's lock-free
     threads do, was unstable with merges this far apart). Every replica then restarts from the merged
     weights. Deterministic: the result depends on T, not on how many threads run. With T = 1 this is
-    exactly rnnlm_train_stream. ln p of every word goes to LOGP.
+    exactly rnnlm_train_stream. ln p of every word goes to LOGP. Shard t draws its dropout masks with
+    seed drop_seed + t * SHARD_SEED_STEP.
     """
     T = X.shape[0]
     P = base.shape[0]
@@ -353,7 +398,8 @@ def rnnlm_train_shards(X, Y, lens, sync, base, reps, N, M, C, S, word_class, cla
                 emb, rec, bh, out_w, bo, cls_w, bc, direct = _block_views(reps[t], N, M, C, S)
                 rnnlm_train_stream(X[t, lo:hi], Y[t, lo:hi], emb, rec, bh, out_w, bo, cls_w, bc, direct,
                                    word_class, class_starts, act, lr, beta, clip, block, independent, eos,
-                                   h_init, dorder, use_bias, l2_every, H[t], HIST[t], HS[t], ERR[t], NG[t],
+                                   h_init, dorder, use_bias, l2_every, drop_in, drop_out,
+                                   drop_seed + t * SHARD_SEED_STEP, H[t], HIST[t], HS[t], ERR[t], NG[t],
                                    IST[t], LOGP[t, lo:hi])
         for i in prange(P):
             # average the changes over the shards that made one (a row only one shard used keeps
