@@ -240,3 +240,22 @@ def test_resume_refuses_a_damaged_checkpoint(data, tmp_path):
     save_model(str(tmp_path / "m.rnnlm.ckpt"), ck)
     with pytest.raises(RnnlmError, match="damaged checkpoint"):
         make(vocab, tr, va, tmp_path / "m.rnnlm", max_epochs=1).run(resume=True)
+
+
+def test_dropout_learns_and_resumes_bit_identical(data, tmp_path, monkeypatch):
+    """--dropout / --dropout-input (rnnlm schedule): it learns, draws new masks each epoch (so the
+    model differs from a run without dropout), and a kill and resume ends bit-identical."""
+    from rnnlm.errors import RnnlmError
+    vocab, tr, va = data
+    monkeypatch.setattr(train_mod, "CHUNK_WORDS", 4000)
+    kw = dict(max_epochs=3, checkpoint_words=4000, dropout=0.3, dropout_input=0.1)
+    mf = make(vocab, tr, va, tmp_path / "a.rnnlm", **kw).run()
+    assert mf.meta["history"][-1]["valid_ppl"] < 0.5 * unigram_ppl(vocab, va)
+    make(vocab, tr, va, tmp_path / "plain.rnnlm", max_epochs=3, checkpoint_words=4000).run()
+    assert sha(tmp_path / "a.rnnlm") != sha(tmp_path / "plain.rnnlm")
+    kill_and_resume(vocab, tr, va, tmp_path / "b.rnnlm", 5, **kw)
+    assert sha(tmp_path / "a.rnnlm") == sha(tmp_path / "b.rnnlm")
+    with pytest.raises(RnnlmError, match="--dropout is implemented for --schedule rnnlm only"):
+        TrainConfig(schedule="batch", dropout=0.2)
+    with pytest.raises(RnnlmError, match=r"--dropout-input must be in \[0, 1\)"):
+        TrainConfig(dropout_input=1.0)

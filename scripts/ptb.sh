@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Penn Treebank recipe: train our Elman RNNLMs end to end and print a results table beside the
+# published single-model figures (Mikolov's PTB, 10k vocabulary).
+#
+#   scripts/ptb.sh [--ptb DIR] [--out DIR] [--only NAME] [--threads N]
+#
+# PTB comes from ../shared/corpora/ptb (train.txt, valid.txt, test.txt) unless --ptb is given.
+# Protocol: every setting (here: the dynamic-evaluation learning rate, and in the configurations
+# below: hidden size, dropout, min-improvement) is chosen on valid.txt; test.txt is read only by the
+# final `rnnlm eval` of each model. Dynamic evaluation scores each word before learning from it.
+# Results go to OUT/results.jsonl (one JSON object per model) and the table to stdout.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+PTB=$HERE/../../shared/corpora/ptb
+OUT=$HERE/../runs/ptb
+ONLY=""
+THREADS=1
+PY=${PYTHON:-python3}
+while [ $# -gt 0 ]; do
+    case $1 in
+        --ptb) PTB=$2; shift 2 ;;
+        --out) OUT=$2; shift 2 ;;
+        --only) ONLY=$2; shift 2 ;;
+        --threads) THREADS=$2; shift 2 ;;
+        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "ptb.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+for split in train valid test; do
+    if [ ! -f "$PTB/$split.txt" ]; then
+        echo "ptb.sh: $PTB/$split.txt not found; give the PTB directory with --ptb DIR" >&2
+        exit 1
+    fi
+done
+command -v rnnlm >/dev/null || { echo "ptb.sh: the rnnlm command is not installed (pip install -e .)" >&2; exit 1; }
+mkdir -p "$OUT"
+DYN_RATES="0.01 0.02 0.03 0.05 0.1"
+
+# train NAME ARGS...: train one model, evaluate it on valid (static and each dynamic rate), pick the
+# dynamic rate on valid, then evaluate on test once static and once with that rate.
+train() {
+    local name=$1; shift
+    if [ -n "$ONLY" ] && [ "$ONLY" != "$name" ]; then return 0; fi
+    local model=$OUT/$name.rnnlm
+    echo "== $name: rnnlm train $*" >&2
+    local t0 t1
+    t0=$(date +%s.%N)
+    rnnlm train --train "$PTB/train.txt" --valid "$PTB/valid.txt" --model "$model" --force \
+        --threads "$THREADS" "$@" >&2
+    t1=$(date +%s.%N)
+    rnnlm eval "$model" "$PTB/valid.txt" --json > "$OUT/$name.valid.json"
+    : > "$OUT/$name.valid-dynamic.jsonl"
+    for lr in $DYN_RATES; do
+        rnnlm eval "$model" "$PTB/valid.txt" --json --dynamic "$lr" >> "$OUT/$name.valid-dynamic.jsonl"
+    done
+    local best
+    best=$("$PY" -c 'import json,sys; r=[json.loads(l) for l in open(sys.argv[1])]; print(min(r, key=lambda d: d["perplexity"])["dynamic"])' \
+        "$OUT/$name.valid-dynamic.jsonl")
+    rnnlm eval "$model" "$PTB/test.txt" --json > "$OUT/$name.test.json"
+    rnnlm eval "$model" "$PTB/test.txt" --json --dynamic "$best" > "$OUT/$name.test-dynamic.json"
+    "$PY" - "$name" "$model" "$OUT" "$t0" "$t1" "$*" <<'EOF'
+import json, statistics, sys
+name, model, out, t0, t1, args = sys.argv[1:]
+j = lambda f: json.load(open(f"{out}/{name}.{f}.json"))
+dyn = min((json.loads(l) for l in open(f"{out}/{name}.valid-dynamic.jsonl")), key=lambda d: d["perplexity"])
+log = [json.loads(l) for l in open(model + ".log.jsonl")]
+ep = [e for e in log if "words_per_second" in e]
+row = dict(name=name, args=args, epochs=len(ep), seconds=float(t1) - float(t0),
+           words_per_second=statistics.median(e["words_per_second"] for e in ep),
+           valid=j("valid")["perplexity"], test=j("test")["perplexity"],
+           dynamic_lr=dyn["dynamic"], valid_dynamic=dyn["perplexity"], test_dynamic=j("test-dynamic")["perplexity"])
+with open(f"{out}/results.jsonl", "a") as fh:
+    fh.write(json.dumps(row) + "\n")
+EOF
+}
+
+# ---------------------------------------------------------------------------- the models
+# rnnlm-0.4b's classic configuration (its own schedule), min-improvement chosen on valid
+train h100 --hidden 100 --classes 100 --bptt 4 --bptt-block 10 --min-improvement 1.001
+# the best single model: a wider sigmoid layer with dropout on the non-recurrent connections
+train h400-dropout --hidden 400 --classes 100 --bptt 4 --bptt-block 10 --min-improvement 1.001 \
+    --dropout 0.3 --max-epochs 40
+
+# ---------------------------------------------------------------------------- the table
+"$PY" - "$OUT" <<'EOF'
+import json, os, sys, time
+out = sys.argv[1]
+rows = {}
+for line in open(os.path.join(out, "results.jsonl")):
+    r = json.loads(line)
+    rows[r["name"]] = r          # the latest run of each model
+print(f"PTB test perplexity, {time.strftime('%Y-%m-%d')}, {os.uname().nodename} ({os.cpu_count()} cores)\n")
+print("| model | valid | test | valid, dynamic | test, dynamic (lr) | epochs | train time | words/s |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
+for r in rows.values():
+    s = r["seconds"]
+    print(f"| rnnlm `{r['name']}`: `{r['args']}` | {r['valid']:.2f} | {r['test']:.2f} | {r['valid_dynamic']:.2f} | "
+          f"{r['test_dynamic']:.2f} ({r['dynamic_lr']:g}) | {r['epochs']} | {int(s // 60)} min {s % 60:.0f} s | "
+          f"{r['words_per_second']:,.0f} |")
+print("| rnnlm-0.4b hidden 100, 100 classes, bptt 4 (this machine, anchors.md) | | 149.37 | | | 13 | 4 min 26 s | 47,000 |")
+print("| rnnlm-0.4b hidden 200 (this machine, anchors.md) | | 143.94 | | | 13 | 11 min 55 s | 17,600 |")
+print("| faster-rnnlm hidden 100, NCE (anchors.md) | | 152.90 | | | 14 | | 125,000 |")
+print("| Kneser-Ney 5-gram (published) | | 141.2 | | | | | |")
+print("| RNNLM (published, Mikolov's thesis) | | 124.7 | | 123.2 | | | |")
+EOF
