@@ -31,10 +31,27 @@ class State:
     of one prefix can be explored (beam search) from the same object.
     """
 
-    __slots__ = ("snapshot", "probs", "length")
+    __slots__ = ("snapshot", "length", "_model", "_probs")
 
-    def __init__(self, snapshot, probs: np.ndarray, length: int = 0):
-        self.snapshot, self.probs, self.length = snapshot, probs, length
+    def __init__(self, snapshot, length: int, model: "LanguageModel"):
+        self.snapshot, self.length, self._model, self._probs = snapshot, length, model, None
+
+    @property
+    def probs(self) -> np.ndarray:
+        """P(next word | this state) over the vocabulary (computed on first use)."""
+        if self._probs is None:
+            st = self._model._get_stepper()
+            st.set_state(self.snapshot)
+            self._probs = st.distribution().copy()
+        return self._probs
+
+    def prob(self, word_id: int) -> float:
+        """P(word_id | this state); only the word's class block is computed (unless probs is known)."""
+        if self._probs is not None:
+            return float(self._probs[word_id])
+        st = self._model._get_stepper()
+        st.set_state(self.snapshot)
+        return st.prob(word_id)
 
     def __repr__(self) -> str:
         return f"State(words read={self.length})"
@@ -149,8 +166,8 @@ class LanguageModel:
             st.reset()
         else:
             st.set_state(snapshot)
-        probs = st.feed(word_id)
-        return State(st.get_state(), probs.copy(), length)
+        st.advance(word_id)
+        return State(st.get_state(), length, self)
 
     def begin(self) -> State:
         """The state at the start of a sentence (after `</s>` from the start state).
@@ -182,7 +199,7 @@ class LanguageModel:
         """
         total = 0.0
         for i in self.token_ids(word):
-            total += math.log10(float(state.probs[i]))
+            total += math.log10(state.prob(i))
             state = self._feed(state.snapshot, i, state.length + 1)
         return total, state
 

@@ -25,9 +25,10 @@ class Stepper:
         self.probs = np.empty(cfg.vocab_size, dtype=np.float64)
         self.ng = np.full(max(cfg.direct_order - 1, 1), self.eos, dtype=np.int32)  # direct-connection history
         cls_w, bc = (params.cls_w, params.bc) if cfg.classes else (params.cls_w[:0], params.bc[:0])
-        self._args = (params.emb, params.rec, params.bh, params.out_w, params.bo, cls_w, bc, params.direct,
-                      classes.class_starts, cfg.activation_code, self.independent, self.eos,
-                      float(cfg.reset_hidden), cfg.direct_order)
+        self._state_args = (params.emb, params.rec, params.bh, cfg.activation_code, self.independent, self.eos,
+                            float(cfg.reset_hidden))
+        self._out_args = (params.out_w, params.bo, cls_w, bc, params.direct, classes.class_starts,
+                          cfg.direct_order)
 
     def reset(self) -> None:
         """Back to the state a text starts from (before its first `</s>` is read)."""
@@ -42,11 +43,24 @@ class Stepper:
     def set_state(self, state) -> None:
         self.h[:], self.ng[:] = state
 
+    def advance(self, word_id: int) -> None:
+        """Read one word (the state moves on; no output layer is computed)."""
+        KS.step_state(int(word_id), self.h, self.ng, *self._state_args, self._h2)
+        self.h, self._h2 = self._h2, self.h
+
+    def prob(self, word_id: int) -> float:
+        """P(word | the current state), computing only the class layer and the word's class block."""
+        return float(KS.next_distribution(self.h, self.ng, *self._out_args, int(word_id), self.probs))
+
+    def distribution(self) -> np.ndarray:
+        """P(next word | the current state) over the vocabulary (a view, overwritten by the next call)."""
+        KS.next_distribution(self.h, self.ng, *self._out_args, -1, self.probs)
+        return self.probs
+
     def feed(self, word_id: int) -> np.ndarray:
         """Read one word; returns P(next word) (a view, overwritten by the next call)."""
-        KS.step_distribution(int(word_id), self.h, self.ng, *self._args, self._h2, self.probs)
-        self.h, self._h2 = self._h2, self.h
-        return self.probs
+        self.advance(word_id)
+        return self.distribution()
 
 
 def sample_ids(stepper: Stepper, rng: np.random.Generator, prefix=(), max_len: int = 50,

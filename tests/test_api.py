@@ -85,6 +85,16 @@ def test_step_leaves_state_alone(models):
     assert m.step(s0, "the")[0] == lp1
 
 
+def test_one_word_probability_is_the_distributions_entry(models):
+    """step() computes only the target's class block; it must equal the full distribution's entry."""
+    for m in models:
+        _, st = m.step(m.begin(), "the")
+        ids = range(0, m.vocab_size, max(1, m.vocab_size // 40))
+        lazy = [st.prob(i) for i in ids]              # before the distribution is known
+        full = st.probs
+        assert lazy == [float(full[i]) for i in ids]
+
+
 @pytest.mark.parametrize("prefix", ["", "the", "the fast man that"])
 def test_next_word_distribution_sums_to_one(models, prefix):
     for m in models:

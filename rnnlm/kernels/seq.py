@@ -296,19 +296,10 @@ def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_cl
 # ----------------------------------------------------------------------------- one step (sampling)
 
 @njit(cache=True)
-def step_distribution(w_in, h, ng, emb, rec, bh, out_w, bo, cls_w, bc, direct, class_starts, act,
-                      independent, eos, h_init, dorder, h_out, probs):
-    """One step from state h reading word w_in: new state into h_out and P(next word) into probs (N);
-    the direct-connection history ng is advanced in place.
-
-    With classes, probs[w] = P(c(w) | s) P(w | c(w), s) for every word (an exact distribution).
-    """
+def step_state(w_in, h, ng, emb, rec, bh, act, independent, eos, h_init, h_out):
+    """One step from state h reading word w_in: the new state into h_out; the direct-connection
+    history ng is advanced in place."""
     M = rec.shape[0]
-    N = out_w.shape[0]
-    C = cls_w.shape[0]
-    K = dorder if direct.shape[0] > 0 else 0
-    size = direct.shape[0]
-    hsd = np.zeros(max(K, 1), dtype=np.int64)
     reset = independent and w_in == eos
     _shift_history(ng, w_in, reset, eos)
     for j in range(M):
@@ -316,22 +307,41 @@ def step_distribution(w_in, h, ng, emb, rec, bh, out_w, bo, cls_w, bc, direct, c
         for q in range(M):
             acc += rec[j, q] * (h_init if reset else h[q])
         h_out[j] = _activate(acc, act)
-    _affine(out_w, bo, h_out, 0, N, probs)
+
+
+@njit(cache=True)
+def next_distribution(h, ng, out_w, bo, cls_w, bc, direct, class_starts, dorder, target, probs):
+    """P(next word | state h, history ng). With target < 0: the whole distribution into probs (N);
+    with classes, probs[w] = P(c(w) | s) P(w | c(w), s) for every word (an exact distribution).
+    With target >= 0: returns P(target) alone, computing only the class layer and the target's
+    class block (probs is scratch space)."""
+    N = out_w.shape[0]
+    C = cls_w.shape[0]
+    K = dorder if direct.shape[0] > 0 else 0
+    size = direct.shape[0]
+    hsd = np.zeros(max(K, 1), dtype=np.int64)
     if C == 0:
+        _affine(out_w, bo, h, 0, N, probs)
         if K > 0:
             direct_hashes(ng, K, 0, size, hsd)
             _direct_add(probs, N, direct, hsd, K, True)
         _softmax_row(probs, N)
-        return
+        return probs[target] if target >= 0 else 1.0
     pc = np.empty(C, dtype=np.float64)
-    _affine(cls_w, bc, h_out, 0, C, pc)
+    _affine(cls_w, bc, h, 0, C, pc)
     if K > 0:
         direct_hashes(ng, K, -1, size, hsd)
         _direct_add(pc, C, direct, hsd, K, False)
     _softmax_row(pc, C)
-    for c in range(C):
+    c0, c1 = 0, C
+    if target >= 0:
+        for c in range(C):
+            if class_starts[c] <= target < class_starts[c + 1]:
+                c0, c1 = c, c + 1
+    for c in range(c0, c1):
         lo = class_starts[c]
         hi = class_starts[c + 1]
+        _affine(out_w, bo, h, lo, hi, probs[lo:hi])
         blk = probs[lo:hi]
         if K > 0:
             direct_hashes(ng, K, c, size, hsd)
@@ -339,6 +349,7 @@ def step_distribution(w_in, h, ng, emb, rec, bh, out_w, bo, cls_w, bc, direct, c
         _softmax_row(blk, hi - lo)
         for k in range(hi - lo):
             blk[k] *= pc[c]
+    return probs[target] if target >= 0 else 1.0
 
 
 # ----------------------------------------------------------------------------- per-word schedule on threads
