@@ -12,8 +12,9 @@ from rnnlm.errors import RnnlmError
 
 
 def inputs_targets(ids: np.ndarray, eos: int) -> tuple[np.ndarray, np.ndarray]:
-    """x[i] = ids[i - 1] (x[0] = eos), y[i] = ids[i]; both int32, contiguous."""
-    y = np.ascontiguousarray(ids, dtype=np.int32)
+    """x[i] = ids[i - 1] (x[0] = eos), y[i] = ids[i]; both int32, contiguous and writable (a read-only
+    array, e.g. a memory-mapped cache, would make Numba compile every kernel a second time)."""
+    y = np.require(ids, np.int32, ["C", "W"])
     x = np.empty_like(y)
     if len(y):
         x[0] = eos

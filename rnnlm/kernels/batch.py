@@ -278,6 +278,36 @@ def window_grad_classes(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
     return loss
 
 
+@njit(cache=True)
+def _group_grad(q, G, x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
+                act, cost, independent, eos, h_init, dorder, Gbuf, offs, h_out, ng_out, losses):
+    """Group q of window_grad_groups (a serial function: the parallel loop around it stays tiny,
+    because parallel kernels compile slowly)."""
+    T, B = x.shape
+    N, M = emb.shape
+    C = cls_w.shape[0]
+    b0 = q * B // G
+    b1 = (q + 1) * B // G
+    xq = np.ascontiguousarray(x[:, b0:b1])
+    yq = np.ascontiguousarray(y[:, b0:b1])
+    hq = np.ascontiguousarray(h0[b0:b1])
+    nq = np.ascontiguousarray(ng0[b0:b1])
+    ho = np.empty_like(hq)
+    no = np.empty_like(nq)
+    gb = Gbuf[q]
+    losses[q] = window_grad(xq, yq, hq, nq, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class,
+                            class_starts, act, cost, independent, eos, h_init, dorder,
+                            gb[offs[0]:offs[1]].reshape((N, M)), gb[offs[1]:offs[2]].reshape((M, M)),
+                            gb[offs[2]:offs[3]], gb[offs[3]:offs[4]].reshape((N, M)), gb[offs[4]:offs[5]],
+                            gb[offs[5]:offs[6]].reshape((C, M)), gb[offs[6]:offs[7]], gb[offs[7]:offs[8]],
+                            ho, no)
+    for b in range(b1 - b0):
+        for j in range(M):
+            h_out[b0 + b, j] = ho[b, j]
+        for k in range(no.shape[1]):
+            ng_out[b0 + b, k] = no[b, k]
+
+
 @njit(cache=True, parallel=True)
 def window_grad_groups(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
                        act, cost, independent, eos, h_init, dorder, Gbuf, offs, h_out, ng_out, losses):
@@ -289,25 +319,6 @@ def window_grad_groups(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct
     h_out, ng_out as window_grad. Without direct connections only (direct.shape[0] == 0).
     """
     G = Gbuf.shape[0]
-    T, B = x.shape
-    N, M = emb.shape
-    C = cls_w.shape[0]
     for i in prange(G):
-        q = np.int64(i)
-        b0 = q * B // G
-        b1 = (q + 1) * B // G
-        xq = np.ascontiguousarray(x[:, b0:b1])
-        yq = np.ascontiguousarray(y[:, b0:b1])
-        hq = np.ascontiguousarray(h0[b0:b1])
-        nq = np.ascontiguousarray(ng0[b0:b1])
-        ho = np.empty_like(hq)
-        no = np.empty_like(nq)
-        gb = Gbuf[q]
-        losses[q] = window_grad(xq, yq, hq, nq, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class,
-                                class_starts, act, cost, independent, eos, h_init, dorder,
-                                gb[offs[0]:offs[1]].reshape((N, M)), gb[offs[1]:offs[2]].reshape((M, M)),
-                                gb[offs[2]:offs[3]], gb[offs[3]:offs[4]].reshape((N, M)), gb[offs[4]:offs[5]],
-                                gb[offs[5]:offs[6]].reshape((C, M)), gb[offs[6]:offs[7]], gb[offs[7]:offs[8]],
-                                ho, no)
-        h_out[b0:b1] = ho
-        ng_out[b0:b1] = no
+        _group_grad(np.int64(i), G, x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class,
+                    class_starts, act, cost, independent, eos, h_init, dorder, Gbuf, offs, h_out, ng_out, losses)

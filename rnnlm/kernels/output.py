@@ -30,17 +30,21 @@ def _full_output(S, yv, Hist, out_w, bo, direct, K, cost, want_grad, Z, dS, g_ou
     np.dot(S, out_w.T, Z)
     hs = np.zeros(max(K, 1), dtype=np.int64)
     loss = 0.0
+    # run-time values, not literals, for the helpers' flags and offsets: each literal would make Numba
+    # compile another copy of them (a cold-start cost)
+    zero = 0 * n
+    wrap = n >= 0
     for r in range(n):
         z = Z[r]
         if K > 0:
-            direct_hashes(Hist[r], K, 0, direct.shape[0], hs)
-            _direct_add(z, N, direct, hs, K, True)
-        tgt = yv[r]
+            direct_hashes(Hist[r], K, zero, direct.shape[0], hs)
+            _direct_add(z, N, direct, hs, K, wrap)
+        tgt = np.int64(yv[r])
         if not want_grad and cost == CE:
-            logp[r] = _biased_logprob(z, bo, 0, N, tgt)
+            logp[r] = _biased_logprob(z, bo, zero, N, tgt)
             loss -= logp[r]
             continue
-        _biased_softmax_row(z, bo, 0, N)
+        _biased_softmax_row(z, bo, zero, N)
         logp[r] = math.log(z[tgt])
         if cost == CE:
             loss -= logp[r]
@@ -57,8 +61,8 @@ def _full_output(S, yv, Hist, out_w, bo, direct, K, cost, want_grad, Z, dS, g_ou
                     e = z[k] - (1.0 if k == tgt else 0.0)
                     z[k] = z[k] * (e - dot)
         if want_grad and K > 0:
-            direct_hashes(Hist[r], K, 0, direct.shape[0], hs)
-            _direct_grad(z, N, g_direct, hs, K, True)
+            direct_hashes(Hist[r], K, zero, direct.shape[0], hs)
+            _direct_grad(z, N, g_direct, hs, K, wrap)
     if want_grad:
         np.dot(Z.T, S, gtmp)
         for k in range(N):
@@ -85,21 +89,24 @@ def _class_layer(S, yv, Hist, cls_w, bc, direct, K, word_class, want_grad, dS, g
     np.dot(S, cls_w.T, Zc)
     size = direct.shape[0]
     hs = np.zeros(max(K, 1), dtype=np.int64)
+    zero = 0 * n            # run-time values, not literals (see _full_output)
+    no_class = zero - 1
+    wrap = n < 0
     for r in range(n):
         z = Zc[r]
         if K > 0:
-            direct_hashes(Hist[r], K, -1, size, hs)
-            _direct_add(z, C, direct, hs, K, False)
-        c = word_class[yv[r]]
+            direct_hashes(Hist[r], K, no_class, size, hs)
+            _direct_add(z, C, direct, hs, K, wrap)
+        c = np.int64(word_class[yv[r]])
         if not want_grad:
-            logp[r] = _biased_logprob(z, bc, 0, C, c)
+            logp[r] = _biased_logprob(z, bc, zero, C, c)
             continue
-        _biased_softmax_row(z, bc, 0, C)
+        _biased_softmax_row(z, bc, zero, C)
         logp[r] = math.log(z[c])
         z[c] -= 1.0
         if K > 0:
-            direct_hashes(Hist[r], K, -1, size, hs)
-            _direct_grad(z, C, g_direct, hs, K, False)
+            direct_hashes(Hist[r], K, no_class, size, hs)
+            _direct_grad(z, C, g_direct, hs, K, wrap)
     if want_grad:
         gtmp = np.empty((C, M), dtype=dt)
         np.dot(Zc.T, S, gtmp)
@@ -137,10 +144,13 @@ def _word_row(z, sz, r, c, cs, yv, Hist, bo, direct, K, want_grad, g_direct, hs)
     class); with want_grad, z becomes dL/dz (softmax minus one-hot) and the direct features'
     gradient is added into g_direct."""
     size = direct.shape[0]
+    wrap = sz >= 0          # run-time values, not literals (see _full_output)
+    c = np.int64(c)
+    cs = np.int64(cs)
     if K > 0:
         direct_hashes(Hist[r], K, c, size, hs)
-        _direct_add(z, sz, direct, hs, K, True)
-    tk = yv[r] - cs
+        _direct_add(z, sz, direct, hs, K, wrap)
+    tk = np.int64(yv[r]) - cs
     if not want_grad:
         return _biased_logprob(z, bo, cs, sz, tk)
     _biased_softmax_row(z, bo, cs, sz)
@@ -148,7 +158,7 @@ def _word_row(z, sz, r, c, cs, yv, Hist, bo, direct, K, want_grad, g_direct, hs)
     z[tk] -= 1.0
     if K > 0:
         direct_hashes(Hist[r], K, c, size, hs)
-        _direct_grad(z, sz, g_direct, hs, K, True)
+        _direct_grad(z, sz, g_direct, hs, K, wrap)
     return lp
 
 

@@ -135,6 +135,9 @@ def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_cl
     K = dorder if direct.shape[0] > 0 else 0
     size = direct.shape[0]
     hsd = np.zeros(max(K, 1), dtype=np.int64)
+    no_class = -1 + 0 * n   # run-time values, not literals: each literal flag or class would make
+    wrap = n >= 0           # Numba compile another copy of the helpers (a cold-start cost)
+    no_wrap = n < 0
     loss = 0.0
     for i in range(n):
         w_in = x[i]
@@ -173,25 +176,25 @@ def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_cl
         s = so
         # output distribution and deltas (dL/dnet = y - d)
         if C > 0:
-            c = word_class[tgt]
+            c = np.int64(word_class[tgt])
             _affine(cls_w, bc, s, 0, C, zc)
             if K > 0:
-                direct_hashes(ng, K, -1, size, hsd)
-                _direct_add(zc, C, direct, hsd, K, False)
+                direct_hashes(ng, K, no_class, size, hsd)
+                _direct_add(zc, C, direct, hsd, K, no_wrap)
             _softmax_row(zc, C)
             lp = math.log(zc[c])
             zc[c] -= 1.0
             lo = class_starts[c]
             hi = class_starts[c + 1]
         else:
-            c = 0
+            c = no_class + 1
             lp = 0.0
             lo = 0
             hi = N
         _affine(out_w, bo, s, lo, hi, zw)
         if K > 0:
             direct_hashes(ng, K, c, size, hsd)
-            _direct_add(zw, hi - lo, direct, hsd, K, True)
+            _direct_add(zw, hi - lo, direct, hsd, K, wrap)
         _softmax_row(zw, hi - lo)
         lp += math.log(zw[tgt - lo])
         zw[tgt - lo] -= 1.0
@@ -226,10 +229,10 @@ def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_cl
                 scale = clip / nrm
         if K > 0:  # direct connections first (words, then classes), as rnnlm-0.4b
             direct_hashes(ng, K, c, size, hsd)
-            _direct_update(zw, hi - lo, direct, hsd, K, True, lr, scale, beta)
+            _direct_update(zw, hi - lo, direct, hsd, K, wrap, lr, scale, beta)
             if C > 0:
-                direct_hashes(ng, K, -1, size, hsd)
-                _direct_update(zc, C, direct, hsd, K, False, lr, scale, beta)
+                direct_hashes(ng, K, no_class, size, hsd)
+                _direct_update(zc, C, direct, hsd, K, no_wrap, lr, scale, beta)
         b2 = beta if (l2_every <= 1 or (istate[0] + 1) % l2_every == 0) else 0.0
         for k in range(C):
             g = zc[k] * scale
@@ -320,18 +323,20 @@ def next_distribution(h, ng, out_w, bo, cls_w, bc, direct, class_starts, dorder,
     K = dorder if direct.shape[0] > 0 else 0
     size = direct.shape[0]
     hsd = np.zeros(max(K, 1), dtype=np.int64)
+    zero = 0 * N            # run-time values, not literals (see rnnlm_train_stream)
+    wrap = N >= 0
     if C == 0:
         _affine(out_w, bo, h, 0, N, probs)
         if K > 0:
-            direct_hashes(ng, K, 0, size, hsd)
-            _direct_add(probs, N, direct, hsd, K, True)
+            direct_hashes(ng, K, zero, size, hsd)
+            _direct_add(probs, N, direct, hsd, K, wrap)
         _softmax_row(probs, N)
         return probs[target] if target >= 0 else 1.0
     pc = np.empty(C, dtype=np.float64)
     _affine(cls_w, bc, h, 0, C, pc)
     if K > 0:
-        direct_hashes(ng, K, -1, size, hsd)
-        _direct_add(pc, C, direct, hsd, K, False)
+        direct_hashes(ng, K, zero - 1, size, hsd)
+        _direct_add(pc, C, direct, hsd, K, not wrap)
     _softmax_row(pc, C)
     c0, c1 = 0, C
     if target >= 0:
@@ -344,8 +349,8 @@ def next_distribution(h, ng, out_w, bo, cls_w, bc, direct, class_starts, dorder,
         _affine(out_w, bo, h, lo, hi, probs[lo:hi])
         blk = probs[lo:hi]
         if K > 0:
-            direct_hashes(ng, K, c, size, hsd)
-            _direct_add(blk, hi - lo, direct, hsd, K, True)
+            direct_hashes(ng, K, np.int64(c), size, hsd)
+            _direct_add(blk, hi - lo, direct, hsd, K, wrap)
         _softmax_row(blk, hi - lo)
         for k in range(hi - lo):
             blk[k] *= pc[c]
@@ -379,6 +384,48 @@ def _block_views(f, N, M, C, S):
 SHARD_SEED_STEP = 0x5851F42D
 
 
+@njit(cache=True)
+def _shard_run(t, a, sync, X, Y, lens, reps, N, M, C, S, word_class, class_starts, act, lr, beta, clip, block,
+               independent, eos, h_init, dorder, use_bias, l2_every, drop_in, drop_out, drop_seed,
+               H, HIST, HS, ERR, NG, IST, LOGP):
+    """Words a : a + sync of shard t (a serial function: the parallel loops stay tiny)."""
+    lo = min(a, lens[t])
+    hi = min(a + sync, lens[t])
+    if hi > lo:
+        emb, rec, bh, out_w, bo, cls_w, bc, direct = _block_views(reps[t], N, M, C, S)
+        rnnlm_train_stream(X[t, lo:hi], Y[t, lo:hi], emb, rec, bh, out_w, bo, cls_w, bc, direct,
+                           word_class, class_starts, act, lr, beta, clip, block, independent, eos,
+                           h_init, dorder, use_bias, l2_every, drop_in, drop_out,
+                           drop_seed + t * SHARD_SEED_STEP, H[t], HIST[t], HS[t], ERR[t], NG[t],
+                           IST[t], LOGP[t, lo:hi])
+
+
+@njit(cache=True)
+def _merge_weight(i, base, reps):
+    """Average the changes of weight i over the shards that made one (a row only one shard used keeps
+    that shard's whole change; a weight every shard moved gets the mean of their moves)."""
+    T = reps.shape[0]
+    b0 = base[i]
+    acc = 0.0
+    k = 0
+    for t in range(T):
+        d = reps[t, i] - b0
+        if d != 0.0:
+            acc += d
+            k += 1
+    if k == 1:
+        for t in range(T):
+            if reps[t, i] != b0:
+                acc = reps[t, i]
+    elif k > 1:
+        acc = b0 + acc / k
+    else:
+        acc = b0
+    base[i] = acc
+    for t in range(T):
+        reps[t, i] = acc
+
+
 @njit(cache=True, parallel=True)
 def rnnlm_train_shards(X, Y, lens, sync, base, reps, N, M, C, S, word_class, class_starts,
                        act, lr, beta, clip, block, independent, eos, h_init, dorder, use_bias, l2_every,
@@ -402,35 +449,9 @@ def rnnlm_train_shards(X, Y, lens, sync, base, reps, N, M, C, S, word_class, cla
         if lens[t] > longest:
             longest = lens[t]
     for a in range(0, longest, sync):
-        for t in prange(T):
-            lo = min(a, lens[t])
-            hi = min(a + sync, lens[t])
-            if hi > lo:
-                emb, rec, bh, out_w, bo, cls_w, bc, direct = _block_views(reps[t], N, M, C, S)
-                rnnlm_train_stream(X[t, lo:hi], Y[t, lo:hi], emb, rec, bh, out_w, bo, cls_w, bc, direct,
-                                   word_class, class_starts, act, lr, beta, clip, block, independent, eos,
-                                   h_init, dorder, use_bias, l2_every, drop_in, drop_out,
-                                   drop_seed + t * SHARD_SEED_STEP, H[t], HIST[t], HS[t], ERR[t], NG[t],
-                                   IST[t], LOGP[t, lo:hi])
+        for i in prange(T):
+            _shard_run(np.int64(i), a, sync, X, Y, lens, reps, N, M, C, S, word_class, class_starts, act, lr, beta,
+                       clip, block, independent, eos, h_init, dorder, use_bias, l2_every, drop_in, drop_out,
+                       drop_seed, H, HIST, HS, ERR, NG, IST, LOGP)
         for i in prange(P):
-            # average the changes over the shards that made one (a row only one shard used keeps
-            # that shard's whole change; a weight every shard moved gets the mean of their moves)
-            b0 = base[i]
-            acc = 0.0
-            k = 0
-            for t in range(T):
-                d = reps[t, i] - b0
-                if d != 0.0:
-                    acc += d
-                    k += 1
-            if k == 1:
-                for t in range(T):
-                    if reps[t, i] != b0:
-                        acc = reps[t, i]
-            elif k > 1:
-                acc = b0 + acc / k
-            else:
-                acc = b0
-            base[i] = acc
-            for t in range(T):
-                reps[t, i] = acc
+            _merge_weight(np.int64(i), base, reps)
