@@ -21,6 +21,7 @@ import numpy as np
 
 from rnnlm import kernels as K
 from rnnlm.model import Params
+from rnnlm.threads import window_grad_groups
 
 
 class ClassInfo:
@@ -157,7 +158,7 @@ class BatchStepper:
             if self._groups.shape[0] != groups:
                 self._groups = np.zeros((groups, self.p.flat.size), self.p.flat.dtype)
             losses = np.zeros(groups)
-            K.window_grad_groups(x, y, h, ng, *param_args(self.p), self.ci.word_class, self.ci.class_starts,
+            window_grad_groups(x, y, h, ng, *param_args(self.p), self.ci.word_class, self.ci.class_starts,
                                  self.act, self.cost, self.independent, self.eos, self.h_init, self.dorder,
                                  self._groups, self._offs, h_out, ng_out, losses)
         self._pending = (x, y)

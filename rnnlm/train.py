@@ -35,6 +35,7 @@ from rnnlm.errors import RnnlmError
 from rnnlm.evaluate import stream_logprobs
 from rnnlm.model import ModelFile, Params, load_model, save_model
 from rnnlm.step import BatchStepper, ClassInfo, history_width, param_args
+from rnnlm.threads import rnnlm_train_shards
 
 CHUNK_WORDS = 16384
 RNNLM_L2_EVERY = 10   # rnnlm-0.4b applies L2 to the output and hidden weights on every 10th word
@@ -215,13 +216,13 @@ class Trainer:
         return lp, n
 
     def _train_shards(self, params, sstate, lr, a, b, data):
-        """Chunk [a, b) of every shard on its own thread (kernels.seq.rnnlm_train_shards)."""
+        """Chunk [a, b) of every shard on its own thread (threads.rnnlm_train_shards)."""
         t, m = self.tcfg, self.mcfg
         X, Y, lens = data
         n_c = np.clip(lens - a, 0, b - a).astype(np.int64)
         reps = np.ascontiguousarray(np.broadcast_to(params.flat, (self.shards, params.flat.size)))
         logp = np.zeros((self.shards, b - a), dtype=np.float64)
-        KS.rnnlm_train_shards(np.ascontiguousarray(X[:, a:b]), np.ascontiguousarray(Y[:, a:b]), n_c,
+        rnnlm_train_shards(np.ascontiguousarray(X[:, a:b]), np.ascontiguousarray(Y[:, a:b]), n_c,
                               min(SYNC_WORDS, b - a), params.flat, reps, m.vocab_size, m.hidden, m.classes,
                               m.direct_size, self.classes.word_class, self.classes.class_starts,
                               m.activation_code, lr, t.beta, t.clip, t.bptt_block, t.independent, self.eos,

@@ -7,6 +7,7 @@ import pytest
 
 import reference as ref
 from rnnlm.kernels import seq as KS
+from rnnlm.threads import rnnlm_train_shards
 from rnnlm.step import param_args
 from tiny import ACT, tiny_classes, tiny_model
 
@@ -139,7 +140,7 @@ def test_shards_kernel_with_one_shard_is_the_stream_kernel():
     st2 = [a[None].copy() for a in fresh_state(D, 0.7)]
     reps = q.flat[None].copy()
     logp = np.zeros((1, len(x)))
-    KS.rnnlm_train_shards(x[None], y[None], np.array([len(x)]), 5, q.flat, reps, N, M, 3, 40,
+    rnnlm_train_shards(x[None], y[None], np.array([len(x)]), 5, q.flat, reps, N, M, 3, 40,
                           ci.word_class, ci.class_starts, 0, 0.3, 0.05, 0.0, block, False, 0, 0.7, DORDER,
                           True, 3, 0.0, 0.0, 0, *st2, logp)
     np.testing.assert_array_equal(q.flat, p.flat)
@@ -161,7 +162,7 @@ def test_shards_merge_the_changes_of_each_shard():
         moved.append(q.flat - p.flat)
     b = p.copy()
     st2 = [np.stack([a, a]) for a in fresh_state(D, 0.7)]
-    KS.rnnlm_train_shards(X, Y, np.array([10, 10]), 10, b.flat, np.stack([p.flat, p.flat]), N, M, 3, 0,
+    rnnlm_train_shards(X, Y, np.array([10, 10]), 10, b.flat, np.stack([p.flat, p.flat]), N, M, 3, 0,
                           ci.word_class, ci.class_starts, 1, 0.2, 0.0, 0.0, block, False, 0, 0.7, DORDER,
                           True, 1, 0.0, 0.0, 0, *st2, np.zeros((2, 10)))
     both = (moved[0] != 0) & (moved[1] != 0)
@@ -195,7 +196,7 @@ def test_shards_with_dropout_one_shard_is_the_stream_kernel():
                 drop_out=0.3, drop_seed=7)
     st2 = [a[None].copy() for a in fresh_state(D, 0.7)]
     logp = np.zeros((1, len(x)))
-    KS.rnnlm_train_shards(x[None], y[None], np.array([len(x)]), 5, q.flat, q.flat[None].copy(), N, M, 3, 0,
+    rnnlm_train_shards(x[None], y[None], np.array([len(x)]), 5, q.flat, q.flat[None].copy(), N, M, 3, 0,
                           ci.word_class, ci.class_starts, 0, 0.3, 0.0, 0.0, block, False, 0, 0.7, DORDER,
                           True, 1, 0.2, 0.3, 7, *st2, logp)
     np.testing.assert_array_equal(q.flat, p.flat)

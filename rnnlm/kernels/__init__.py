@@ -15,9 +15,11 @@ deltas: a kernel *adds* dL/dparam into the gradient arrays it is given; the opti
 (`sgd_pieces`, `sgd_touched`) apply p -= lr * (scale * g + beta * p) and clear the gradient.
 
 Threads: `window_grad_classes` (class softmax: the output layer shared among threads by classes,
-balanced by work) and `window_grad_groups` (full softmax: one group of streams per thread, each with
-its own gradient buffer) are the only parallel kernels; `sgd_pieces_par` / `reduce_pieces_par` share
-an update's pieces. Every buffer a thread writes is its own or a disjoint part of a shared one, and
+balanced by work) is the parallel gradient kernel; `sgd_pieces_par` / `reduce_pieces_par` share an
+update's pieces. Work in large pieces runs serial `nogil` kernels on Python threads instead
+(rnnlm/threads.py: `group_grad`, one group of streams of a full softmax per thread, each with its own
+gradient buffer; `seq.shard_run` / `seq.merge_shards`, the per-word schedule's text shards), because
+parallel kernels compile slowly. Every buffer a thread writes is its own or a disjoint part of a shared one, and
 partial results are summed in a fixed order: the same thread count gives the same bits. BLAS is
 called single-threaded (the callers limit it). Reassociation/contraction are allowed only in the
 dot-product helpers (`FM` below), never where exp/log/softmax are computed.
@@ -70,7 +72,7 @@ if "OMP_WAIT_POLICY" not in os.environ and _others_running():
 
 from rnnlm.kernels.core import (CE, P0P1, PRIMES, RELU, SIGMOID, SSE, TANH,  # noqa: E402,F401
                                 direct_hashes)
-from rnnlm.kernels.batch import (window_grad, window_grad_classes, window_grad_groups,  # noqa: E402,F401
+from rnnlm.kernels.batch import (group_grad, window_grad, window_grad_classes,  # noqa: E402,F401
                                  window_logprob)
 from rnnlm.kernels.optim import (PIECE, reduce_pieces_par, sgd_pieces, sgd_pieces_par,  # noqa: E402,F401
                                  sgd_touched, sq_norm_dense, touched_pieces)

@@ -278,11 +278,18 @@ def window_grad_classes(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
     return loss
 
 
-@njit(cache=True)
-def _group_grad(q, G, x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
-                act, cost, independent, eos, h_init, dorder, Gbuf, offs, h_out, ng_out, losses):
-    """Group q of window_grad_groups (a serial function: the parallel loop around it stays tiny,
-    because parallel kernels compile slowly)."""
+@njit(cache=True, nogil=True)
+def group_grad(q, G, x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
+               act, cost, independent, eos, h_init, dorder, Gbuf, offs, h_out, ng_out, losses):
+    """window_grad of group q of G contiguous groups of the B streams, for one thread each
+    (rnnlm.threads runs the groups; nogil: Python threads run it in parallel, and no parallel kernel
+    has to be compiled, which is slow).
+
+    Group q adds its gradient into its own flat buffer Gbuf[q] (the parameter layout; block i starts
+    at offs[i]): no memory is shared between the groups, and each group's arithmetic is the same
+    whichever thread runs it, so the result depends on G only. losses[q] gets group q's loss; its
+    rows of h_out, ng_out as window_grad. Without direct connections only (direct.shape[0] == 0).
+    """
     T, B = x.shape
     N, M = emb.shape
     C = cls_w.shape[0]
@@ -306,19 +313,3 @@ def _group_grad(q, G, x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct,
             h_out[b0 + b, j] = ho[b, j]
         for k in range(no.shape[1]):
             ng_out[b0 + b, k] = no[b, k]
-
-
-@njit(cache=True, parallel=True)
-def window_grad_groups(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
-                       act, cost, independent, eos, h_init, dorder, Gbuf, offs, h_out, ng_out, losses):
-    """window_grad with the B streams split into G = Gbuf.shape[0] contiguous groups, one per thread.
-
-    Group q adds its gradient into its own flat buffer Gbuf[q] (the parameter layout; block q starts
-    at offs[q]): no memory is shared between the groups, and each group's arithmetic is the same
-    whichever thread runs it, so the result depends on G only. losses[q] gets group q's loss;
-    h_out, ng_out as window_grad. Without direct connections only (direct.shape[0] == 0).
-    """
-    G = Gbuf.shape[0]
-    for i in prange(G):
-        _group_grad(np.int64(i), G, x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class,
-                    class_starts, act, cost, independent, eos, h_init, dorder, Gbuf, offs, h_out, ng_out, losses)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from rnnlm.kernels.core import _activate, _direct_add, _fprime, _softmax_row, direct_hashes
 
@@ -358,6 +358,9 @@ def next_distribution(h, ng, out_w, bo, cls_w, bc, direct, class_starts, dorder,
 
 
 # ----------------------------------------------------------------------------- per-word schedule on threads
+# (driven by rnnlm.threads.rnnlm_train_shards)
+
+SHARD_SEED_STEP = 0x5851F42D
 
 @njit(cache=True)
 def _block_views(f, N, M, C, S):
@@ -381,14 +384,13 @@ def _block_views(f, N, M, C, S):
     return emb, rec, bh, out_w, bo, cls_w, bc, direct
 
 
-SHARD_SEED_STEP = 0x5851F42D
-
-
-@njit(cache=True)
-def _shard_run(t, a, sync, X, Y, lens, reps, N, M, C, S, word_class, class_starts, act, lr, beta, clip, block,
-               independent, eos, h_init, dorder, use_bias, l2_every, drop_in, drop_out, drop_seed,
-               H, HIST, HS, ERR, NG, IST, LOGP):
-    """Words a : a + sync of shard t (a serial function: the parallel loops stay tiny)."""
+@njit(cache=True, nogil=True)
+def shard_run(t, a, sync, X, Y, lens, reps, N, M, C, S, word_class, class_starts, act, lr, beta, clip, block,
+              independent, eos, h_init, dorder, use_bias, l2_every, drop_in, drop_out, drop_seed,
+              H, HIST, HS, ERR, NG, IST, LOGP):
+    """Words a : a + sync of shard t of rnnlm.threads.rnnlm_train_shards (the per-word schedule on
+    replica reps[t] with the shard's own stream state; nogil, for one Python thread per shard).
+    Shard t draws its dropout masks with seed drop_seed + t * SHARD_SEED_STEP."""
     lo = min(a, lens[t])
     hi = min(a + sync, lens[t])
     if hi > lo:
@@ -400,58 +402,29 @@ def _shard_run(t, a, sync, X, Y, lens, reps, N, M, C, S, word_class, class_start
                            IST[t], LOGP[t, lo:hi])
 
 
-@njit(cache=True)
-def _merge_weight(i, base, reps):
-    """Average the changes of weight i over the shards that made one (a row only one shard used keeps
-    that shard's whole change; a weight every shard moved gets the mean of their moves)."""
+@njit(cache=True, nogil=True)
+def merge_shards(i0, i1, base, reps):
+    """Merge weights i0 : i1 of the shards' replicas into base and back into every replica: a weight
+    only one shard changed takes that shard's value (a row only one shard used keeps its whole
+    change); a weight several changed moves by the mean of their changes."""
     T = reps.shape[0]
-    b0 = base[i]
-    acc = 0.0
-    k = 0
-    for t in range(T):
-        d = reps[t, i] - b0
-        if d != 0.0:
-            acc += d
-            k += 1
-    if k == 1:
+    for i in range(i0, i1):
+        b0 = base[i]
+        acc = 0.0
+        k = 0
         for t in range(T):
-            if reps[t, i] != b0:
-                acc = reps[t, i]
-    elif k > 1:
-        acc = b0 + acc / k
-    else:
-        acc = b0
-    base[i] = acc
-    for t in range(T):
-        reps[t, i] = acc
-
-
-@njit(cache=True, parallel=True)
-def rnnlm_train_shards(X, Y, lens, sync, base, reps, N, M, C, S, word_class, class_starts,
-                       act, lr, beta, clip, block, independent, eos, h_init, dorder, use_bias, l2_every,
-                       drop_in, drop_out, drop_seed, H, HIST, HS, ERR, NG, IST, LOGP):
-    """rnnlm-0.4b's per-word schedule on T shards of the text at once (one thread each), merged.
-
-    Shard t trains its own replica reps[t] (T, P) of the flat parameters `base` (P) on X[t, :lens[t]]
-    (targets Y), with its own stream state (H[t], HIST[t], ... as rnnlm_train_stream). After every
-    `sync` words of each shard the replicas are merged, weight by weight: a weight only one shard
-    changed takes that shard's value (rare words' rows keep their whole update); a weight several
-    shards changed moves by the mean of their changes (adding them up, as faster-rnnlm's lock-free
-    threads do, was unstable with merges this far apart). Every replica then restarts from the merged
-    weights. Deterministic: the result depends on T, not on how many threads run. With T = 1 this is
-    exactly rnnlm_train_stream. ln p of every word goes to LOGP. Shard t draws its dropout masks with
-    seed drop_seed + t * SHARD_SEED_STEP.
-    """
-    T = X.shape[0]
-    P = base.shape[0]
-    longest = 0
-    for t in range(T):
-        if lens[t] > longest:
-            longest = lens[t]
-    for a in range(0, longest, sync):
-        for i in prange(T):
-            _shard_run(np.int64(i), a, sync, X, Y, lens, reps, N, M, C, S, word_class, class_starts, act, lr, beta,
-                       clip, block, independent, eos, h_init, dorder, use_bias, l2_every, drop_in, drop_out,
-                       drop_seed, H, HIST, HS, ERR, NG, IST, LOGP)
-        for i in prange(P):
-            _merge_weight(np.int64(i), base, reps)
+            d = reps[t, i] - b0
+            if d != 0.0:
+                acc += d
+                k += 1
+        if k == 1:
+            for t in range(T):
+                if reps[t, i] != b0:
+                    acc = reps[t, i]
+        elif k > 1:
+            acc = b0 + acc / k
+        else:
+            acc = b0
+        base[i] = acc
+        for t in range(T):
+            reps[t, i] = acc
