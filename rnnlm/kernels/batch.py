@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from rnnlm.kernels.core import CE, _fprime, _hidden_forward, _hidden_streams, _reset_input, _row_history
+from rnnlm.kernels.core import (CE, _copy_rows, _fprime, _hidden_forward, _hidden_streams, _reset_input,
+                                _row_history)
 from rnnlm.kernels.output import _class_layer, _group_by_class, _output_layer, _word_layer
 
 
@@ -52,8 +53,8 @@ def _fold_recurrent(x, H, Delta, b0, b1, independent, eos, h_init, g_rec, g_bh):
         D = np.empty((T * Bg, M), dtype=dt)
         Hp = np.empty((T * Bg, M), dtype=dt)
         for t in range(T):
-            D[t * Bg:(t + 1) * Bg] = Delta[t * B + b0:t * B + b1]
-            Hp[t * Bg:(t + 1) * Bg] = H[t, b0:b1]
+            _copy_rows(D[t * Bg:(t + 1) * Bg], Delta[t * B + b0:t * B + b1])
+            _copy_rows(Hp[t * Bg:(t + 1) * Bg], H[t, b0:b1])
     if independent:
         for t in range(T):
             for b in range(b0, b1):
@@ -120,7 +121,7 @@ def window_grad(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_
     loss = _output_layer(S, yv, Hist, out_w, bo, cls_w, bc, direct, K, word_class, class_starts, cost, T >= 0,
                          dS, g_out, g_bo, g_cls, g_bc, g_direct, logp, 1024 + 0 * T)
     _backward(x, H, dS, rec, act, independent, eos, h_init, g_emb, g_rec, g_bh)
-    h_out[:, :] = H[T]
+    _copy_rows(h_out, H[T])
     return loss
 
 
@@ -142,7 +143,7 @@ def window_logprob(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, wo
     chunk = 512 if cls_w.shape[0] == 0 else 4096
     _output_layer(S, y.reshape(T * B), Hist, out_w, bo, cls_w, bc, direct, K, word_class, class_starts,
                   CE + 0 * T, T < 0, dummy2, dummy2, dummy1, dummy2, dummy1, dummy1, logp.reshape(T * B), chunk)
-    h_out[:, :] = H[T]
+    _copy_rows(h_out, H[T])
 
 
 @njit(cache=True)
@@ -228,7 +229,7 @@ def window_grad_classes(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
     dt = emb.dtype
     Gs = min(G, B)
     H = np.empty((T + 1, B, M), dtype=dt)
-    H[0] = h0
+    _copy_rows(H[0], h0)
     u_init = _reset_input(rec, h_init)
     S = H[1:].reshape((n, M))
     yv = y.reshape(n)
@@ -274,7 +275,7 @@ def window_grad_classes(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
             for h in range(M):
                 g_rec[j, h] += Grec[q, j, h]
     _fold_embedding(x, Delta, g_emb)
-    h_out[:, :] = H[T]
+    _copy_rows(h_out, H[T])
     return loss
 
 

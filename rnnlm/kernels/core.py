@@ -167,6 +167,15 @@ def _row_history(x, ng0, independent, eos, Hist, ng_out):
 FM = {"reassoc", "contract"}
 
 
+@njit(cache=True)
+def _copy_rows(dst, src):
+    """dst[:] = src for 2-D arrays of the same shape, as loops: a slice assignment would compile
+    Numba's shape-mismatch error formatting into every kernel (seconds of cold start)."""
+    for i in range(src.shape[0]):
+        for j in range(src.shape[1]):
+            dst[i, j] = src[i, j]
+
+
 @njit(cache=True, fastmath=FM)
 def _dot(a, b):
     """sum_i a[i] * b[i] in the arrays' own precision (1-D, same length >= 1)."""
@@ -274,6 +283,6 @@ def _hidden_forward(x, h0, emb, rec, bh, act, independent, eos, h_init):
     T, B = x.shape
     M = rec.shape[0]
     H = np.empty((T + 1, B, M), dtype=emb.dtype)
-    H[0] = h0
+    _copy_rows(H[0], h0)
     _hidden_streams(x, H, 0, B, emb, rec, bh, act, independent, eos, _reset_input(rec, h_init))
     return H

@@ -218,7 +218,9 @@ def _word_layer(S, yv, Hist, out_w, bo, direct, K, class_starts, order, cnt, tak
         Wc = out_w[cs:cs + sz]
         Sg = Sg_buf[:m * M].reshape((m, M))
         for i in range(m):
-            Sg[i, :] = S[order[lo + i]]
+            r = order[lo + i]
+            for j in range(S.shape[1]):
+                Sg[i, j] = S[r, j]
         Z = Z_buf[:m * sz].reshape((m, sz))
         np.dot(Sg, Wc.T, Z)
         for i in range(m):
