@@ -149,10 +149,12 @@ def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_cl
         _shift_history(ng, w_in, reset, eos)
         for k in range(D, 0, -1):
             hist[k] = hist[k - 1]
-            hs[k, :] = hs[k - 1]
-            err[k, :] = err[k - 1]
+            for j in range(M):   # loops, not slice assignments (see core._copy_rows)
+                hs[k, j] = hs[k - 1, j]
+                err[k, j] = err[k - 1, j]
         hist[0] = w_in
-        hs[1, :] = h
+        for j in range(M):
+            hs[1, j] = h[j]
         if istate[1] < D:
             istate[1] += 1
         # forward: net_j = V x + U s(t-1) + theta_j
