@@ -144,3 +144,16 @@ def test_eval_kernel_long_stream_matches_reference():
                               classes=ci.word_class if C else None, class_starts=ci.class_starts,
                               independent=False, eos=0, h_init=1.0, dorder=3, ng0=ng0)
         assert -logp.sum() == pytest.approx(rloss, rel=1e-10)
+
+
+def test_run_pieces_runs_each_piece_once_and_reraises():
+    from rnnlm.threads import run_pieces
+    seen = []
+    run_pieces(seen.append, 3)
+    assert sorted(seen) == [0, 1, 2]
+
+    def bad(q):
+        if q == 1:
+            raise ValueError("piece 1")
+    with pytest.raises(ValueError, match="piece 1"):
+        run_pieces(bad, 2)
