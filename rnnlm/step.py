@@ -67,19 +67,28 @@ def _blas_libs():
 
 class blas_single_thread:
     """Context manager: the BLAS libraries (the one Numba's kernels call included) run on one thread
-    inside, their previous thread counts are restored after (a few microseconds)."""
+    inside, their previous thread counts are restored after. Re-entrant: nested uses (a training
+    chunk around many windows) cost almost nothing."""
+
+    _depth = 0
 
     def __enter__(self):
-        self._old = [lc.get_num_threads() for lc in _blas_libs()]
-        for lc, n in zip(_blas_libs(), self._old):
-            if n != 1:
-                lc.set_num_threads(1)
+        cls = blas_single_thread
+        cls._depth += 1
+        if cls._depth == 1:
+            cls._old = [lc.get_num_threads() for lc in _blas_libs()]
+            for lc, n in zip(_blas_libs(), cls._old):
+                if n != 1:
+                    lc.set_num_threads(1)
         return self
 
     def __exit__(self, *exc):
-        for lc, n in zip(_blas_libs(), self._old):
-            if n != 1:
-                lc.set_num_threads(n)
+        cls = blas_single_thread
+        cls._depth -= 1
+        if cls._depth == 0:
+            for lc, n in zip(_blas_libs(), cls._old):
+                if n != 1:
+                    lc.set_num_threads(n)
         return False
 
 

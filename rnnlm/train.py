@@ -34,7 +34,7 @@ from rnnlm.config import ModelConfig, TrainConfig
 from rnnlm.errors import RnnlmError
 from rnnlm.evaluate import stream_logprobs
 from rnnlm.model import ModelFile, Params, load_model, save_model
-from rnnlm.step import BatchStepper, ClassInfo, history_width, param_args
+from rnnlm.step import BatchStepper, ClassInfo, blas_single_thread, history_width, param_args
 from rnnlm.threads import rnnlm_train_shards
 
 CHUNK_WORDS = 16384
@@ -207,12 +207,13 @@ class Trainer:
             return float(logp.sum()), b - a
         xs, ys, stepper = data
         lp, n = 0.0, 0
-        for wi in range(a, b):
-            xw, yw = window(xs, ys, wi * t.bptt, t.bptt)
-            loss, sstate["h"], sstate["ng"] = stepper.gradient(xw, yw, sstate["h"], sstate["ng"])
-            stepper.apply(xw, yw, lr, t.beta, t.clip, 1.0 / t.batch_size)
-            lp -= loss
-            n += xw.size
+        with blas_single_thread():   # once for the chunk, not per window
+            for wi in range(a, b):
+                xw, yw = window(xs, ys, wi * t.bptt, t.bptt)
+                loss, sstate["h"], sstate["ng"] = stepper.gradient(xw, yw, sstate["h"], sstate["ng"])
+                stepper.apply(xw, yw, lr, t.beta, t.clip, 1.0 / t.batch_size)
+                lp -= loss
+                n += xw.size
         return lp, n
 
     def _train_shards(self, params, sstate, lr, a, b, data):
