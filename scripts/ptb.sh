@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
         --out) OUT=$2; shift 2 ;;
         --only) ONLY=$2; shift 2 ;;
         --threads) THREADS=$2; shift 2 ;;
-        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "ptb.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
