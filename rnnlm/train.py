@@ -132,6 +132,7 @@ class Trainer:
         self.chunk = (max(1, CHUNK_WORDS // self.shards) if tcfg.schedule == "rnnlm"
                       else max(1, CHUNK_WORDS // (tcfg.batch_size * tcfg.bptt)))
         self.stop_after_chunks = None   # tests: simulate a kill after this many chunks
+        self.drop_seed = 0              # dropout masks' seed, set for each epoch by the training loop
 
     # ------------------------------------------------------------------ state
     def _fresh_stream_state(self):

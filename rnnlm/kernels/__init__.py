@@ -47,28 +47,48 @@ constant state h_init (no gradient flows to earlier steps), as rnnlm-0.4b's -ind
 from __future__ import annotations
 
 import os
+import time
 
+
+
+def _cpu_times():
+    with open("/proc/stat", encoding="ascii") as fh:
+        v = [int(x) for x in fh.readline().split()[1:]]
+    return sum(v), v[3] + (v[4] if len(v) > 4 else 0)   # total, idle + iowait
 
 
 def _others_running() -> bool:
-    """Whether another task is running right now (Linux /proc/loadavg: running tasks, this one
-    included); False where that cannot be read."""
+    """Whether other processes keep at least half a core busy: the machine's CPU time over 50 ms
+    (Linux /proc/stat) minus this process's own (its imports may leave threads busy for a moment).
+    A single look at the run queue is not enough: it also counts BLAS threads that spin for a moment
+    after a product. False where /proc is missing."""
     try:
-        with open("/proc/loadavg", encoding="ascii") as fh:
-            return int(fh.read().split()[3].split("/")[0]) > 1
+        t0, i0 = _cpu_times()
+        p0, w0 = time.process_time(), time.perf_counter()
+        time.sleep(0.05)
+        t1, i1 = _cpu_times()
+        p1, w1 = time.process_time(), time.perf_counter()
     except (OSError, ValueError, IndexError):
         return False
+    if t1 <= t0 or w1 <= w0:
+        return False
+    busy = (1.0 - (i1 - i0) / (t1 - t0)) * (os.cpu_count() or 1)   # cores busy, this process included
+    return busy - (p1 - p0) / (w1 - w0) > 0.5
 
 
-# OpenMP wait policy of Numba's threads (read when Numba starts them, hence decided on import; the
-# user's OMP_WAIT_POLICY wins). The parallel kernels run a few short regions per window: on idle
-# cores, threads that spin between regions start the next one at once (sleeping ones cost a wake-up
-# per region: no gain at all at hidden 100); but when other processes share the cores, spinning
-# threads starve the thread a region waits for and training runs up to 100x slower. So: sleep when
-# another process is running at start-up, spin (the runtime's default) otherwise. Only speed
-# depends on it, never the results.
-if "OMP_WAIT_POLICY" not in os.environ and _others_running():
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+# OpenMP wait policy of Numba's threads (read when the OpenMP runtime starts, hence decided on import;
+# the user's OMP_WAIT_POLICY or GOMP_SPINCOUNT wins). The parallel kernels run a few short regions per
+# window, a few tens of microseconds of Python apart. On idle cores, threads must spin across those
+# gaps: libgomp's default spins only about 0.1 ms and then sleeps, which cost all of the 2-thread gain
+# at hidden 100 (measured: 243,000 words/s against 401,000 with longer spinning), so we spin up to
+# GOMP_SPINCOUNT = 3,000,000 iterations (milliseconds) before sleeping. But when other processes share
+# the cores, spinning threads starve the thread a region waits for and training runs up to 100x
+# slower, so then they sleep at once (PASSIVE). Only speed depends on this, never the results.
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    if _others_running():
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    else:
+        os.environ["GOMP_SPINCOUNT"] = "3000000"
 
 from rnnlm.kernels.core import (CE, P0P1, PRIMES, RELU, SIGMOID, SSE, TANH,  # noqa: E402,F401
                                 direct_hashes)
