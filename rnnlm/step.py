@@ -21,7 +21,7 @@ import numpy as np
 
 from rnnlm import kernels as K
 from rnnlm.model import Params
-from rnnlm.threads import window_grad_groups
+from rnnlm.threads import reduce_pieces_threads, sgd_pieces_threads, window_grad_groups
 
 
 class ClassInfo:
@@ -135,7 +135,8 @@ class BatchStepper:
     def _flush(self) -> None:
         if self._pending is not None:
             x, y = self._pending
-            K.reduce_pieces_par(self._g.flat, self._groups, self._pieces(x, y, True, True))
+            reduce_pieces_threads(self._g.flat, self._groups, self._pieces(x, y, True, True),
+                                  self._groups.shape[0])
             self._pending = None
 
     def fresh_history(self, batch: int) -> np.ndarray:
@@ -198,9 +199,14 @@ class BatchStepper:
         groups = self._groups if fused else self._groups[:0]
         pieces = self._pieces(x, y, self.bias, self.bias)
         extra = K.sq_norm_dense(g.direct) if g.direct.size else 0.0
-        kernel = K.sgd_pieces_par if self._threads() > 1 else K.sgd_pieces
-        norm, used = kernel(p.flat, g.flat, groups, pieces, float(lr), float(scale), float(beta), float(clip),
-                            float(extra), np.empty(len(pieces)))
+        args = (p.flat, g.flat, groups, pieces, float(lr), float(scale), float(beta), float(clip), float(extra),
+                np.empty(len(pieces)))
+        if self._threads() == 1:
+            norm, used = K.sgd_pieces(*args)
+        elif self.ci.num_classes == 0 and not p.direct.size:   # the gradient ran on Python threads
+            norm, used = sgd_pieces_threads(*args, self._threads())
+        else:
+            norm, used = K.sgd_pieces_par(*args)
         if fused:
             self._pending = None
             if not self.bias:   # the unused bias gradients the groups accumulated

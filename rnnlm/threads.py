@@ -62,6 +62,15 @@ def rnnlm_train_shards(X, Y, lens, sync, base, reps, N, M, C, S, word_class, cla
         run_pieces(lambda q: KS.merge_shards(cuts[q], cuts[q + 1], base, reps), T)
 
 
+def reduce_pieces_threads(g, Gbuf, pieces, n: int) -> None:
+    """kernels.reduce_pieces_par on n Python threads: g += sum_q Gbuf[q], Gbuf <- 0 on the pieces."""
+    from rnnlm import kernels as K
+    m = pieces.shape[0]
+    cuts = [m * q // n for q in range(n + 1)]
+    partial = np.empty(m)
+    run_pieces(lambda q: K.pieces_range(g, g, Gbuf, pieces, cuts[q], cuts[q + 1], 1, 0.0, 0.0, 0.0, partial), n)
+
+
 def window_grad_groups(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
                        act, cost, independent, eos, h_init, dorder, Gbuf, offs, h_out, ng_out,
                        losses: np.ndarray) -> None:
@@ -73,3 +82,32 @@ def window_grad_groups(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct
     run_pieces(lambda q: K.group_grad(q, G, x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct,
                                       word_class, class_starts, act, cost, independent, eos, h_init, dorder,
                                       Gbuf, offs, h_out, ng_out, losses), G)
+
+
+def sgd_pieces_threads(p, g, Gbuf, pieces, lr, scale, beta, clip, extra_sq, partial, n: int):
+    """kernels.sgd_pieces with the pieces shared among n Python threads (the same bits): used where
+    the gradient came from Python threads too, so that no OpenMP thread spins beside them."""
+    import math
+    from rnnlm import kernels as K
+    m = pieces.shape[0]
+    cuts = [m * q // n for q in range(n + 1)]
+    if clip > 0:
+        run_pieces(lambda q: K.pieces_range(p, g, Gbuf, pieces, cuts[q], cuts[q + 1], 1, lr, scale, beta,
+                                            partial), n)
+        norm = math.sqrt(_ordered_sq(partial, m, extra_sq)) * scale
+        if norm > clip:
+            scale = scale * clip / norm
+        run_pieces(lambda q: K.pieces_range(p, g, Gbuf, pieces, cuts[q], cuts[q + 1], 2, lr, scale, beta,
+                                            partial), n)
+        return norm, scale
+    run_pieces(lambda q: K.pieces_range(p, g, Gbuf, pieces, cuts[q], cuts[q + 1], 0, lr, scale, beta,
+                                        partial), n)
+    return math.sqrt(_ordered_sq(partial, m, extra_sq)) * scale, scale
+
+
+def _ordered_sq(partial, m, extra_sq) -> float:
+    """extra_sq + partial[0] + ... + partial[m - 1], added in order (as kernels.optim._norm)."""
+    sq = float(extra_sq)
+    for v in partial[:m].tolist():
+        sq += v
+    return sq

@@ -94,5 +94,5 @@ from rnnlm.kernels.core import (CE, P0P1, PRIMES, RELU, SIGMOID, SSE, TANH,  # n
                                 direct_hashes)
 from rnnlm.kernels.batch import (group_grad, window_grad, window_grad_classes,  # noqa: E402,F401
                                  window_logprob)
-from rnnlm.kernels.optim import (PIECE, reduce_pieces_par, sgd_pieces, sgd_pieces_par,  # noqa: E402,F401
-                                 sgd_touched, sq_norm_dense, touched_pieces)
+from rnnlm.kernels.optim import (PIECE, pieces_range, reduce_pieces_par, sgd_pieces,  # noqa: E402,F401
+                                 sgd_pieces_par, sgd_touched, sq_norm_dense, touched_pieces)

@@ -169,6 +169,18 @@ def sgd_pieces_par(p, g, Gbuf, pieces, lr, scale, beta, clip, extra_sq, partial)
     return _norm(partial, extra_sq, scale), scale
 
 
+@njit(cache=True, nogil=True)
+def pieces_range(p, g, Gbuf, pieces, i0, i1, mode, lr, scale, beta, partial):
+    """Pieces i0 : i1 of sgd_pieces for one Python thread (rnnlm/threads.py): mode 0 reduces the
+    group gradients into g (partial[i] = its squared norm) and applies the update, mode 1 only
+    reduces, mode 2 only applies. The same arithmetic per piece as sgd_pieces, so the same bits."""
+    for i in range(i0, i1):
+        if mode != 2:
+            partial[i] = _reduce_piece(g, Gbuf, pieces[i, 0], pieces[i, 1])
+        if mode != 1:
+            _sgd_piece(p, g, pieces[i, 0], pieces[i, 1], lr, scale, beta)
+
+
 @njit(cache=True, parallel=True)
 def reduce_pieces_par(g, Gbuf, pieces):
     """g += sum_q Gbuf[q] and Gbuf <- 0 on the pieces (threads share the pieces)."""
