@@ -10,10 +10,10 @@ parallel kernel is compiled). On more, a class softmax shares the output layer a
 classes (kernels.window_grad_classes: each class's rows of W written by one thread, no copies; the
 recurrence and BPTT by groups of streams); a full softmax splits the B streams into one group per
 thread (Python threads running the serial kernel, rnnlm/threads.py), each accumulating into its own
-gradient buffer, summed in a fixed order by the update while it applies them. The same thread count gives the same bits every run; different counts differ only
-by rounding. BLAS runs single-threaded inside the kernels (`blas_single_thread`) so that Numba's
-threads and the BLAS library's do not oversubscribe the cores. Models with direct connections
-compute their gradient on one thread.
+gradient buffer, summed in a fixed order by the update while it applies them. The same thread count
+gives the same bits every run; different counts differ only by rounding. BLAS runs single-threaded
+inside the kernels (`blas_single_thread`) so that Numba's threads and the BLAS library's do not
+oversubscribe the cores. Models with direct connections compute their gradient on one thread.
 """
 from __future__ import annotations
 
@@ -169,8 +169,8 @@ class BatchStepper:
                 self._groups = np.zeros((groups, self.p.flat.size), self.p.flat.dtype)
             losses = np.zeros(groups)
             window_grad_groups(x, y, h, ng, *param_args(self.p), self.ci.word_class, self.ci.class_starts,
-                                 self.act, self.cost, self.independent, self.eos, self.h_init, self.dorder,
-                                 self._groups, self._offs, h_out, ng_out, losses)
+                               self.act, self.cost, self.independent, self.eos, self.h_init, self.dorder,
+                               self._groups, self._offs, h_out, ng_out, losses)
         self._pending = (x, y)
         loss = 0.0
         for v in losses:

@@ -63,7 +63,7 @@ def rnnlm_train_shards(X, Y, lens, sync, base, reps, N, M, C, S, word_class, cla
 
 
 def reduce_pieces_threads(g, Gbuf, pieces, n: int) -> None:
-    """kernels.reduce_pieces_par on n Python threads: g += sum_q Gbuf[q], Gbuf <- 0 on the pieces."""
+    """g += sum_q Gbuf[q] (groups in order) and Gbuf <- 0 on the pieces, on n Python threads."""
     from rnnlm import kernels as K
     m = pieces.shape[0]
     cuts = [m * q // n for q in range(n + 1)]

@@ -15,8 +15,7 @@ deltas: a kernel *adds* dL/dparam into the gradient arrays it is given; the opti
 (`sgd_pieces`, `sgd_touched`) apply p -= lr * (scale * g + beta * p) and clear the gradient.
 
 Threads: `window_grad_classes` (class softmax: the output layer shared among threads by classes,
-balanced by work) is the parallel gradient kernel; `sgd_pieces_par` / `reduce_pieces_par` share an
-update's pieces. Work in large pieces runs serial `nogil` kernels on Python threads instead
+balanced by work) is the parallel gradient kernel; `sgd_pieces_par` shares its update's pieces. Work in large pieces runs serial `nogil` kernels on Python threads instead
 (rnnlm/threads.py: `group_grad`, one group of streams of a full softmax per thread, each with its own
 gradient buffer; `seq.shard_run` / `seq.merge_shards`, the per-word schedule's text shards), because
 parallel kernels compile slowly. Every buffer a thread writes is its own or a disjoint part of a shared one, and
@@ -94,5 +93,5 @@ from rnnlm.kernels.core import (CE, P0P1, PRIMES, RELU, SIGMOID, SSE, TANH,  # n
                                 direct_hashes)
 from rnnlm.kernels.batch import (group_grad, window_grad, window_grad_classes,  # noqa: E402,F401
                                  window_logprob)
-from rnnlm.kernels.optim import (PIECE, pieces_range, reduce_pieces_par, sgd_pieces,  # noqa: E402,F401
-                                 sgd_pieces_par, sgd_touched, sq_norm_dense, touched_pieces)
+from rnnlm.kernels.optim import (PIECE, pieces_range, sgd_pieces, sgd_pieces_par,  # noqa: E402,F401
+                                 sgd_touched, sq_norm_dense, touched_pieces)

@@ -181,14 +181,6 @@ def pieces_range(p, g, Gbuf, pieces, i0, i1, mode, lr, scale, beta, partial):
             _sgd_piece(p, g, pieces[i, 0], pieces[i, 1], lr, scale, beta)
 
 
-@njit(cache=True, parallel=True)
-def reduce_pieces_par(g, Gbuf, pieces):
-    """g += sum_q Gbuf[q] and Gbuf <- 0 on the pieces (threads share the pieces)."""
-    for ii in prange(pieces.shape[0]):
-        i = np.int64(ii)
-        _reduce_piece(g, Gbuf, pieces[i, 0], pieces[i, 1])
-
-
 @njit(cache=True)
 def sq_norm_dense(g):
     acc = 0.0
