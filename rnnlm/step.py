@@ -128,6 +128,11 @@ class BatchStepper:
     def _threads(self) -> int:
         return max(1, int(self.threads) if self.threads is not None else num_threads())
 
+    def _on_python_threads(self) -> bool:
+        """Whether the gradient runs as stream groups on Python threads (a full softmax without direct
+        connections on more than one thread); its update then uses the same threads."""
+        return self._threads() > 1 and self.ci.num_classes == 0 and not self.p.direct.size
+
     def _pieces(self, x, y, bias_dense: bool, bias_out: bool) -> np.ndarray:
         return K.touched_pieces(x, y, self.ci.word_class, self.ci.class_starts, self.ci.num_classes == 0,
                                 self._offs, self.p.cfg.hidden, bias_dense, bias_out, K.PIECE)
@@ -203,7 +208,7 @@ class BatchStepper:
                 np.empty(len(pieces)))
         if self._threads() == 1:
             norm, used = K.sgd_pieces(*args)
-        elif self.ci.num_classes == 0 and not p.direct.size:   # the gradient ran on Python threads
+        elif self._on_python_threads():
             norm, used = sgd_pieces_threads(*args, self._threads())
         else:
             norm, used = K.sgd_pieces_par(*args)

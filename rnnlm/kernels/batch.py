@@ -309,8 +309,5 @@ def group_grad(q, G, x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, 
                             gb[offs[2]:offs[3]], gb[offs[3]:offs[4]].reshape((N, M)), gb[offs[4]:offs[5]],
                             gb[offs[5]:offs[6]].reshape((C, M)), gb[offs[6]:offs[7]], gb[offs[7]:offs[8]],
                             ho, no)
-    for b in range(b1 - b0):
-        for j in range(M):
-            h_out[b0 + b, j] = ho[b, j]
-        for k in range(no.shape[1]):
-            ng_out[b0 + b, k] = no[b, k]
+    _copy_rows(h_out[b0:b1], ho)
+    _copy_rows(ng_out[b0:b1], no)

@@ -91,12 +91,12 @@ def _class_layer(S, yv, Hist, cls_w, bc, direct, K, word_class, want_grad, dS, g
     hs = np.zeros(max(K, 1), dtype=np.int64)
     zero = 0 * n            # run-time values, not literals (see _full_output)
     no_class = zero - 1
-    wrap = n < 0
+    no_wrap = n < 0         # class features do not wrap around the table
     for r in range(n):
         z = Zc[r]
         if K > 0:
             direct_hashes(Hist[r], K, no_class, size, hs)
-            _direct_add(z, C, direct, hs, K, wrap)
+            _direct_add(z, C, direct, hs, K, no_wrap)
         c = np.int64(word_class[yv[r]])
         if not want_grad:
             logp[r] = _biased_logprob(z, bc, zero, C, c)
@@ -106,7 +106,7 @@ def _class_layer(S, yv, Hist, cls_w, bc, direct, K, word_class, want_grad, dS, g
         z[c] -= 1.0
         if K > 0:
             direct_hashes(Hist[r], K, no_class, size, hs)
-            _direct_grad(z, C, g_direct, hs, K, wrap)
+            _direct_grad(z, C, g_direct, hs, K, no_wrap)
     if want_grad:
         gtmp = np.empty((C, M), dtype=dt)
         np.dot(Zc.T, S, gtmp)
