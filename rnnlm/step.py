@@ -211,7 +211,7 @@ class BatchStepper:
         elif self._on_python_threads():
             norm, used = sgd_pieces_threads(*args, self._threads())
         else:
-            norm, used = K.sgd_pieces_par(*args)
+            norm, used = K.sgd_pieces_par(*args, self._threads())
         if fused:
             self._pending = None
             if not self.bias:   # the unused bias gradients the groups accumulated

@@ -66,7 +66,7 @@ def reduce_pieces_threads(g, Gbuf, pieces, n: int) -> None:
     """g += sum_q Gbuf[q] (groups in order) and Gbuf <- 0 on the pieces, on n Python threads."""
     from rnnlm import kernels as K
     m = pieces.shape[0]
-    cuts = [m * q // n for q in range(n + 1)]
+    cuts = K.piece_cuts(pieces, n).tolist()
     partial = np.empty(m)
     run_pieces(lambda q: K.pieces_range(g, g, Gbuf, pieces, cuts[q], cuts[q + 1], 1, 0.0, 0.0, 0.0, partial), n)
 
@@ -90,7 +90,7 @@ def sgd_pieces_threads(p, g, Gbuf, pieces, lr, scale, beta, clip, extra_sq, part
     import math
     from rnnlm import kernels as K
     m = pieces.shape[0]
-    cuts = [m * q // n for q in range(n + 1)]
+    cuts = K.piece_cuts(pieces, n).tolist()
     if clip > 0:
         run_pieces(lambda q: K.pieces_range(p, g, Gbuf, pieces, cuts[q], cuts[q + 1], 1, lr, scale, beta,
                                             partial), n)

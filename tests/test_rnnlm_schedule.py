@@ -201,3 +201,32 @@ def test_shards_with_dropout_one_shard_is_the_stream_kernel():
                           True, 1, 0.2, 0.3, 7, *st2, logp)
     np.testing.assert_array_equal(q.flat, p.flat)
     np.testing.assert_array_equal(logp[0], lp)
+
+
+def test_merge_kernel_rule_exactly_on_a_range():
+    """merge_shards on float32 replicas of 3 shards, over a range that is not a whole number of its
+    blocks: one change -> that shard's value (bit for bit), several -> base + mean of the changes
+    (float64 arithmetic), none -> base; every replica gets the merged value; outside the range
+    nothing moves."""
+    rng = np.random.default_rng(4)
+    P, T = 3 * KS.MERGE_BLOCK + 77, 3
+    base = rng.standard_normal(P).astype(np.float32)
+    reps = np.tile(base, (T, 1))
+    for t in range(T):
+        m = rng.random(P) < 0.4
+        reps[t, m] += (rng.standard_normal(m.sum()) * 0.01).astype(np.float32)
+    i0, i1 = 5, P - 3
+    b, r = base.copy(), reps.copy()
+    KS.merge_shards(i0, i1, b, r)
+    d = reps.astype(np.float64) - base.astype(np.float64)
+    k = (reps != base).sum(0)
+    only = np.where(k == 1, reps[np.argmax(reps != base, axis=0), np.arange(P)], base)
+    mean = (base + np.where(k > 1, d.sum(0) / np.maximum(k, 1), 0.0)).astype(np.float32)
+    want = np.where(k == 1, only, np.where(k > 1, mean, base))
+    assert (k[i0:i1] == 0).any() and (k[i0:i1] == 1).any() and (k[i0:i1] > 1).any()
+    np.testing.assert_array_equal(b[i0:i1], want[i0:i1])
+    np.testing.assert_array_equal(b[:i0], base[:i0])
+    np.testing.assert_array_equal(b[i1:], base[i1:])
+    for t in range(T):
+        np.testing.assert_array_equal(r[t, i0:i1], want[i0:i1])
+        np.testing.assert_array_equal(r[t, :i0], reps[t, :i0])

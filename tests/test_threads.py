@@ -109,21 +109,41 @@ def test_same_threads_same_bytes(C):
     assert _train(C, 1) == _train(C, 1)
 
 
+def _uneven_pieces(P):
+    """Many small pieces (embedding rows), then few large ones (output rows), as a window's update."""
+    small = [[a, a + 100] for a in range(0, 20_000, 200)]
+    large = [[a, min(P, a + 4096)] for a in range(20_000, P, 4096)]
+    return np.array(small + large, np.int64)
+
+
 def test_parallel_update_kernel_is_bit_identical_to_serial():
     rng = np.random.default_rng(3)
     P = 50_000
     p = rng.standard_normal(P).astype(np.float32)
     g = rng.standard_normal(P).astype(np.float32)
     G = rng.standard_normal((2, P)).astype(np.float32)
-    pieces = np.array([[a, min(P, a + 1000)] for a in range(0, P, 1500)], np.int64)
-    for clip in (0.0, 5.0):
-        a = (p.copy(), g.copy(), G.copy())
-        b = (p.copy(), g.copy(), G.copy())
-        ra = K.sgd_pieces(*a, pieces, 0.1, 0.5, 1e-3, clip, 2.0, np.empty(len(pieces)))
-        rb = K.sgd_pieces_par(*b, pieces, 0.1, 0.5, 1e-3, clip, 2.0, np.empty(len(pieces)))
-        assert ra == rb
-        for u, v in zip(a, b):
-            assert u.tobytes() == v.tobytes()
+    for pieces in (np.array([[a, min(P, a + 1000)] for a in range(0, P, 1500)], np.int64), _uneven_pieces(P)):
+        for clip in (0.0, 5.0):
+            a = (p.copy(), g.copy(), G.copy())
+            ra = K.sgd_pieces(*a, pieces, 0.1, 0.5, 1e-3, clip, 2.0, np.empty(len(pieces)))
+            for threads in (1, 2, 3, 7):
+                b = (p.copy(), g.copy(), G.copy())
+                rb = K.sgd_pieces_par(*b, pieces, 0.1, 0.5, 1e-3, clip, 2.0, np.empty(len(pieces)), threads)
+                assert ra == rb
+                for u, v in zip(a, b):
+                    assert u.tobytes() == v.tobytes()
+
+
+def test_piece_cuts_share_work_not_piece_count():
+    pieces = _uneven_pieces(50_000)
+    sizes = pieces[:, 1] - pieces[:, 0]
+    for G in (1, 2, 3, 4):
+        cuts = K.piece_cuts(pieces, G)
+        assert cuts[0] == 0 and cuts[-1] == len(pieces) and (np.diff(cuts) >= 0).all()
+        work = [sizes[cuts[q]:cuts[q + 1]].sum() for q in range(G)]
+        # each run is within one piece of an equal share (a count split gives run 0 only small pieces)
+        assert max(abs(w - sizes.sum() / G) for w in work) <= sizes.max()
+    assert K.piece_cuts(pieces[:0], 2).tolist() == [0, 0, 0]
 
 
 def test_eval_kernel_long_stream_matches_reference():

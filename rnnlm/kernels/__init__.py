@@ -95,5 +95,5 @@ from rnnlm.kernels.core import (CE, P0P1, PRIMES, RELU, SIGMOID, SSE, TANH,  # n
                                 direct_hashes)
 from rnnlm.kernels.batch import (group_grad, window_grad, window_grad_classes,  # noqa: E402,F401
                                  window_logprob)
-from rnnlm.kernels.optim import (PIECE, pieces_range, sgd_pieces, sgd_pieces_par,  # noqa: E402,F401
+from rnnlm.kernels.optim import (PIECE, piece_cuts, pieces_range, sgd_pieces, sgd_pieces_par,  # noqa: E402,F401
                                  sgd_touched, sq_norm_dense, touched_pieces)

@@ -147,28 +147,6 @@ def sgd_pieces(p, g, Gbuf, pieces, lr, scale, beta, clip, extra_sq, partial):
     return _norm(partial, extra_sq, scale), scale
 
 
-@njit(cache=True, parallel=True)
-def sgd_pieces_par(p, g, Gbuf, pieces, lr, scale, beta, clip, extra_sq, partial):
-    """sgd_pieces with the pieces shared among threads (the same result, bit for bit)."""
-    n = pieces.shape[0]
-    if clip > 0:
-        for ii in prange(n):
-            i = np.int64(ii)
-            partial[i] = _reduce_piece(g, Gbuf, pieces[i, 0], pieces[i, 1])
-        norm = _norm(partial, extra_sq, scale)
-        if norm > clip:
-            scale = scale * clip / norm
-        for ii in prange(n):
-            i = np.int64(ii)
-            _sgd_piece(p, g, pieces[i, 0], pieces[i, 1], lr, scale, beta)
-        return norm, scale
-    for ii in prange(n):    # no clipping: one sweep, each piece reduced and updated while in cache
-        i = np.int64(ii)
-        partial[i] = _reduce_piece(g, Gbuf, pieces[i, 0], pieces[i, 1])
-        _sgd_piece(p, g, pieces[i, 0], pieces[i, 1], lr, scale, beta)
-    return _norm(partial, extra_sq, scale), scale
-
-
 @njit(cache=True, nogil=True)
 def pieces_range(p, g, Gbuf, pieces, i0, i1, mode, lr, scale, beta, partial):
     """Pieces i0 : i1 of sgd_pieces for one Python thread (rnnlm/threads.py): mode 0 reduces the
@@ -179,6 +157,51 @@ def pieces_range(p, g, Gbuf, pieces, i0, i1, mode, lr, scale, beta, partial):
             partial[i] = _reduce_piece(g, Gbuf, pieces[i, 0], pieces[i, 1])
         if mode != 1:
             _sgd_piece(p, g, pieces[i, 0], pieces[i, 1], lr, scale, beta)
+
+
+@njit(cache=True)
+def piece_cuts(pieces, G):
+    """Cut the pieces into G contiguous runs of about equal work (entries, not piece count: a window's
+    embedding rows are many small pieces, its output rows few large ones): run q is
+    pieces[cuts[q]:cuts[q + 1]]."""
+    n = pieces.shape[0]
+    total = 0
+    for i in range(n):
+        total += pieces[i, 1] - pieces[i, 0]
+    cuts = np.empty(G + 1, dtype=np.int64)
+    cuts[0] = 0
+    i = 0
+    acc = 0
+    for q in range(1, G):
+        target = total * q // G
+        while i < n and acc + (pieces[i, 1] - pieces[i, 0]) // 2 < target:   # the piece's middle
+            acc += pieces[i, 1] - pieces[i, 0]
+            i += 1
+        cuts[q] = i
+    cuts[G] = n
+    return cuts
+
+
+@njit(cache=True, parallel=True)
+def sgd_pieces_par(p, g, Gbuf, pieces, lr, scale, beta, clip, extra_sq, partial, G):
+    """sgd_pieces with the pieces shared among G threads in runs of equal work (the same result, bit
+    for bit)."""
+    cuts = piece_cuts(pieces, G)
+    if clip > 0:
+        for qq in prange(G):
+            q = np.int64(qq)
+            pieces_range(p, g, Gbuf, pieces, cuts[q], cuts[q + 1], 1, lr, scale, beta, partial)
+        norm = _norm(partial, extra_sq, scale)
+        if norm > clip:
+            scale = scale * clip / norm
+        for qq in prange(G):
+            q = np.int64(qq)
+            pieces_range(p, g, Gbuf, pieces, cuts[q], cuts[q + 1], 2, lr, scale, beta, partial)
+        return norm, scale
+    for qq in prange(G):    # no clipping: one sweep, each piece reduced and updated while in cache
+        q = np.int64(qq)
+        pieces_range(p, g, Gbuf, pieces, cuts[q], cuts[q + 1], 0, lr, scale, beta, partial)
+    return _norm(partial, extra_sq, scale), scale
 
 
 @njit(cache=True)
