@@ -98,6 +98,9 @@ def num_threads() -> int:
 
 
 
+_NO_UPDATE = np.empty(0)
+
+
 class BatchStepper:
     """Holds the gradient buffers of the minibatch schedule and performs updates.
 
@@ -133,9 +136,10 @@ class BatchStepper:
         connections on more than one thread); its update then uses the same threads."""
         return self._threads() > 1 and self.ci.num_classes == 0 and not self.p.direct.size
 
-    def _pieces(self, x, y, bias_dense: bool, bias_out: bool) -> np.ndarray:
+    def _pieces(self, x, y, bias_dense: bool, bias_out: bool, out_rows: bool = True) -> np.ndarray:
         return K.touched_pieces(x, y, self.ci.word_class, self.ci.class_starts, self.ci.num_classes == 0,
-                                self._offs, self.p.cfg.hidden, bias_dense, bias_out, K.PIECE)
+                                self._offs, self.p.cfg.hidden, bias_dense, out_rows, bias_out and out_rows,
+                                K.PIECE)
 
     def _flush(self) -> None:
         if self._pending is not None:
@@ -148,10 +152,10 @@ class BatchStepper:
         """The direct-connection history a stream starts with (end-of-sentence ids)."""
         return np.full((batch, history_width(self.dorder)), self.eos, dtype=np.int32)
 
-    def gradient(self, x: np.ndarray, y: np.ndarray, h: np.ndarray,
-                 ng: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    def gradient(self, x: np.ndarray, y: np.ndarray, h: np.ndarray, ng: np.ndarray,
+                 upd: np.ndarray = _NO_UPDATE) -> tuple[float, np.ndarray, np.ndarray]:
         """Accumulate dL/dparam of one (T, B) window into self.g; returns (loss, final state,
-        final direct-connection history)."""
+        final direct-connection history). upd: see `step` (class softmax only)."""
         h_out = np.empty_like(h)
         ng_out = np.empty_like(ng)
         threads = self._threads()
@@ -161,13 +165,14 @@ class BatchStepper:
             if threads == 1 or self.p.direct.size:   # direct connections: one thread
                 loss = K.window_grad(x, y, h, ng, *param_args(self.p), self.ci.word_class, self.ci.class_starts,
                                      self.act, self.cost, self.independent, self.eos, self.h_init, self.dorder,
-                                     g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, g.direct, h_out, ng_out)
+                                     g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, g.direct, h_out, ng_out,
+                                     upd)
                 return loss, h_out, ng_out
             if self.ci.num_classes > 0:   # the output layer shared by classes: no per-thread copies of W
                 loss = K.window_grad_classes(x, y, h, ng, *param_args(self.p), self.ci.word_class,
                                              self.ci.class_starts, self.act, self.independent, self.eos,
                                              self.h_init, threads, g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w,
-                                             g.bc, h_out, ng_out)
+                                             g.bc, h_out, ng_out, upd)
                 return loss, h_out, ng_out
             groups = min(threads, x.shape[1])
             if self._groups.shape[0] != groups:
@@ -191,18 +196,37 @@ class BatchStepper:
         starts, ends = self.ci.class_starts[cls], self.ci.class_starts[cls + 1]
         return np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in zip(starts, ends)])
 
-    def apply(self, x: np.ndarray, y: np.ndarray, lr: float, beta: float, clip: float, scale: float) -> float:
+    def step(self, x: np.ndarray, y: np.ndarray, h: np.ndarray, ng: np.ndarray, lr: float, beta: float,
+             clip: float, scale: float) -> tuple[float, np.ndarray, np.ndarray]:
+        """One update on window (x, y): `gradient` then `apply`. Without clipping, a class softmax
+        updates each class's output rows inside the gradient kernel as soon as dL/ds is formed, and
+        never stores their gradient: the same update up to rounding (sums in another order), with
+        one pass over the rows instead of several (they are most of the update at hidden 100 - 200).
+        Returns gradient's (loss, state, history). Expects the gradient buffers clear, as after
+        `apply` (no `gradient` call since the last update)."""
+        if clip > 0 or self.ci.num_classes == 0 or self._pending is not None or x.size > 1024:
+            out = self.gradient(x, y, h, ng)
+            self.apply(x, y, lr, beta, clip, scale)
+            return out
+        upd = np.array([lr, scale, beta, 1.0 if self.bias else 0.0])
+        out = self.gradient(x, y, h, ng, upd)
+        self.apply(x, y, lr, beta, clip, scale, out_rows=False)
+        return out
+
+    def apply(self, x: np.ndarray, y: np.ndarray, lr: float, beta: float, clip: float, scale: float,
+              out_rows: bool = True) -> float:
         """SGD on the accumulated gradient (times `scale`), clipped to global norm `clip` (0 = off),
         with L2 `beta` on the touched weights: the embedding rows of the inputs x, the output rows of
         the classes of the targets y (all for a full softmax), the dense blocks, the direct
-        connections with a nonzero gradient. Clears the gradient; returns its norm (before clipping)."""
+        connections with a nonzero gradient. Clears the gradient; returns its norm (before clipping).
+        out_rows False: the output rows and their biases were updated already (`step`); left out."""
         p = self.p
         fused = self._pending is not None and self._pending[0] is x and self._pending[1] is y
         if not fused:
             self._flush()
         g = self._g
         groups = self._groups if fused else self._groups[:0]
-        pieces = self._pieces(x, y, self.bias, self.bias)
+        pieces = self._pieces(x, y, self.bias, self.bias, out_rows)
         extra = K.sq_norm_dense(g.direct) if g.direct.size else 0.0
         args = (p.flat, g.flat, groups, pieces, float(lr), float(scale), float(beta), float(clip), float(extra),
                 np.empty(len(pieces)))

@@ -211,8 +211,8 @@ class Trainer:
         with blas_single_thread():   # once for the chunk, not per window
             for wi in range(a, b):
                 xw, yw = window(xs, ys, wi * t.bptt, t.bptt)
-                loss, sstate["h"], sstate["ng"] = stepper.gradient(xw, yw, sstate["h"], sstate["ng"])
-                stepper.apply(xw, yw, lr, t.beta, t.clip, 1.0 / t.batch_size)
+                loss, sstate["h"], sstate["ng"] = stepper.step(xw, yw, sstate["h"], sstate["ng"], lr, t.beta,
+                                                               t.clip, 1.0 / t.batch_size)
                 lp -= loss
                 n += xw.size
         return lp, n

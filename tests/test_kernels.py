@@ -119,7 +119,7 @@ def test_gradient_central_differences(c):
         return K.window_grad(x, y, h0, ng0, *param_args(p), ci.word_class, ci.class_starts, ACT[c["act"]],
                              0 if c["cost"] == "ce" else 1, c["indep"], 0, 0.7, DORDER,
                              g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, g.direct, np.empty_like(h0),
-                             np.empty_like(ng0))
+                             np.empty_like(ng0), np.empty(0))
 
     eps = 1e-4  # truncation O(eps^2) and rounding O(1e-16 / eps) errors both ~1e-11 here
     numeric = np.zeros_like(analytic)

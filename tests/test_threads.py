@@ -87,6 +87,62 @@ def test_update_with_two_threads_equals_one(C, clip):
     assert not two._groups.any() and not two.g.flat.any() and not one.g.flat.any()
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("bias,direct,dtype", [(True, 0, "float32"), (False, 0, "float32"), (True, 0, "float64"),
+                                               (True, 40, "float64")])
+def test_step_fuses_the_output_update(threads, bias, direct, dtype, monkeypatch):
+    """step() (a class softmax without clipping: the output rows take their SGD step inside the
+    gradient kernel, their gradient never stored) ends where gradient() + apply() do, up to rounding
+    (1e-12 in float64), over several windows, with and without biases, with direct connections, on
+    one and two threads; it did take the fused path, and it is deterministic."""
+    base = tiny_model(N, M, 3, "sigmoid", seed=6, dtype=dtype, scale=0.4, direct=direct)
+    if not bias:
+        base = type(base)(base.cfg.__class__(**{**base.cfg.to_dict(), "bias": False}), base.flat.copy())
+        for name in ("bh", "bo", "bc"):
+            base.block(name)[...] = 0.0
+    ci = tiny_classes(N, 3)
+    rng = np.random.default_rng(8)
+    wins = [(rng.integers(0, N, (5, 8)).astype(np.int32),
+             np.where(rng.random((5, 8)) < 0.7, rng.integers(0, 4, (5, 8)),
+                      rng.integers(0, N, (5, 8))).astype(np.int32)) for _ in range(4)]
+    fused_calls = []
+    real_apply = BatchStepper.apply
+
+    def spy(self, *a, out_rows=True, **k):
+        fused_calls.append(not out_rows)
+        return real_apply(self, *a, out_rows=out_rows, **k)
+
+    monkeypatch.setattr(BatchStepper, "apply", spy)
+    runs = []
+    for fused in (False, True):
+        p = base.copy()
+        st = stepper(p, ci, "sigmoid", False, threads)
+        h = np.full((8, M), 0.3, dtype=p.flat.dtype)
+        ng = np.zeros((8, 2), np.int32)
+        losses = []
+        for x, y in wins:
+            if fused:
+                loss, h, ng = st.step(x, y, h, ng, 0.4, 1e-3, 0.0, 1 / 8)
+            else:
+                loss, h, ng = st.gradient(x, y, h, ng)
+                st.apply(x, y, lr=0.4, beta=1e-3, clip=0.0, scale=1 / 8)
+            losses.append(loss)
+        assert not st.g.flat.any(), "the gradient buffers are left clear"
+        runs.append((p.flat.copy(), h.copy(), losses))
+    tol = 1e-12 if dtype == "float64" else 2e-6
+    np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=tol, atol=tol)
+    np.testing.assert_allclose(runs[1][1], runs[0][1], rtol=tol, atol=tol)
+    np.testing.assert_allclose(runs[1][2], runs[0][2], rtol=tol)
+    assert fused_calls == [False] * 4 + [True] * 4
+    assert np.abs(runs[0][0] - base.flat).max() > 1e-3, "the updates moved the weights"
+    p = base.copy()   # the fused path again: the same bits
+    st = stepper(p, ci, "sigmoid", False, threads)
+    h, ng = np.full((8, M), 0.3, dtype=p.flat.dtype), np.zeros((8, 2), np.int32)
+    for x, y in wins:
+        _, h, ng = st.step(x, y, h, ng, 0.4, 1e-3, 0.0, 1 / 8)
+    assert p.flat.tobytes() == runs[1][0].tobytes()
+
+
 def _train(C, threads, dtype="float32", windows=6):
     p, ci, x, y, h0, ng0 = make(C, T=5, B=8, seed=4)
     if dtype == "float32":

@@ -97,13 +97,16 @@ def _backward(x, H, dS, rec, act, independent, eos, h_init, g_emb, g_rec, g_bh):
 @njit(cache=True)
 def window_grad(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
                 act, cost, independent, eos, h_init, dorder,
-                g_emb, g_rec, g_bh, g_out, g_bo, g_cls, g_bc, g_direct, h_out, ng_out):
+                g_emb, g_rec, g_bh, g_out, g_bo, g_cls, g_bc, g_direct, h_out, ng_out, upd):
     """Forward and truncated-BPTT backward over one (T, B) window; returns the summed loss.
 
     Adds dL/dparam into the g_* arrays (dense; for emb only rows of the window's input words change)
     and writes the final hidden state into h_out (B, M). The loss is that of the truncated objective:
     h0 is a constant, gradients flow through the T steps of this window only. ng0 (B, Kh) is the
     direct-connection history carried in (Kh >= max(dorder - 1, 1)), ng_out the one carried out.
+    upd (lr, scale, beta, bias; float64) or empty: a class softmax gives its output rows and their
+    biases their SGD step as soon as dL/ds is formed (output._word_layer), without writing g_out,
+    g_bo; T * B <= 1024 (one chunk of the output layer).
     """
     T, B = x.shape
     M = rec.shape[0]
@@ -119,7 +122,7 @@ def window_grad(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_
     # flags and sizes as run-time values (T >= 0 is True): literal constants would make Numba compile
     # the large output-layer helpers once more for every constant (a cold-start cost)
     loss = _output_layer(S, yv, Hist, out_w, bo, cls_w, bc, direct, K, word_class, class_starts, cost, T >= 0,
-                         dS, g_out, g_bo, g_cls, g_bc, g_direct, logp, 1024 + 0 * T)
+                         dS, g_out, g_bo, g_cls, g_bc, g_direct, logp, 1024 + 0 * T, upd)
     _backward(x, H, dS, rec, act, independent, eos, h_init, g_emb, g_rec, g_bh)
     _copy_rows(h_out, H[T])
     return loss
@@ -142,7 +145,8 @@ def window_logprob(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, wo
     dummy1 = np.empty(0, dtype=dt)
     chunk = 512 if cls_w.shape[0] == 0 else 4096
     _output_layer(S, y.reshape(T * B), Hist, out_w, bo, cls_w, bc, direct, K, word_class, class_starts,
-                  CE + 0 * T, T < 0, dummy2, dummy2, dummy1, dummy2, dummy1, dummy1, logp.reshape(T * B), chunk)
+                  CE + 0 * T, T < 0, dummy2, dummy2, dummy1, dummy2, dummy1, dummy1, logp.reshape(T * B), chunk,
+                  np.empty(0))
     _copy_rows(h_out, H[T])
 
 
@@ -167,7 +171,7 @@ def _class_bins(cnt, class_starts, G):
 
 @njit(cache=True)
 def _output_part(q, G, S, yv, Hist, out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins,
-                 dSc, dSw, g_out, g_bo, Gcls, Gbc, logc, logw):
+                 dSc, dSw, g_out, g_bo, Gcls, Gbc, logc, logw, upd):
     """Part q of G of a class softmax's output layer (see window_grad_classes)."""
     n = S.shape[0]
     r0 = q * n // G
@@ -178,13 +182,13 @@ def _output_part(q, G, S, yv, Hist, out_w, bo, cls_w, bc, direct, word_class, cl
                  Gcls[q], Gbc[q], direct, logc[r0:r1])
     take = bins == q
     _word_layer(S, yv, Hist, out_w, bo, direct, no_direct, class_starts, order, cnt, take, grad, dSw[q], g_out, g_bo,
-                direct, logw[q])
+                direct, logw[q], upd)
 
 
 @njit(cache=True)
 def _classes_task(phase, q, G, Gs, x, H, emb, rec, bh, act, independent, eos, h_init, u_init, S, yv, Hist,
                   out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins, dSc, dSw, g_out, g_bo,
-                  Gcls, Gbc, logc, logw, Delta, Grec, Gbh):
+                  Gcls, Gbc, logc, logw, Delta, Grec, Gbh, upd):
     """Task q of a phase of window_grad_classes: 0 the recurrence of stream group q (of Gs), 1 part q
     (of G) of the output layer, 2 BPTT of stream group q (dL/ds in dSc)."""
     B = x.shape[1]
@@ -194,7 +198,7 @@ def _classes_task(phase, q, G, Gs, x, H, emb, rec, bh, act, independent, eos, h_
         _hidden_streams(x, H, b0, b1, emb, rec, bh, act, independent, eos, u_init)
     elif phase == 1:
         _output_part(q, G, S, yv, Hist, out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins,
-                     dSc, dSw, g_out, g_bo, Gcls, Gbc, logc, logw)
+                     dSc, dSw, g_out, g_bo, Gcls, Gbc, logc, logw, upd)
     else:
         _deltas(x, H, dSc, rec, act, independent, eos, b0, b1, Delta)
         _fold_recurrent(x, H, Delta, b0, b1, independent, eos, h_init, Grec[q], Gbh[q])
@@ -203,25 +207,26 @@ def _classes_task(phase, q, G, Gs, x, H, emb, rec, bh, act, independent, eos, h_
 @njit(cache=True, parallel=True)
 def _classes_phase(phase, tasks, G, Gs, x, H, emb, rec, bh, act, independent, eos, h_init, u_init, S, yv, Hist,
                    out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins, dSc, dSw, g_out, g_bo,
-                   Gcls, Gbc, logc, logw, Delta, Grec, Gbh):
+                   Gcls, Gbc, logc, logw, Delta, Grec, Gbh, upd):
     """The one parallel loop of window_grad_classes (kept tiny: parallel kernels compile slowly)."""
     for i in prange(tasks):
         q = np.int64(i)   # the loop index is unsigned in the compiled loop: callees typed once, as int64
         _classes_task(phase, q, G, Gs, x, H, emb, rec, bh, act, independent, eos, h_init, u_init, S, yv, Hist,
                       out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins, dSc, dSw, g_out,
-                      g_bo, Gcls, Gbc, logc, logw, Delta, Grec, Gbh)
+                      g_bo, Gcls, Gbc, logc, logw, Delta, Grec, Gbh, upd)
 
 
 @njit(cache=True)
 def window_grad_classes(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
                         act, independent, eos, h_init, G,
-                        g_emb, g_rec, g_bh, g_out, g_bo, g_cls, g_bc, h_out, ng_out):
+                        g_emb, g_rec, g_bh, g_out, g_bo, g_cls, g_bc, h_out, ng_out, upd):
     """window_grad of a class softmax (cross-entropy, no direct connections) on G threads, in three
     parallel phases. The recurrence and BPTT: min(G, B) groups of streams (their dL/dU, dL/dtheta_j
     in buffers of their own, summed in order). The output layer: part q takes the q-th block of rows
     for the class layer (its dL/dW_c in a buffer of its own, summed in order) and a bin of classes for
     the word layer (classes dealt by work, rows x class size; every row of W, theta_k written by one
-    part only, each part's dL/ds and ln p in arrays of its own). The same G gives the same bits."""
+    part only, each part's dL/ds and ln p in arrays of its own). The same G gives the same bits.
+    upd: the fused update of the output rows, as window_grad (each part updates the rows it owns)."""
     T, B = x.shape
     M = rec.shape[0]
     n = T * B
@@ -252,7 +257,7 @@ def window_grad_classes(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
             tasks = G
         _classes_phase(phase, tasks, G, Gs, x, H, emb, rec, bh, act, independent, eos, h_init,
                        u_init, S, yv, Hist, out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt,
-                       bins, dSc, dSw, g_out, g_bo, Gcls, Gbc, logc, logw, Delta, Grec, Gbh)
+                       bins, dSc, dSw, g_out, g_bo, Gcls, Gbc, logc, logw, Delta, Grec, Gbh, upd)
         if phase == 1:   # sum the parts in order: loss, dL/dW_c, dL/dtheta_c, dL/ds (into dSc)
             loss = 0.0
             for r in range(n):
@@ -308,6 +313,6 @@ def group_grad(q, G, x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, 
                             gb[offs[0]:offs[1]].reshape((N, M)), gb[offs[1]:offs[2]].reshape((M, M)),
                             gb[offs[2]:offs[3]], gb[offs[3]:offs[4]].reshape((N, M)), gb[offs[4]:offs[5]],
                             gb[offs[5]:offs[6]].reshape((C, M)), gb[offs[6]:offs[7]], gb[offs[7]:offs[8]],
-                            ho, no)
+                            ho, no, np.empty(0))
     _copy_rows(h_out[b0:b1], ho)
     _copy_rows(ng_out[b0:b1], no)

@@ -214,6 +214,34 @@ def _rows_backprop(Wm, gW, lo, n, dz, s, ds):
 
 
 @njit(cache=True, fastmath=FM)
+def _rows_step(Wm, bias, lo, n, Zr, m, S, order, o0, dS, acc, upd):
+    """_rows_backprop and the SGD step at once, for m rows (row i: dL/dz in Zr[i * n:(i + 1) * n],
+    input s_i = S[order[o0 + i]]): dS[r_i] += sum_k dz_i[k] Wm[lo + k] with the old weights, then
+    Wm[lo + k] -= lr * (scale * sum_i dz_i[k] s_i + beta * Wm[lo + k]) and the bias likewise when
+    upd[3] != 0 (upd = lr, scale, beta, bias). The gradient is never stored (acc: (M,) work row)."""
+    lr, scale, beta = upd[0], upd[1], upd[2]
+    M = acc.shape[0]
+    for k in range(n):
+        w = Wm[lo + k]
+        for j in range(M):
+            acc[j] = 0.0
+        gb = 0.0
+        for i in range(m):
+            d = Zr[i * n + k]
+            r = order[o0 + i]
+            s = S[r]
+            ds = dS[r]
+            for j in range(M):
+                ds[j] += d * w[j]
+                acc[j] += d * s[j]
+            gb += d
+        for j in range(M):
+            w[j] -= lr * (scale * acc[j] + beta * w[j])
+        if upd[3] != 0.0:
+            bias[lo + k] -= lr * (scale * gb + beta * bias[lo + k])
+
+
+@njit(cache=True, fastmath=FM)
 def _sq_sum(g):
     """sum of g[i]^2, accumulated in float64 (g 1-D)."""
     acc = 0.0

@@ -46,11 +46,11 @@ def _add_segment(out, n, a, b, piece):
 
 
 @njit(cache=True)
-def touched_pieces(x, y, word_class, class_starts, full, offs, M, dense_bias, out_bias, piece):
+def touched_pieces(x, y, word_class, class_starts, full, offs, M, dense_bias, out_rows, out_bias, piece):
     """The pieces of the flat parameter buffer an update of window (x, y) touches, ascending: the
     embedding rows of the input words, the recurrent weights, the hidden bias (dense_bias), the output
-    rows of the targets' classes (all rows for a full softmax) with their biases (out_bias), the class
-    layer and its bias (dense_bias). offs: start of each block (emb, rec, bh, out_w, bo, cls_w, bc,
+    rows of the targets' classes (all rows for a full softmax; out_rows) with their biases (out_bias),
+    the class layer and its bias (dense_bias). offs: start of each block (emb, rec, bh, out_w, bo, cls_w, bc,
     direct) and the end of the buffer."""
     N = (offs[1] - offs[0]) // M
     C = class_starts.shape[0] - 1
@@ -78,8 +78,8 @@ def touched_pieces(x, y, word_class, class_starts, full, offs, M, dense_bias, ou
     for block in range(2):                        # output rows, then their biases
         width = M if block == 0 else 1
         base = offs[3] if block == 0 else offs[4]
-        if block == 1 and not out_bias:
-            break
+        if (block == 0 and not out_rows) or (block == 1 and not out_bias):
+            continue
         if full:
             n = _add_segment(out, n, base, base + N * width, piece)
             continue

@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit
 
 from rnnlm.kernels.core import (CE, SSE, _biased_logprob, _biased_softmax_row, _direct_add,
-                                _direct_grad, _rows_backprop, _rows_dot, direct_hashes)
+                                _direct_grad, _rows_backprop, _rows_dot, _rows_step, direct_hashes)
 
 
 # ----------------------------------------------------------------------------- output layer
@@ -164,16 +164,22 @@ def _word_row(z, sz, r, c, cs, yv, Hist, bo, direct, K, want_grad, g_direct, hs)
 
 @njit(cache=True)
 def _word_layer(S, yv, Hist, out_w, bo, direct, K, class_starts, order, cnt, take, want_grad,
-                dS, g_out, g_bo, g_direct, logp):
+                dS, g_out, g_bo, g_direct, logp, upd):
     """The word factor P(w|c(w),s) for the rows of the classes c with take[c] (rows grouped by
     `_group_by_class`): adds its log into logp[r] and, with want_grad, dL/ds into dS[r] and dL/dW,
     dL/dtheta_k (rows of those classes only) into g_out, g_bo. Returns minus the summed logp of the
     rows (their loss, both factors). A class with at least GEMM_ROWS rows is one matrix product per
-    pass (BLAS), one with fewer is done row by row (dot products and row updates, no call overhead)."""
+    pass (BLAS), one with fewer is done row by row (dot products and row updates, no call overhead).
+
+    upd = (lr, scale, beta, bias) (or empty), with want_grad: instead of storing dL/dW, dL/dtheta_k,
+    each class's rows take their SGD step as soon as its dL/ds is formed (_rows_step, _block_step: one
+    pass over the weights instead of three); g_out, g_bo are not touched. Valid when each class is met
+    once per update and nothing after reads these rows; the caller's update leaves them out."""
     M = S.shape[1]
     C = class_starts.shape[0] - 1
     dt = S.dtype
     size = direct.shape[0]
+    fused = want_grad and upd.shape[0] > 0
     hs = np.zeros(max(K, 1), dtype=np.int64)
     zsize = 0      # work buffers sized by the largest block actually met (rows x class size)
     maxm = 0
@@ -187,11 +193,12 @@ def _word_layer(S, yv, Hist, out_w, bo, direct, K, class_starts, order, cnt, tak
                 maxm = max(maxm, m)
                 maxsz = max(maxsz, sz)
             else:
-                zsize = max(zsize, sz)
+                zsize = max(zsize, (m if fused else 1) * sz)
     Z_buf = np.empty(zsize, dtype=dt)
     Sg_buf = np.empty(maxm * M, dtype=dt)
     dg_buf = np.empty(maxm * M if want_grad else 0, dtype=dt)
     gw_buf = np.empty(maxsz * M if want_grad else 0, dtype=dt)
+    acc = np.empty(M if fused else 0, dtype=dt)
     loss = 0.0
     for c in range(C):
         lo = cnt[c]
@@ -201,19 +208,21 @@ def _word_layer(S, yv, Hist, out_w, bo, direct, K, class_starts, order, cnt, tak
         cs = class_starts[c]
         sz = class_starts[c + 1] - cs
         if m < GEMM_ROWS:
-            z = Z_buf[:sz]
             for i in range(m):
                 r = order[lo + i]
                 s = S[r]
+                z = Z_buf[i * sz:(i + 1) * sz] if fused else Z_buf[:sz]
                 _rows_dot(out_w, cs, sz, s, z)
                 logp[r] += _word_row(z, sz, r, c, cs, yv, Hist, bo, direct, K, want_grad, g_direct, hs)
                 loss -= logp[r]
-                if not want_grad:
+                if not want_grad or fused:
                     continue
                 _rows_backprop(out_w, g_out, cs, sz, z, s, dS[r])
                 gb = g_bo[cs:cs + sz]
                 for k in range(sz):
                     gb[k] += z[k]
+            if fused:
+                _rows_step(out_w, bo, cs, sz, Z_buf, m, S, order, lo, dS, acc, upd)
             continue
         Wc = out_w[cs:cs + sz]
         Sg = Sg_buf[:m * M].reshape((m, M))
@@ -230,26 +239,48 @@ def _word_layer(S, yv, Hist, out_w, bo, direct, K, class_starts, order, cnt, tak
         if want_grad:
             gw = gw_buf[:sz * M].reshape((sz, M))
             np.dot(Z.T, Sg, gw)
-            go = g_out[cs:cs + sz]
-            for k in range(sz):
-                for j in range(M):
-                    go[k, j] += gw[k, j]
-            gb = g_bo[cs:cs + sz]
-            for i in range(m):
+            if not fused:
+                go = g_out[cs:cs + sz]
                 for k in range(sz):
-                    gb[k] += Z[i, k]
+                    for j in range(M):
+                        go[k, j] += gw[k, j]
+                gb = g_bo[cs:cs + sz]
+                for i in range(m):
+                    for k in range(sz):
+                        gb[k] += Z[i, k]
             dg = dg_buf[:m * M].reshape((m, M))
             np.dot(Z, Wc, dg)
             for i in range(m):
                 r = order[lo + i]
                 for j in range(M):
                     dS[r, j] += dg[i, j]
+            if fused:
+                _block_step(out_w, bo, cs, sz, gw, Z, upd)
     return loss
 
 
 @njit(cache=True)
+def _block_step(out_w, bo, cs, sz, gw, Z, upd):
+    """SGD on output rows cs : cs + sz given their gradient gw (sz, M) and the block's dL/dz Z (m,
+    sz) for the biases: w -= lr * (scale * g + beta * w), as the optimiser (kernels.optim); upd =
+    (lr, scale, beta, bias), the biases only with bias != 0."""
+    lr, scale, beta = upd[0], upd[1], upd[2]
+    M = out_w.shape[1]
+    for k in range(sz):
+        w = out_w[cs + k]
+        for j in range(M):
+            w[j] -= lr * (scale * gw[k, j] + beta * w[j])
+    if upd[3] != 0.0:
+        for k in range(sz):
+            g = 0.0
+            for i in range(Z.shape[0]):
+                g += Z[i, k]
+            bo[cs + k] -= lr * (scale * g + beta * bo[cs + k])
+
+
+@njit(cache=True)
 def _class_output(S, yv, Hist, out_w, bo, cls_w, bc, direct, K, word_class, class_starts, want_grad,
-                  dS, g_out, g_bo, g_cls, g_bc, g_direct, logp):
+                  dS, g_out, g_bo, g_cls, g_bc, g_direct, logp, upd):
     """Class-factored softmax P(w|s) = P(c(w)|s) P(w|c(w),s) for the rows of S (n, M), CE cost.
 
     The class layer is one matrix product over all rows; the word layer works class by class on the
@@ -261,14 +292,15 @@ def _class_output(S, yv, Hist, out_w, bo, cls_w, bc, direct, K, word_class, clas
     order, cnt = _group_by_class(yv, word_class, C)
     take = np.ones(C, dtype=np.bool_)
     return _word_layer(S, yv, Hist, out_w, bo, direct, K, class_starts, order, cnt, take, want_grad,
-                       dS, g_out, g_bo, g_direct, logp)
+                       dS, g_out, g_bo, g_direct, logp, upd)
 
 
 @njit(cache=True)
 def _output_layer(S, yv, Hist, out_w, bo, cls_w, bc, direct, K, word_class, class_starts, cost, want_grad,
-                  dS, g_out, g_bo, g_cls, g_bc, g_direct, logp, chunk):
+                  dS, g_out, g_bo, g_cls, g_bc, g_direct, logp, chunk, upd):
     """Output layer over rows of S in (nearly equal) chunks of at most `chunk` rows (bounds the
-    work buffers: the full softmax's (rows, N) logits)."""
+    work buffers: the full softmax's (rows, N) logits). upd: the class softmax's fused update of the
+    output rows (_word_layer); only with one chunk (n <= chunk)."""
     n, M = S.shape
     N = out_w.shape[0]
     full = cls_w.shape[0] == 0
@@ -285,5 +317,5 @@ def _output_layer(S, yv, Hist, out_w, bo, cls_w, bc, direct, K, word_class, clas
         else:
             loss += _class_output(S[lo:hi], yv[lo:hi], Hist[lo:hi], out_w, bo, cls_w, bc, direct, K,
                                   word_class, class_starts, want_grad, dS[lo:hi], g_out, g_bo, g_cls,
-                                  g_bc, g_direct, logp[lo:hi])
+                                  g_bc, g_direct, logp[lo:hi], upd)
     return loss
