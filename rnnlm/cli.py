@@ -209,10 +209,31 @@ def add_model_commands(sub) -> None:
     g.add_argument("--dropout-input", type=float, default=0.0, metavar="P",
                    help="rnnlm: dropout rate on the input word's embedding (default: 0)")
     g.add_argument("--seed", type=int, default=1)
-    g.add_argument("--threads", type=int, default=1, metavar="N", help="compute threads (default: 1)")
+    g.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="compute threads (default: $RNNLM_THREADS, else all cores this process may use). "
+                        "The same seed and thread count give the same model; the rnnlm schedule trains "
+                        "one text shard per thread, so give --threads 1 for rnnlm-0.4b's exact procedure")
     g.add_argument("--checkpoint-words", type=int, default=1_000_000, metavar="N",
                    help="also checkpoint every N training words (default: 1000000; 0 = epoch ends only)")
     t.set_defaults(func=cmd_train)
+
+
+def default_threads() -> int:
+    """--threads when not given: $RNNLM_THREADS if set, else the cores this process may run on (its
+    CPU affinity); at most Numba's thread limit."""
+    import os
+    import numba
+    env = os.environ.get("RNNLM_THREADS", "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise RnnlmError(f"RNNLM_THREADS={env!r}: expected a whole number >= 1")
+        n = int(env)
+    else:
+        try:
+            n = len(os.sched_getaffinity(0))
+        except AttributeError:   # not on Linux
+            n = os.cpu_count() or 1
+    return max(1, min(n, numba.config.NUMBA_NUM_THREADS))
 
 
 def _threads(n: int) -> None:
@@ -259,7 +280,8 @@ def cmd_train(args) -> int:
         tcfg = TrainConfig(lr=lr, beta=args.beta, clip=args.clip, schedule=args.schedule, bptt=args.bptt,
                            bptt_block=args.bptt_block, batch_size=args.batch_size, cost=args.cost,
                            max_epochs=args.max_epochs, min_improvement=args.min_improvement,
-                           independent=args.independent, seed=args.seed, threads=args.threads,
+                           independent=args.independent, seed=args.seed,
+                           threads=args.threads if args.threads is not None else default_threads(),
                            checkpoint_words=args.checkpoint_words, dropout=args.dropout,
                            dropout_input=args.dropout_input)
         if tcfg.cost == "sse" and mcfg.classes:
@@ -270,7 +292,7 @@ def cmd_train(args) -> int:
         print(f"{name}: {st.n_lines:,} lines, {st.n_tokens:,} tokens, OOV {st.n_oov:,} ({st.oov_policy})"
               + (f", {st.n_blank:,} blank lines skipped" if st.n_blank else ""))
     print(f"vocabulary {len(tok):,}, classes {mcfg.classes}, hidden {mcfg.hidden} {mcfg.activation}, "
-          f"schedule {tcfg.schedule}, lr {tcfg.lr:g}"
+          f"schedule {tcfg.schedule}, lr {tcfg.lr:g}, threads {tcfg.threads}"
           + (f", direct {mcfg.direct_size:,} weights order {mcfg.direct_order}" if mcfg.direct_size else ""))
     trainer = Trainer(mcfg, tcfg, tok, pc["train"], pc["valid"], args.model)
     mf = trainer.run(resume=args.resume)

@@ -127,3 +127,28 @@ def test_batch_larger_than_text(texts, capsys):
     code, _, err = run(capsys, "train", "--train", "tiny.txt", "--valid", "tiny.txt", "--model", "t.rnnlm",
                        "--schedule", "batch", "--batch-size", "64")
     assert code == 1 and err.count("\n") == 1 and "shorter than --batch-size 64" in err
+
+
+def test_threads_default_all_cores_or_env(texts, capsys, monkeypatch):
+    """Without --threads, training uses every core this process may use (or $RNNLM_THREADS), says
+    so, and records the count in the model (a resumed run keeps it)."""
+    import numba
+    from rnnlm.cli import default_threads
+    from rnnlm.model import load_model
+    monkeypatch.delenv("RNNLM_THREADS")
+    cores = max(1, min(len(os.sched_getaffinity(0)), numba.config.NUMBA_NUM_THREADS))
+    assert default_threads() == cores
+    one = ["--max-epochs", "1", "--hidden", "8", "--classes", "6", "--train", "train.txt", "--valid", "valid.txt"]
+    code, out, err = run(capsys, "train", *one, "--model", "all.rnnlm")
+    assert code == 0, err
+    assert f"threads {cores}\n" in out
+    assert load_model("all.rnnlm").meta["train"]["threads"] == cores
+    monkeypatch.setenv("RNNLM_THREADS", "1")
+    code, out, err = run(capsys, "train", *one, "--model", "env.rnnlm")
+    assert code == 0 and "threads 1\n" in out and load_model("env.rnnlm").meta["train"]["threads"] == 1
+    code, out, err = run(capsys, "train", *one, "--model", "flag.rnnlm", "--threads", "2")
+    assert code == 0 and "threads 2\n" in out
+    monkeypatch.setenv("RNNLM_THREADS", "many")
+    code, _, err = run(capsys, "train", *one, "--model", "bad.rnnlm")
+    assert code == 1 and err.count("\n") == 1 and "RNNLM_THREADS='many'" in err
+    assert not os.path.exists("bad.rnnlm")
