@@ -42,24 +42,33 @@ def rnnlm_train_shards(X, Y, lens, sync, base, reps, N, M, C, S, word_class, cla
 
     Shard t trains its own replica reps[t] (T, P) of the flat parameters `base` (P) on X[t, :lens[t]]
     (targets Y), with its own stream state (H[t], HIST[t], ... as kernels.seq.rnnlm_train_stream).
-    After every `sync` words of each shard the replicas are merged, weight by weight
-    (kernels.seq.merge_shards): a weight only one shard changed takes that shard's value (rare words'
-    rows keep their whole update); a weight several shards changed moves by the mean of their changes
-    (adding them up, as faster-rnnlm's lock-free threads do, was unstable with merges this far apart).
+    After every `sync` words of each shard the replicas are merged, weight by weight, over the weights
+    the round can have changed (kernels.seq.changeable_pieces, merge_pieces): a weight only one shard
+    changed takes that shard's value (rare words' rows keep their whole update); a weight several
+    shards changed moves by the mean of their changes (adding them up, as faster-rnnlm's lock-free
+    threads do, was unstable with merges this far apart).
     Every replica then restarts from the merged weights. Deterministic: the result depends on T only.
     With T = 1 this is exactly rnnlm_train_stream. ln p of every word goes to LOGP.
     """
+    from rnnlm import kernels as K
     from rnnlm.kernels import seq as KS
     T = X.shape[0]
-    P = base.shape[0]
     longest = int(lens.max()) if T else 0
-    cuts = [P * q // T for q in range(T + 1)]
     for a in range(0, longest, sync):
+        pieces = _changeable(X, lens, HIST, a, sync, N, M, base.shape[0])
+        cuts = K.piece_cuts(pieces, T).tolist()
         run_pieces(lambda t: KS.shard_run(t, a, sync, X, Y, lens, reps, N, M, C, S, word_class, class_starts,
                                           act, lr, beta, clip, block, independent, eos, h_init, dorder,
                                           use_bias, l2_every, drop_in, drop_out, drop_seed,
                                           H, HIST, HS, ERR, NG, IST, LOGP), T)
-        run_pieces(lambda q: KS.merge_shards(cuts[q], cuts[q + 1], base, reps), T)
+        run_pieces(lambda q: KS.merge_pieces(pieces, cuts[q], cuts[q + 1], base, reps), T)
+
+
+def _changeable(X, lens, HIST, a, sync, N, M, P) -> np.ndarray:
+    """kernels.seq.changeable_pieces (the weights a round can change), in pieces of PIECE weights."""
+    from rnnlm import kernels as K
+    from rnnlm.kernels import seq as KS
+    return KS.changeable_pieces(X, lens, HIST, a, sync, N, M, P, K.PIECE)
 
 
 def reduce_pieces_threads(g, Gbuf, pieces, n: int) -> None:

@@ -230,3 +230,44 @@ def test_merge_kernel_rule_exactly_on_a_range():
     for t in range(T):
         np.testing.assert_array_equal(r[t, i0:i1], want[i0:i1])
         np.testing.assert_array_equal(r[t, :i0], reps[t, :i0])
+
+
+@pytest.mark.parametrize("indep,drop", [(False, 0.0), (True, 0.3)])
+def test_shards_merge_only_changeable_weights_same_bits(indep, drop, monkeypatch):
+    """The merge after each round skips the embedding rows of words no shard could have used (not in
+    any history or input of the round). Training ends with the very bits of merging every weight,
+    and every replica equals the merged weights (no changed weight was skipped)."""
+    import rnnlm.threads as TH
+    Nb, C, D, block, sync = 60, 4, 5, 3, 7
+    p = tiny_model(Nb, M, C, "sigmoid", seed=3)
+    ci = tiny_classes(Nb, C)
+    rng = np.random.default_rng(5)
+    lens = np.array([30, 30, 26])
+    X = rng.integers(0, Nb, (3, 30)).astype(np.int32)
+    X[:, [0, 9, 17]] = 0
+    Y = np.concatenate([X[:, 1:], rng.integers(0, Nb, (3, 1))], axis=1).astype(np.int32)
+    real = TH._changeable
+    sizes = []
+
+    def spy(X_, lens_, HIST, a, sync_, N_, M_, P):
+        out = real(X_, lens_, HIST, a, sync_, N_, M_, P)
+        emb = out[out[:, 0] < N_ * M_]
+        sizes.append(int((np.minimum(emb[:, 1], N_ * M_) - emb[:, 0]).sum()) // M_)   # rows merged
+        return out
+
+    def everything(X_, lens_, HIST, a, sync_, N_, M_, P):
+        return np.array([[0, P]], np.int64)
+
+    results = []
+    for fn in (spy, everything):
+        monkeypatch.setattr(TH, "_changeable", fn)
+        b = p.copy()
+        reps = np.stack([p.flat] * 3)
+        st = [np.stack([v] * 3) for v in fresh_state(D, 0.7)]
+        logp = np.zeros((3, 30))
+        rnnlm_train_shards(X, Y, lens, sync, b.flat, reps, Nb, M, C, 0, ci.word_class, ci.class_starts, 0, 0.3,
+                           1e-3, 0.0, block, indep, 0, 0.7, DORDER, True, 1, drop, drop, 7, *st, logp)
+        assert (reps == b.flat).all(), "every replica holds the merged weights"
+        results.append(b.flat.tobytes() + logp.tobytes())
+    assert results[0] == results[1]
+    assert len(sizes) == 5 and 0 < min(sizes) and max(sizes) < Nb, "each round merged some rows, skipped others"

@@ -9,6 +9,7 @@ import numpy as np
 from numba import njit
 
 from rnnlm.kernels.core import _activate, _direct_add, _fprime, _softmax_row, direct_hashes
+from rnnlm.kernels.optim import _add_segment, _next_run
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})
@@ -412,13 +413,57 @@ def merge_shards(i0, i1, base, reps):
     """Merge weights i0 : i1 of the shards' replicas into base and back into every replica: a weight
     only one shard changed takes that shard's value (a row only one shard used keeps its whole
     change); a weight several changed moves by the mean of their changes (summed in float64, shards
-    in order). Blocks of MERGE_BLOCK weights, each pass over a block a branch-free loop (selects
-    instead of branches), so that the compiler vectorises it: the merge runs between every `sync`
-    words of the shards and was a quarter of their time as a scalar loop."""
-    T = reps.shape[0]
+    in order)."""
     acc = np.empty(MERGE_BLOCK, dtype=np.float64)
     last = np.empty(MERGE_BLOCK, dtype=base.dtype)
     cnt = np.empty(MERGE_BLOCK, dtype=np.int32)
+    _merge_range(i0, i1, base, reps, acc, last, cnt)
+
+
+@njit(cache=True)
+def changeable_pieces(X, lens, HIST, a, sync, N, M, P, piece):
+    """The weights a round of the shards (words a : a + sync of each) can change, as ascending
+    [start, end) pieces of the flat buffer (at most `piece` long): the embedding rows of the words in
+    the shards' BPTT histories at its start (HIST, -1 for none) and of their inputs in the round (the
+    per-word schedule changes no other embedding row: N * M of the P weights, most of them untouched
+    in a round), then every weight after the embedding."""
+    used = np.zeros(N, dtype=np.bool_)
+    for v in HIST.ravel():
+        if v >= 0:
+            used[v] = True
+    for t in range(X.shape[0]):
+        for i in range(min(a, lens[t]), min(a + sync, lens[t])):
+            used[X[t, i]] = True
+    out = np.empty((N + (P - N * M) // piece + 2, 2), dtype=np.int64)
+    n = 0
+    w = 0
+    while w < N:                                   # embedding rows, adjacent rows merged
+        w, e = _next_run(used, w, N)
+        if w < N:
+            n = _add_segment(out, n, w * M, e * M, piece)
+        w = e
+    n = _add_segment(out, n, N * M, P, piece)
+    return out[:n]
+
+
+@njit(cache=True, nogil=True)
+def merge_pieces(pieces, p0, p1, base, reps):
+    """merge_shards on each range pieces[p] = (start, end) for p0 <= p < p1 (the weights the shards
+    can have changed: one thread's share, see rnnlm.threads.rnnlm_train_shards)."""
+    acc = np.empty(MERGE_BLOCK, dtype=np.float64)
+    last = np.empty(MERGE_BLOCK, dtype=base.dtype)
+    cnt = np.empty(MERGE_BLOCK, dtype=np.int32)
+    for p in range(p0, p1):
+        _merge_range(pieces[p, 0], pieces[p, 1], base, reps, acc, last, cnt)
+
+
+@njit(cache=True, nogil=True)
+def _merge_range(i0, i1, base, reps, acc, last, cnt):
+    """merge_shards in blocks of MERGE_BLOCK weights (work arrays acc, last, cnt of that size), each
+    pass over a block a branch-free loop (selects instead of branches), so that the compiler
+    vectorises it: the merge runs between every `sync` words of the shards and was a quarter of
+    their time as a scalar loop."""
+    T = reps.shape[0]
     for a in range(i0, i1, MERGE_BLOCK):
         n = min(MERGE_BLOCK, i1 - a)
         bv = base[a:a + n]
