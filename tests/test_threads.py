@@ -233,3 +233,41 @@ def test_run_pieces_runs_each_piece_once_and_reraises():
             raise ValueError("piece 1")
     with pytest.raises(ValueError, match="piece 1"):
         run_pieces(bad, 2)
+
+
+@pytest.mark.parametrize("C", [0, 3])
+def test_touched_pieces_cover_exactly_the_touched_weights(C):
+    """touched_pieces: ascending, disjoint pieces of at most `piece` weights whose union is exactly
+    the embedding rows of the inputs, the dense blocks, and the output rows (and biases) of the
+    targets' classes (all of them for a full softmax), each part switched by its flag."""
+    p = tiny_model(N, 7, C, "sigmoid", seed=1)
+    ci = tiny_classes(N, C)
+    offs = np.array([p.offsets[n][0] for n in p.names] + [p.flat.size], np.int64)
+    rng = np.random.default_rng(2)
+    for trial in range(12):
+        x = rng.integers(0, N, (3, 4)).astype(np.int32)
+        if trial % 3 == 0:
+            x[0, :] = [5, 6, 7, 9]       # adjacent rows (one run) and a gap
+        y = rng.integers(0, N, (3, 4)).astype(np.int32)
+        dense, rows, bias = trial % 2 == 0, trial % 4 < 2, trial % 3 != 1
+        piece = (5, 16, 4096)[trial % 3]
+        got = K.touched_pieces(x, y, ci.word_class, ci.class_starts, C == 0, offs, 7, dense, rows, bias, piece)
+        assert (got[:, 1] > got[:, 0]).all() and (got[:, 1] - got[:, 0] <= piece).all()
+        assert (got[1:, 0] >= got[:-1, 1]).all(), "ascending and disjoint"
+        mask = np.zeros(p.flat.size, bool)
+        for a, b in got:
+            mask[a:b] = True
+        want = np.zeros_like(mask)
+        view = lambda name: want[p.offsets[name][0]:p.offsets[name][1]]
+        view("emb").reshape(N, 7)[np.unique(x)] = True
+        view("rec")[:] = True
+        view("cls_w")[:] = True
+        if dense:
+            view("bh")[:] = True
+            view("bc")[:] = True
+        out_words = np.arange(N) if C == 0 else np.isin(ci.word_class, ci.word_class[y.ravel()]).nonzero()[0]
+        if rows:
+            view("out_w").reshape(N, 7)[out_words] = True
+        if bias:
+            view("bo")[out_words] = True
+        np.testing.assert_array_equal(mask, want)

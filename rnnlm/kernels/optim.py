@@ -54,24 +54,24 @@ def touched_pieces(x, y, word_class, class_starts, full, offs, M, dense_bias, ou
     direct) and the end of the buffer."""
     N = (offs[1] - offs[0]) // M
     C = class_starts.shape[0] - 1
-    words = np.zeros(N, dtype=np.bool_)
-    for v in x.ravel():
-        words[v] = True
     cls = np.zeros(max(C, 1), dtype=np.bool_)
     if full:
         cls[0] = True
     else:
         for v in y.ravel():
             cls[word_class[v]] = True
-    nseg = N + 2 * C + 8
-    out = np.empty((offs[8] // piece + nseg + 8, 2), dtype=np.int64)
+    ids = np.sort(x.ravel())      # the window's few input words, not a scan of the vocabulary
+    nseg = ids.shape[0] * (1 + M // piece) + 2 * C + 8
+    out = np.empty(((offs[8] - offs[1]) // piece + nseg + 8, 2), dtype=np.int64)
     n = 0
-    w = 0
-    while w < N:                                   # embedding rows, adjacent rows merged
-        w, e = _next_run(words, w, N)
-        if w < N:
-            n = _add_segment(out, n, offs[0] + w * M, offs[0] + e * M, piece)
-        w = e
+    i = 0
+    while i < ids.shape[0]:                        # embedding rows, adjacent rows merged
+        w = ids[i]
+        e = w + 1
+        while i < ids.shape[0] and ids[i] <= e:
+            e = max(e, ids[i] + 1)
+            i += 1
+        n = _add_segment(out, n, offs[0] + w * M, offs[0] + e * M, piece)
     n = _add_segment(out, n, offs[1], offs[2], piece)
     if dense_bias:
         n = _add_segment(out, n, offs[2], offs[3], piece)
