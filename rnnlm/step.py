@@ -230,7 +230,7 @@ class BatchStepper:
         extra = K.sq_norm_dense(g.direct) if g.direct.size else 0.0
         args = (p.flat, g.flat, groups, pieces, float(lr), float(scale), float(beta), float(clip), float(extra),
                 np.empty(len(pieces)))
-        if self._threads() == 1:
+        if self._threads() == 1 or not out_rows:   # without the output rows the update is small: one thread
             norm, used = K.sgd_pieces(*args)
         elif self._on_python_threads():
             norm, used = sgd_pieces_threads(*args, self._threads())

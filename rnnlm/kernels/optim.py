@@ -47,8 +47,8 @@ def _add_segment(out, n, a, b, piece):
 
 @njit(cache=True)
 def touched_pieces(x, y, word_class, class_starts, full, offs, M, dense_bias, out_rows, out_bias, piece):
-    """The pieces of the flat parameter buffer an update of window (x, y) touches, ascending: the
-    embedding rows of the input words, the recurrent weights, the hidden bias (dense_bias), the output
+    """The disjoint pieces of the flat parameter buffer an update of window (x, y) touches: the
+    embedding rows of the input words (in order of first use), then ascending the recurrent weights, the hidden bias (dense_bias), the output
     rows of the targets' classes (all rows for a full softmax; out_rows) with their biases (out_bias),
     the class layer and its bias (dense_bias). offs: start of each block (emb, rec, bh, out_w, bo, cls_w, bc,
     direct) and the end of the buffer."""
@@ -60,18 +60,14 @@ def touched_pieces(x, y, word_class, class_starts, full, offs, M, dense_bias, ou
     else:
         for v in y.ravel():
             cls[word_class[v]] = True
-    ids = np.sort(x.ravel())      # the window's few input words, not a scan of the vocabulary
-    nseg = ids.shape[0] * (1 + M // piece) + 2 * C + 8
+    nseg = x.size * (1 + M // piece) + 2 * C + 8
     out = np.empty(((offs[8] - offs[1]) // piece + nseg + 8, 2), dtype=np.int64)
     n = 0
-    i = 0
-    while i < ids.shape[0]:                        # embedding rows, adjacent rows merged
-        w = ids[i]
-        e = w + 1
-        while i < ids.shape[0] and ids[i] <= e:
-            e = max(e, ids[i] + 1)
-            i += 1
-        n = _add_segment(out, n, offs[0] + w * M, offs[0] + e * M, piece)
+    seen = np.zeros(N, dtype=np.bool_)
+    for v in x.ravel():           # the input words' rows in order of first use (no scan of the vocabulary)
+        if not seen[v]:
+            seen[v] = True
+            n = _add_segment(out, n, offs[0] + v * M, offs[0] + (v + 1) * M, piece)
     n = _add_segment(out, n, offs[1], offs[2], piece)
     if dense_bias:
         n = _add_segment(out, n, offs[2], offs[3], piece)
