@@ -3,7 +3,8 @@
 Kept apart from the training loop so that tests can drive single updates. The gradient is that of
 the loss summed over the window's T steps and averaged over its B streams; clipping rescales it to a
 global L2 norm of at most `clip`; L2 (beta) acts on the weights the update touches. Without biases
-(ModelConfig.bias False) the bias blocks stay at zero.
+(ModelConfig.bias False) the bias blocks stay at zero. Training calls `step` (gradient and update
+in one: without clipping, a class softmax updates its output rows inside the gradient kernel).
 
 Threads (Numba's, `numba.set_num_threads`, or `threads=`): one thread runs kernels.window_grad (no
 parallel kernel is compiled). On more, a class softmax shares the output layer among the threads by

@@ -12,14 +12,16 @@ Words are numbered so that every class is a contiguous id range class_starts[c] 
 
 Gradients are those of the loss L = -sum ln y_target (or the SSE), i.e. minus the seed equations'
 deltas: a kernel *adds* dL/dparam into the gradient arrays it is given; the optimiser kernels
-(`sgd_pieces`, `sgd_touched`) apply p -= lr * (scale * g + beta * p) and clear the gradient.
+(`sgd_pieces`, `sgd_touched`) apply p -= lr * (scale * g + beta * p) and clear the gradient. Given
+`upd` = (lr, scale, beta, bias), the window kernels of a class softmax apply that step to each
+class's output rows themselves, as soon as dL/ds is formed, and never store their gradient.
 
 Threads: `window_grad_classes` (class softmax: the output layer shared among threads by classes,
-balanced by work) is the parallel gradient kernel; `sgd_pieces_par` shares its update's pieces. Work
-in large pieces runs serial `nogil` kernels on Python threads instead (rnnlm/threads.py:
-`group_grad`, one group of streams of a full softmax per thread, each with its own gradient buffer,
-and `pieces_range` for its update; `seq.shard_run` / `seq.merge_shards`, the per-word schedule's text
-shards), because parallel kernels compile slowly. Every buffer a thread writes is its own or a
+balanced by work) is the parallel gradient kernel; `sgd_pieces_par` shares its update's pieces in
+runs of equal work (`piece_cuts`). Work in large pieces runs serial `nogil` kernels on Python threads
+instead (rnnlm/threads.py: `group_grad`, one group of streams of a full softmax per thread, each with
+its own gradient buffer, and `pieces_range` for its update; `seq.shard_run` / `seq.merge_pieces`, the
+per-word schedule's text shards), because parallel kernels compile slowly. Every buffer a thread writes is its own or a
 disjoint part of a shared one, and partial results are summed in a fixed order: the same thread count
 gives the same bits. BLAS is called single-threaded (the callers limit it). Reassociation and
 contraction are allowed only in the dot-product helpers (`FM` below), never where exp/log/softmax are

@@ -48,10 +48,10 @@ def _add_segment(out, n, a, b, piece):
 @njit(cache=True)
 def touched_pieces(x, y, word_class, class_starts, full, offs, M, dense_bias, out_rows, out_bias, piece):
     """The disjoint pieces of the flat parameter buffer an update of window (x, y) touches: the
-    embedding rows of the input words (in order of first use), then ascending the recurrent weights, the hidden bias (dense_bias), the output
-    rows of the targets' classes (all rows for a full softmax; out_rows) with their biases (out_bias),
-    the class layer and its bias (dense_bias). offs: start of each block (emb, rec, bh, out_w, bo, cls_w, bc,
-    direct) and the end of the buffer."""
+    embedding rows of the input words (in order of first use), then ascending the recurrent weights,
+    the hidden bias (dense_bias), the output rows of the targets' classes (all rows for a full
+    softmax; out_rows) with their biases (out_bias), the class layer and its bias (dense_bias). offs:
+    start of each block (emb, rec, bh, out_w, bo, cls_w, bc, direct) and the end of the buffer."""
     N = (offs[1] - offs[0]) // M
     C = class_starts.shape[0] - 1
     cls = np.zeros(max(C, 1), dtype=np.bool_)
