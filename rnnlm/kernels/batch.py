@@ -204,19 +204,13 @@ def _classes_task(phase, q, G, Gs, x, H, emb, rec, bh, act, independent, eos, h_
         _fold_recurrent(x, H, Delta, b0, b1, independent, eos, h_init, Grec[q], Gbh[q])
 
 
-@njit(cache=True, parallel=True)
-def _classes_phase(phase, tasks, G, Gs, x, H, emb, rec, bh, act, independent, eos, h_init, u_init, S, yv, Hist,
-                   out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins, dSc, dSw, g_out, g_bo,
-                   Gcls, Gbc, logc, logw, Delta, Grec, Gbh, upd):
-    """The one parallel loop of window_grad_classes (kept tiny: parallel kernels compile slowly)."""
-    for i in prange(tasks):
-        q = np.int64(i)   # the loop index is unsigned in the compiled loop: callees typed once, as int64
-        _classes_task(phase, q, G, Gs, x, H, emb, rec, bh, act, independent, eos, h_init, u_init, S, yv, Hist,
-                      out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins, dSc, dSw, g_out,
-                      g_bo, Gcls, Gbc, logc, logw, Delta, Grec, Gbh, upd)
+# parallel=True would also turn the kernel's array expressions into parallel loops (slow to compile,
+# tiny work here): only the explicit prange loops are parallel
+PRANGE_ONLY = dict(prange=True, reduction=False, comprehension=False, setitem=False, numpy=False, stencil=False,
+                   fusion=False, inplace_binop=False)
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=PRANGE_ONLY)
 def window_grad_classes(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
                         act, independent, eos, h_init, G,
                         g_emb, g_rec, g_bh, g_out, g_bo, g_cls, g_bc, h_out, ng_out, upd):
@@ -255,9 +249,11 @@ def window_grad_classes(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
         tasks = Gs
         if phase == 1:
             tasks = G
-        _classes_phase(phase, tasks, G, Gs, x, H, emb, rec, bh, act, independent, eos, h_init,
-                       u_init, S, yv, Hist, out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt,
-                       bins, dSc, dSw, g_out, g_bo, Gcls, Gbc, logc, logw, Delta, Grec, Gbh, upd)
+        for i in prange(tasks):   # the kernel's one parallel loop, run three times
+            q = np.int64(i)          # the loop index is unsigned in the compiled loop: callees typed once
+            _classes_task(phase, q, G, Gs, x, H, emb, rec, bh, act, independent, eos, h_init, u_init, S, yv,
+                          Hist, out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins, dSc,
+                          dSw, g_out, g_bo, Gcls, Gbc, logc, logw, Delta, Grec, Gbh, upd)
         if phase == 1:   # sum the parts in order: loss, dL/dW_c, dL/dtheta_c, dL/ds (into dSc)
             loss = 0.0
             for r in range(n):
