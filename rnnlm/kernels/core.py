@@ -312,5 +312,5 @@ def _hidden_forward(x, h0, emb, rec, bh, act, independent, eos, h_init):
     M = rec.shape[0]
     H = np.empty((T + 1, B, M), dtype=emb.dtype)
     _copy_rows(H[0], h0)
-    _hidden_streams(x, H, 0, B, emb, rec, bh, act, independent, eos, _reset_input(rec, h_init))
+    _hidden_streams(x, H, 0 * B, B, emb, rec, bh, act, independent, eos, _reset_input(rec, h_init))
     return H

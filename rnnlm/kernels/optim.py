@@ -62,7 +62,7 @@ def touched_pieces(x, y, word_class, class_starts, full, offs, M, dense_bias, ou
             cls[word_class[v]] = True
     nseg = x.size * (1 + M // piece) + 2 * C + 8
     out = np.empty(((offs[8] - offs[1]) // piece + nseg + 8, 2), dtype=np.int64)
-    n = 0
+    n = np.int64(0)   # not a literal: the helpers below are compiled once, for int64
     seen = np.zeros(N, dtype=np.bool_)
     for v in x.ravel():           # the input words' rows in order of first use (no scan of the vocabulary)
         if not seen[v]:
@@ -79,7 +79,7 @@ def touched_pieces(x, y, word_class, class_starts, full, offs, M, dense_bias, ou
         if full:
             n = _add_segment(out, n, base, base + N * width, piece)
             continue
-        c = 0
+        c = np.int64(0)
         while c < C:
             c, e = _next_run(cls, c, C)
             if c < C:

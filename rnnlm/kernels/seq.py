@@ -159,7 +159,7 @@ def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_cl
         if istate[1] < D:
             istate[1] += 1
         # forward: net_j = V x + U s(t-1) + theta_j
-        _affine(rec, bh, h, 0, M, net)
+        _affine(rec, bh, h, np.int64(0), M, net)   # not a literal: _affine compiled once
         if drop_in > 0.0:
             for j in range(M):
                 net[j] += emb[w_in, j] * _dropout_factor(drop_seed, istate[0], j, drop_in)
@@ -180,7 +180,7 @@ def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_cl
         # output distribution and deltas (dL/dnet = y - d)
         if C > 0:
             c = np.int64(word_class[tgt])
-            _affine(cls_w, bc, s, 0, C, zc)
+            _affine(cls_w, bc, s, np.int64(0), C, zc)
             if K > 0:
                 direct_hashes(ng, K, no_class, size, hsd)
                 _direct_add(zc, C, direct, hsd, K, no_wrap)
@@ -329,14 +329,14 @@ def next_distribution(h, ng, out_w, bo, cls_w, bc, direct, class_starts, dorder,
     zero = 0 * N            # run-time values, not literals (see rnnlm_train_stream)
     wrap = N >= 0
     if C == 0:
-        _affine(out_w, bo, h, 0, N, probs)
+        _affine(out_w, bo, h, zero, N, probs)
         if K > 0:
             direct_hashes(ng, K, zero, size, hsd)
             _direct_add(probs, N, direct, hsd, K, wrap)
         _softmax_row(probs, N)
         return probs[target] if target >= 0 else 1.0
     pc = np.empty(C, dtype=np.float64)
-    _affine(cls_w, bc, h, 0, C, pc)
+    _affine(cls_w, bc, h, zero, C, pc)
     if K > 0:
         direct_hashes(ng, K, zero - 1, size, hsd)
         _direct_add(pc, C, direct, hsd, K, not wrap)
@@ -435,8 +435,8 @@ def changeable_pieces(X, lens, HIST, a, sync, N, M, P, piece):
         for i in range(min(a, lens[t]), min(a + sync, lens[t])):
             used[X[t, i]] = True
     out = np.empty((N + (P - N * M) // piece + 2, 2), dtype=np.int64)
-    n = 0
-    w = 0
+    n = np.int64(0)   # not literals: the helpers are compiled once, for int64
+    w = np.int64(0)
     while w < N:                                   # embedding rows, adjacent rows merged
         w, e = _next_run(used, w, N)
         if w < N:
