@@ -204,7 +204,7 @@ def test_shards_with_dropout_one_shard_is_the_stream_kernel():
 
 
 def test_merge_kernel_rule_exactly_on_a_range():
-    """merge_shards on float32 replicas of 3 shards, over a range that is not a whole number of its
+    """merge_pieces on float32 replicas of 3 shards, over ranges that are not a whole number of its
     blocks: one change -> that shard's value (bit for bit), several -> base + mean of the changes
     (float64 arithmetic), none -> base; every replica gets the merged value; outside the range
     nothing moves."""
@@ -217,7 +217,7 @@ def test_merge_kernel_rule_exactly_on_a_range():
         reps[t, m] += (rng.standard_normal(m.sum()) * 0.01).astype(np.float32)
     i0, i1 = 5, P - 3
     b, r = base.copy(), reps.copy()
-    KS.merge_shards(i0, i1, b, r)
+    KS.merge_pieces(np.array([[i0, 700], [700, i1]], np.int64), 0, 2, b, r)
     d = reps.astype(np.float64) - base.astype(np.float64)
     k = (reps != base).sum(0)
     only = np.where(k == 1, reps[np.argmax(reps != base, axis=0), np.arange(P)], base)

@@ -405,19 +405,7 @@ def shard_run(t, a, sync, X, Y, lens, reps, N, M, C, S, word_class, class_starts
                            IST[t], LOGP[t, lo:hi])
 
 
-MERGE_BLOCK = 512   # weights merge_shards takes at a time (its work arrays stay in L1)
-
-
-@njit(cache=True, nogil=True)
-def merge_shards(i0, i1, base, reps):
-    """Merge weights i0 : i1 of the shards' replicas into base and back into every replica: a weight
-    only one shard changed takes that shard's value (a row only one shard used keeps its whole
-    change); a weight several changed moves by the mean of their changes (summed in float64, shards
-    in order)."""
-    acc = np.empty(MERGE_BLOCK, dtype=np.float64)
-    last = np.empty(MERGE_BLOCK, dtype=base.dtype)
-    cnt = np.empty(MERGE_BLOCK, dtype=np.int32)
-    _merge_range(i0, i1, base, reps, acc, last, cnt)
+MERGE_BLOCK = 512   # weights the merge takes at a time (its work arrays stay in L1)
 
 
 @njit(cache=True)
@@ -448,8 +436,11 @@ def changeable_pieces(X, lens, HIST, a, sync, N, M, P, piece):
 
 @njit(cache=True, nogil=True)
 def merge_pieces(pieces, p0, p1, base, reps):
-    """merge_shards on each range pieces[p] = (start, end) for p0 <= p < p1 (the weights the shards
-    can have changed: one thread's share, see rnnlm.threads.rnnlm_train_shards)."""
+    """Merge the weights of ranges pieces[p] = (start, end), p0 <= p < p1 (one thread's share of the
+    weights a round can have changed, see rnnlm.threads.rnnlm_train_shards) of the shards' replicas
+    into base and back into every replica: a weight only one shard changed takes that shard's value
+    (a row only one shard used keeps its whole change); a weight several changed moves by the mean of
+    their changes (summed in float64, shards in order)."""
     acc = np.empty(MERGE_BLOCK, dtype=np.float64)
     last = np.empty(MERGE_BLOCK, dtype=base.dtype)
     cnt = np.empty(MERGE_BLOCK, dtype=np.int32)
@@ -459,10 +450,10 @@ def merge_pieces(pieces, p0, p1, base, reps):
 
 @njit(cache=True, nogil=True)
 def _merge_range(i0, i1, base, reps, acc, last, cnt):
-    """merge_shards in blocks of MERGE_BLOCK weights (work arrays acc, last, cnt of that size), each
-    pass over a block a branch-free loop (selects instead of branches), so that the compiler
-    vectorises it: the merge runs between every `sync` words of the shards and was a quarter of
-    their time as a scalar loop."""
+    """merge_pieces on weights i0 : i1, in blocks of MERGE_BLOCK (work arrays acc, last, cnt of that
+    size), each pass over a block a branch-free loop (selects instead of branches), so that the
+    compiler vectorises it: the merge runs between every `sync` words of the shards and was a quarter
+    of their time as a scalar loop."""
     T = reps.shape[0]
     for a in range(i0, i1, MERGE_BLOCK):
         n = min(MERGE_BLOCK, i1 - a)
