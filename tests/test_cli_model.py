@@ -131,7 +131,7 @@ def test_batch_larger_than_text(texts, capsys):
 
 def test_threads_default_all_cores_or_env(texts, capsys, monkeypatch):
     """Without --threads, training uses every core this process may use (or $RNNLM_THREADS), says
-    so, and records the count in the model (a resumed run keeps it)."""
+    so, and records the count in the model."""
     import numba
     from rnnlm.cli import default_threads
     from rnnlm.model import load_model
