@@ -205,7 +205,7 @@ class BatchStepper:
         one pass over the rows instead of several (they are most of the update at hidden 100 - 200).
         Returns gradient's (loss, state, history). Expects the gradient buffers clear, as after
         `apply` (no `gradient` call since the last update)."""
-        if clip > 0 or self.ci.num_classes == 0 or self._pending is not None or x.size > 1024:
+        if clip > 0 or self.ci.num_classes == 0 or x.size > 1024:   # (pending groups: full softmax only)
             out = self.gradient(x, y, h, ng)
             self.apply(x, y, lr, beta, clip, scale)
             return out
