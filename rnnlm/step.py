@@ -137,10 +137,9 @@ class BatchStepper:
         connections on more than one thread); its update then uses the same threads."""
         return self._threads() > 1 and self.ci.num_classes == 0 and not self.p.direct.size
 
-    def _pieces(self, x, y, bias_dense: bool, bias_out: bool, out_rows: bool = True) -> np.ndarray:
+    def _pieces(self, x, y, bias_dense: bool, bias_out: bool) -> np.ndarray:
         return K.touched_pieces(x, y, self.ci.word_class, self.ci.class_starts, self.ci.num_classes == 0,
-                                self._offs, self.p.cfg.hidden, bias_dense, out_rows, bias_out and out_rows,
-                                K.PIECE)
+                                self._offs, self.p.cfg.hidden, bias_dense, True, bias_out, K.PIECE)
 
     def _flush(self) -> None:
         if self._pending is not None:
@@ -200,38 +199,35 @@ class BatchStepper:
     def step(self, x: np.ndarray, y: np.ndarray, h: np.ndarray, ng: np.ndarray, lr: float, beta: float,
              clip: float, scale: float) -> tuple[float, np.ndarray, np.ndarray]:
         """One update on window (x, y): `gradient` then `apply`. Without clipping, a class softmax
-        updates each class's output rows inside the gradient kernel as soon as dL/ds is formed, and
-        never stores their gradient: the same update up to rounding (sums in another order), with
-        one pass over the rows instead of several (they are most of the update at hidden 100 - 200).
-        Returns gradient's (loss, state, history). Expects the gradient buffers clear, as after
-        `apply` (no `gradient` call since the last update)."""
+        takes the whole step inside the gradient kernel and never stores its gradient: each class's
+        output rows as soon as its dL/ds is formed, the rest once the gradient is complete (on
+        several threads, in parallel phases). The same update up to rounding (the output rows' sums
+        in another order), with one pass over the output rows instead of several (they are most of
+        the update at hidden 100 - 200) and no call into the optimiser. Returns gradient's (loss,
+        state, history). Expects the gradient buffers clear, as after `apply` (no `gradient` call
+        since the last update)."""
         if clip > 0 or self.ci.num_classes == 0 or x.size > 1024:   # (pending groups: full softmax only)
             out = self.gradient(x, y, h, ng)
             self.apply(x, y, lr, beta, clip, scale)
             return out
-        upd = np.array([lr, scale, beta, 1.0 if self.bias else 0.0])
-        out = self.gradient(x, y, h, ng, upd)
-        self.apply(x, y, lr, beta, clip, scale, out_rows=False)
-        return out
+        return self.gradient(x, y, h, ng, np.array([lr, scale, beta, 1.0 if self.bias else 0.0]))
 
-    def apply(self, x: np.ndarray, y: np.ndarray, lr: float, beta: float, clip: float, scale: float,
-              out_rows: bool = True) -> float:
+    def apply(self, x: np.ndarray, y: np.ndarray, lr: float, beta: float, clip: float, scale: float) -> float:
         """SGD on the accumulated gradient (times `scale`), clipped to global norm `clip` (0 = off),
         with L2 `beta` on the touched weights: the embedding rows of the inputs x, the output rows of
         the classes of the targets y (all for a full softmax), the dense blocks, the direct
-        connections with a nonzero gradient. Clears the gradient; returns its norm (before clipping).
-        out_rows False: the output rows and their biases were updated already (`step`); left out."""
+        connections with a nonzero gradient. Clears the gradient; returns its norm (before clipping)."""
         p = self.p
         fused = self._pending is not None and self._pending[0] is x and self._pending[1] is y
         if not fused:
             self._flush()
         g = self._g
         groups = self._groups if fused else self._groups[:0]
-        pieces = self._pieces(x, y, self.bias, self.bias, out_rows)
+        pieces = self._pieces(x, y, self.bias, self.bias)
         extra = K.sq_norm_dense(g.direct) if g.direct.size else 0.0
         args = (p.flat, g.flat, groups, pieces, float(lr), float(scale), float(beta), float(clip), float(extra),
                 np.empty(len(pieces)))
-        if self._threads() == 1 or not out_rows:   # without the output rows the update is small: one thread
+        if self._threads() == 1:
             norm, used = K.sgd_pieces(*args)
         elif self._on_python_threads():
             norm, used = sgd_pieces_threads(*args, self._threads())

@@ -10,6 +10,7 @@ from numba import njit, prange
 
 from rnnlm.kernels.core import (CE, _copy_rows, _fprime, _hidden_forward, _hidden_streams, _reset_input,
                                 _row_history)
+from rnnlm.kernels.optim import sgd_touched
 from rnnlm.kernels.output import _class_layer, _group_by_class, _output_layer, _word_layer
 
 
@@ -71,16 +72,58 @@ def _fold_recurrent(x, H, Delta, b0, b1, independent, eos, h_init, g_rec, g_bh):
 
 
 @njit(cache=True)
-def _fold_embedding(x, Delta, g_emb):
-    """g_emb[x(t, b)] += Delta[t * B + b] (the rows of the input words)."""
+def _fold_embedding(x, Delta, g_emb, q, P):
+    """g_emb[x(t, b)] += Delta[t * B + b] (the rows of the input words), in the order of (t, b), for
+    the words w with w % P == q (share q of P: the shares write disjoint rows)."""
     T, B = x.shape
     M = g_emb.shape[1]
     for t in range(T):
         for b in range(B):
             w = x[t, b]
+            if w % P != q:
+                continue
             d = Delta[t * B + b]
             for j in range(M):
                 g_emb[w, j] += d[j]
+
+
+@njit(cache=True)
+def _step_embedding(x, emb, g_emb, q, P, seen, upd):
+    """SGD on the embedding rows of the input words w with w % P == q, each once: emb[w] -= lr *
+    (scale * g_emb[w] + beta * emb[w]) (upd = lr, scale, beta, bias; as the optimiser,
+    kernels.optim), then g_emb[w] <- 0. seen (N,) False on entry for those words."""
+    T, B = x.shape
+    M = emb.shape[1]
+    lr, scale, beta = upd[0], upd[1], upd[2]
+    for t in range(T):
+        for b in range(B):
+            w = x[t, b]
+            if w % P != q or seen[w]:
+                continue
+            seen[w] = True
+            e = emb[w]
+            g = g_emb[w]
+            for j in range(M):
+                e[j] -= lr * (scale * g[j] + beta * e[j])
+                g[j] = 0.0
+
+
+@njit(cache=True)
+def _step_rows(W, Gb, k0, k1, upd):
+    """SGD on rows k0 : k1 of W (R, M) with the gradient summed over the P buffers Gb (P, R, M) in
+    order: W[k] -= lr * (scale * g + beta * W[k]) (upd = lr, scale, beta, bias; as the optimiser)."""
+    lr, scale, beta = upd[0], upd[1], upd[2]
+    M = W.shape[1]
+    acc = np.empty(M, dtype=Gb.dtype)
+    for k in range(k0, k1):
+        for j in range(M):
+            acc[j] = Gb[0, k, j]
+        for p in range(1, Gb.shape[0]):
+            for j in range(M):
+                acc[j] += Gb[p, k, j]
+        w = W[k]
+        for j in range(M):
+            w[j] -= lr * (scale * acc[j] + beta * w[j])
 
 
 @njit(cache=True)
@@ -91,7 +134,38 @@ def _backward(x, H, dS, rec, act, independent, eos, h_init, g_emb, g_rec, g_bh):
     Delta = np.empty((T * B, rec.shape[0]), dtype=dS.dtype)
     _deltas(x, H, dS, rec, act, independent, eos, 0, B, Delta)
     _fold_recurrent(x, H, Delta, 0, B, independent, eos, h_init, g_rec, g_bh)
-    _fold_embedding(x, Delta, g_emb)
+    _fold_embedding(x, Delta, g_emb, 0 * B, 1 + 0 * B)
+
+
+@njit(cache=True)
+def _clear(a):
+    """a[:] = 0 for a 2-D array (loops: see core._copy_rows)."""
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            a[i, j] = 0.0
+
+
+@njit(cache=True)
+def _step_window(x, emb, rec, bh, cls_w, bc, direct, g_emb, g_rec, g_bh, g_cls, g_bc, g_direct, upd):
+    """The SGD step of everything but the output rows from the accumulated gradient, which is
+    cleared: the embedding rows of the input words, U, the class layer, the biases theta_j,
+    theta_c (upd[3] != 0; else their gradient is dropped) and the direct connections with a nonzero
+    gradient (optim.sgd_touched). The same arithmetic as the optimiser's, so the same bits."""
+    M = rec.shape[0]
+    C = cls_w.shape[0]
+    one = 1 + 0 * M
+    _step_embedding(x, emb, g_emb, 0 * M, one, np.zeros(emb.shape[0], dtype=np.bool_), upd)
+    _step_rows(rec, g_rec.reshape((one, M, M)), 0 * M, M, upd)
+    _clear(g_rec)
+    _step_rows(cls_w, g_cls.reshape((one, C, M)), 0 * M, C, upd)
+    _clear(g_cls)
+    if upd[3] != 0.0:
+        _step_rows(bh.reshape((M, one)), g_bh.reshape((one, M, one)), 0 * M, M, upd)
+        _step_rows(bc.reshape((C, one)), g_bc.reshape((one, C, one)), 0 * M, C, upd)
+    _clear(g_bh.reshape((one, M)))
+    _clear(g_bc.reshape((one, C)))
+    if direct.shape[0] > 0:
+        sgd_touched(direct, g_direct, upd[0], upd[1], upd[2])
 
 
 @njit(cache=True)
@@ -104,9 +178,11 @@ def window_grad(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_
     and writes the final hidden state into h_out (B, M). The loss is that of the truncated objective:
     h0 is a constant, gradients flow through the T steps of this window only. ng0 (B, Kh) is the
     direct-connection history carried in (Kh >= max(dorder - 1, 1)), ng_out the one carried out.
-    upd (lr, scale, beta, bias; float64) or empty: a class softmax gives its output rows and their
-    biases their SGD step as soon as dL/ds is formed (output._word_layer), without writing g_out,
-    g_bo; T * B <= 1024 (one chunk of the output layer).
+    upd (lr, scale, beta, bias; float64) or empty: a class softmax takes the whole SGD step of the
+    window (L2 beta on the weights it touches, as kernels.optim) instead of leaving its gradient:
+    the output rows and their biases as soon as dL/ds is formed (output._word_layer; g_out, g_bo
+    not written), the rest from the gradient once complete (_step_window), which is then cleared;
+    T * B <= 1024 (one chunk of the output layer).
     """
     T, B = x.shape
     M = rec.shape[0]
@@ -124,6 +200,8 @@ def window_grad(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_
     loss = _output_layer(S, yv, Hist, out_w, bo, cls_w, bc, direct, K, word_class, class_starts, cost, T >= 0,
                          dS, g_out, g_bo, g_cls, g_bc, g_direct, logp, 1024 + 0 * T, upd)
     _backward(x, H, dS, rec, act, independent, eos, h_init, g_emb, g_rec, g_bh)
+    if upd.shape[0] > 0:
+        _step_window(x, emb, rec, bh, cls_w, bc, direct, g_emb, g_rec, g_bh, g_cls, g_bc, g_direct, upd)
     _copy_rows(h_out, H[T])
     return loss
 
@@ -151,18 +229,28 @@ def window_logprob(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, wo
 
 
 @njit(cache=True)
+def _class_work(m, size):
+    """Estimated word-layer work of a class met by m rows of the window: the products (m x class size,
+    forward, dL/ds and dL/dW; m x 8 for the rest of each row) and, once per class met, the pass that
+    updates its rows (about as much as one product row)."""
+    if m == 0:
+        return 0.0
+    return m * (size + 8.0) + size
+
+
+@njit(cache=True)
 def _class_bins(cnt, class_starts, G):
-    """Classes dealt to G bins of about equal word-layer work (rows x (class size + 8)): bin q is the
-    run of classes whose cumulative work falls in [q, q + 1) / G of the total (ranges cut by load, not
-    by class count: rare-word classes are much larger). bin[c] for every class."""
+    """Classes dealt to G bins of about equal word-layer work (_class_work): bin q is the run of
+    classes whose cumulative work falls in [q, q + 1) / G of the total (ranges cut by load, not by
+    class count: rare-word classes are much larger). bin[c] for every class."""
     C = class_starts.shape[0] - 1
     total = 0.0
     for c in range(C):
-        total += (cnt[c + 1] - cnt[c]) * (class_starts[c + 1] - class_starts[c] + 8.0)
+        total += _class_work(cnt[c + 1] - cnt[c], class_starts[c + 1] - class_starts[c])
     bins = np.empty(C, dtype=np.int64)
     acc = 0.0
     for c in range(C):
-        w = (cnt[c + 1] - cnt[c]) * (class_starts[c + 1] - class_starts[c] + 8.0)
+        w = _class_work(cnt[c + 1] - cnt[c], class_starts[c + 1] - class_starts[c])
         q = int((acc + 0.5 * w) * G / total) if total > 0 else 0   # where the class's middle falls
         bins[c] = min(q, G - 1)
         acc += w
@@ -178,30 +266,71 @@ def _output_part(q, G, S, yv, Hist, out_w, bo, cls_w, bc, direct, word_class, cl
     r1 = (q + 1) * n // G
     no_direct = 0 * n           # run-time values, not literals: the helpers' serial builds are reused
     grad = n >= 0
+    _clear(Gcls[q])
+    _clear(Gbc[q:q + 1])
     _class_layer(S[r0:r1], yv[r0:r1], Hist[r0:r1], cls_w, bc, direct, no_direct, word_class, grad, dSc[r0:r1],
                  Gcls[q], Gbc[q], direct, logc[r0:r1])
     take = bins == q
-    _word_layer(S, yv, Hist, out_w, bo, direct, no_direct, class_starts, order, cnt, take, grad, dSw[q], g_out, g_bo,
-                direct, logw[q], upd)
+    _word_layer(S, yv, Hist, out_w, bo, direct, no_direct, class_starts, order, cnt, take, grad, dSw, g_out, g_bo,
+                direct, logw, upd)
 
 
 @njit(cache=True)
 def _classes_task(phase, q, G, Gs, x, H, emb, rec, bh, act, independent, eos, h_init, u_init, S, yv, Hist,
                   out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins, dSc, dSw, g_out, g_bo,
-                  Gcls, Gbc, logc, logw, Delta, Grec, Gbh, upd):
-    """Task q of a phase of window_grad_classes: 0 the recurrence of stream group q (of Gs), 1 part q
-    (of G) of the output layer, 2 BPTT of stream group q (dL/ds in dSc)."""
-    B = x.shape[1]
+                  Gcls, Gbc, g_emb, g_cls, g_bc, logc, logw, Delta, Grec, Gbh, seen, upd):
+    """Task q of a phase of window_grad_classes.
+    0: the recurrence of stream group q (of Gs); clears the group's rows of dSw, logw.
+    1: part q (of G) of the output layer.
+    2: BPTT of stream group q (dL/ds: dSc + dSw, summed here for the group's rows); the parts'
+       dL/dW_c, dL/dtheta_c summed in order for the q-th block of classes, into g_cls, g_bc or, with
+       upd, straight into their SGD step.
+    3 (upd only): the SGD step of the q-th block of rows of U, theta_j (the groups' gradients summed
+       in order) and of the embedding rows of the words w with w % Gs == q."""
+    T, B = x.shape
+    M = rec.shape[0]
+    C = Gcls.shape[1]
     b0 = q * B // Gs
     b1 = (q + 1) * B // Gs
+    fused = upd.shape[0] > 0
     if phase == 0:
         _hidden_streams(x, H, b0, b1, emb, rec, bh, act, independent, eos, u_init)
+        for t in range(T):
+            _clear(dSw[t * B + b0:t * B + b1])
+            for r in range(t * B + b0, t * B + b1):
+                logw[r] = 0.0
     elif phase == 1:
         _output_part(q, G, S, yv, Hist, out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins,
                      dSc, dSw, g_out, g_bo, Gcls, Gbc, logc, logw, upd)
-    else:
+    elif phase == 2:
+        for t in range(T):
+            for r in range(t * B + b0, t * B + b1):
+                for j in range(M):
+                    dSc[r, j] += dSw[r, j]
         _deltas(x, H, dSc, rec, act, independent, eos, b0, b1, Delta)
+        _clear(Grec[q])
+        _clear(Gbh[q:q + 1])
         _fold_recurrent(x, H, Delta, b0, b1, independent, eos, h_init, Grec[q], Gbh[q])
+        k0 = q * C // Gs
+        k1 = (q + 1) * C // Gs
+        if fused:
+            _step_rows(cls_w, Gcls, k0, k1, upd)
+            if upd[3] != 0.0:
+                _step_rows(bc.reshape((C, 1 + 0 * C)), Gbc.reshape((G, C, 1 + 0 * C)), k0, k1, upd)
+        else:
+            for k in range(k0, k1):   # in part order, as one thread would
+                for p in range(G):
+                    g_bc[k] += Gbc[p, k]
+                    for j in range(M):
+                        g_cls[k, j] += Gcls[p, k, j]
+    else:
+        j0 = q * M // Gs
+        j1 = (q + 1) * M // Gs
+        _step_rows(rec, Grec, j0, j1, upd)
+        if upd[3] != 0.0:
+            _step_rows(bh.reshape((M, 1 + 0 * M)), Gbh.reshape((Gs, M, 1 + 0 * M)), j0, j1, upd)
+        _fold_embedding(x, Delta, g_emb, q, Gs)
+        _step_embedding(x, emb, g_emb, q, Gs, seen, upd)
 
 
 # parallel=True would also turn the kernel's array expressions into parallel loops (slow to compile,
@@ -214,19 +343,24 @@ PRANGE_ONLY = dict(prange=True, reduction=False, comprehension=False, setitem=Fa
 def window_grad_classes(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
                         act, independent, eos, h_init, G,
                         g_emb, g_rec, g_bh, g_out, g_bo, g_cls, g_bc, h_out, ng_out, upd):
-    """window_grad of a class softmax (cross-entropy, no direct connections) on G threads, in three
-    parallel phases. The recurrence and BPTT: min(G, B) groups of streams (their dL/dU, dL/dtheta_j
-    in buffers of their own, summed in order). The output layer: part q takes the q-th block of rows
-    for the class layer (its dL/dW_c in a buffer of its own, summed in order) and a bin of classes for
-    the word layer (classes dealt by work, rows x class size; every row of W, theta_k written by one
-    part only, each part's dL/ds and ln p in arrays of its own). The same G gives the same bits.
-    upd: the fused update of the output rows, as window_grad (each part updates the rows it owns)."""
+    """window_grad of a class softmax (cross-entropy, no direct connections) on G threads, in
+    parallel phases (_classes_task). The recurrence and BPTT: min(G, B) groups of streams (their
+    dL/dU, dL/dtheta_j in buffers of their own, summed in order). The output layer: part q takes the
+    q-th block of rows for the class layer (its dL/dW_c in a buffer of its own, summed in order by
+    the BPTT phase) and a bin of classes for the word layer (classes dealt by work, _class_work;
+    every row of W, theta_k, and every row of the word layer's dL/ds and ln p, written by the one
+    part that owns the row's class). The same G gives the same bits.
+    upd: the whole SGD step, as window_grad: the output rows in the output phase (each part updates
+    the rows it owns), the class layer in the BPTT phase, U, theta_j and the embedding rows in a
+    fourth phase; the g_* arrays are not written (g_emb's rows of the input words serve as work
+    space: zero on entry, zero again on return)."""
     T, B = x.shape
     M = rec.shape[0]
     n = T * B
     C = cls_w.shape[0]
     dt = emb.dtype
     Gs = min(G, B)
+    fused = upd.shape[0] > 0
     H = np.empty((T + 1, B, M), dtype=dt)
     _copy_rows(H[0], h0)
     u_init = _reset_input(rec, h_init)
@@ -236,46 +370,36 @@ def window_grad_classes(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
     _row_history(x, ng0, independent, eos, Hist, ng_out)
     order, cnt = _group_by_class(yv, word_class, C)
     bins = _class_bins(cnt, class_starts, G)
+    # work arrays, each cleared by the task that uses it
     dSc = np.empty((n, M), dtype=dt)
-    dSw = np.zeros((G, n, M), dtype=dt)
+    dSw = np.empty((n, M), dtype=dt)   # one array for all parts: each row's class is in one bin
     logc = np.empty(n, dtype=np.float64)
-    logw = np.zeros((G, n), dtype=np.float64)
-    Gcls = np.zeros((G, C, M), dtype=dt)
-    Gbc = np.zeros((G, C), dtype=dt)
+    logw = np.empty(n, dtype=np.float64)
+    Gcls = np.empty((G, C, M), dtype=dt)
+    Gbc = np.empty((G, C), dtype=dt)
     Delta = np.empty((n, M), dtype=dt)
-    Grec = np.zeros((Gs, M, M), dtype=dt)
-    Gbh = np.zeros((Gs, M), dtype=dt)
-    for phase in range(3):
+    Grec = np.empty((Gs, M, M), dtype=dt)
+    Gbh = np.empty((Gs, M), dtype=dt)
+    seen = np.zeros(emb.shape[0] if fused else 0, dtype=np.bool_)
+    for phase in range(4 if fused else 3):
         tasks = Gs
         if phase == 1:
             tasks = G
-        for i in prange(tasks):   # the kernel's one parallel loop, run three times
+        for i in prange(tasks):   # the kernel's one parallel loop, run once per phase
             q = np.int64(i)          # the loop index is unsigned in the compiled loop: callees typed once
             _classes_task(phase, q, G, Gs, x, H, emb, rec, bh, act, independent, eos, h_init, u_init, S, yv,
                           Hist, out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins, dSc,
-                          dSw, g_out, g_bo, Gcls, Gbc, logc, logw, Delta, Grec, Gbh, upd)
-        if phase == 1:   # sum the parts in order: loss, dL/dW_c, dL/dtheta_c, dL/ds (into dSc)
-            loss = 0.0
-            for r in range(n):
-                lw = 0.0
-                for q in range(G):
-                    lw += logw[q, r]
-                loss -= logc[r] + lw
-            for q in range(G):
-                for k in range(C):
-                    g_bc[k] += Gbc[q, k]
-                    for j in range(M):
-                        g_cls[k, j] += Gcls[q, k, j]
-            for q in range(G):
-                for r in range(n):
-                    for j in range(M):
-                        dSc[r, j] += dSw[q, r, j]
-    for q in range(Gs):
-        for j in range(M):
-            g_bh[j] += Gbh[q, j]
-            for h in range(M):
-                g_rec[j, h] += Grec[q, j, h]
-    _fold_embedding(x, Delta, g_emb)
+                          dSw, g_out, g_bo, Gcls, Gbc, g_emb, g_cls, g_bc, logc, logw, Delta, Grec, Gbh, seen, upd)
+    loss = 0.0
+    for r in range(n):
+        loss -= logc[r] + logw[r]
+    if not fused:
+        for q in range(Gs):
+            for j in range(M):
+                g_bh[j] += Gbh[q, j]
+                for h in range(M):
+                    g_rec[j, h] += Grec[q, j, h]
+        _fold_embedding(x, Delta, g_emb, 0 * n, 1 + 0 * n)
     _copy_rows(h_out, H[T])
     return loss
 
