@@ -273,3 +273,22 @@ def test_touched_pieces_cover_exactly_the_touched_weights(C):
         if bias:
             view("bo")[out_words] = True
         np.testing.assert_array_equal(mask, want)
+
+
+def test_class_bins_share_word_layer_work():
+    """Classes are dealt to the threads in contiguous runs of about equal estimated work (within one
+    class of an equal share), however uneven the class sizes and row counts."""
+    from rnnlm.kernels.batch import _class_bins, _class_work
+    rng = np.random.default_rng(3)
+    C = 60
+    sizes = np.sort(rng.integers(1, 400, C))            # rare-word classes are the large ones
+    class_starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32)
+    rows = rng.integers(0, 6, C) * (rng.random(C) < 0.7)  # some classes unmet in the window
+    cnt = np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
+    work = np.array([_class_work(r, s) for r, s in zip(rows, sizes)])
+    assert work[rows == 0].sum() == 0 and (work[rows > 0] > rows[rows > 0] * sizes[rows > 0]).all()
+    for G in (1, 2, 3, 5):
+        bins = _class_bins(cnt, class_starts, G)
+        assert bins.min() >= 0 and bins.max() < G and (np.diff(bins) >= 0).all()
+        share = np.bincount(bins, weights=work, minlength=G)
+        assert np.abs(share - work.sum() / G).max() <= work.max()
