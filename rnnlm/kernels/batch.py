@@ -363,7 +363,7 @@ def window_grad_classes(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
     fused = upd.shape[0] > 0
     H = np.empty((T + 1, B, M), dtype=dt)
     _copy_rows(H[0], h0)
-    u_init = _reset_input(rec, h_init)
+    u_init = _reset_input(rec, h_init, independent)
     S = H[1:].reshape((n, M))
     yv = y.reshape(n)
     Hist = np.empty((n, ng0.shape[1]), dtype=np.int64)

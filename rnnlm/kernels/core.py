@@ -271,11 +271,12 @@ SMALL_BATCH = 4   # below this many streams the recurrent product is a loop, not
 
 
 @njit(cache=True)
-def _reset_input(rec, h_init):
-    """U @ (h_init * 1): the recurrent input of a step that starts from the constant state."""
+def _reset_input(rec, h_init, independent):
+    """U @ (h_init * 1): the recurrent input of a step that starts from the constant state (only
+    independent sentences restart; else empty, and the M x M sum is skipped)."""
     M = rec.shape[0]
-    u_init = np.zeros(M, dtype=rec.dtype)
-    for j in range(M):
+    u_init = np.zeros(M if independent else 0, dtype=rec.dtype)
+    for j in range(u_init.shape[0]):
         acc = 0.0
         for h in range(M):
             acc += rec[j, h]
@@ -312,5 +313,5 @@ def _hidden_forward(x, h0, emb, rec, bh, act, independent, eos, h_init):
     M = rec.shape[0]
     H = np.empty((T + 1, B, M), dtype=emb.dtype)
     _copy_rows(H[0], h0)
-    _hidden_streams(x, H, 0 * B, B, emb, rec, bh, act, independent, eos, _reset_input(rec, h_init))
+    _hidden_streams(x, H, 0 * B, B, emb, rec, bh, act, independent, eos, _reset_input(rec, h_init, independent))
     return H
