@@ -38,9 +38,10 @@ def _deltas(x, H, dS, rec, act, independent, eos, b0, b1, Delta):
 
 
 @njit(cache=True)
-def _fold_recurrent(x, H, Delta, b0, b1, independent, eos, h_init, g_rec, g_bh):
+def _fold_recurrent(x, H, Delta, b0, b1, independent, eos, h_init, g_rec, g_bh, fresh):
     """The streams b0:b1's share of the folded gradients: g_rec += sum_t Delta(t)^T s(t - 1) (the
-    constant h_init after a reset), g_bh += sum_t Delta(t)."""
+    constant h_init after a reset), g_bh += sum_t Delta(t); fresh: written instead of added (no
+    clearing, no temporary)."""
     T, B = x.shape
     M = g_rec.shape[0]
     dt = Delta.dtype
@@ -61,11 +62,16 @@ def _fold_recurrent(x, H, Delta, b0, b1, independent, eos, h_init, g_rec, g_bh):
             for b in range(b0, b1):
                 if x[t, b] == eos:
                     Hp[t * (b1 - b0) + b - b0, :] = h_init
-    gtmp = np.empty((M, M), dtype=dt)
-    np.dot(D.T, Hp, gtmp)
-    for j in range(M):
-        for h in range(M):
-            g_rec[j, h] += gtmp[j, h]
+    if fresh:
+        np.dot(D.T, Hp, g_rec)
+        for j in range(M):
+            g_bh[j] = 0.0
+    else:
+        gtmp = np.empty((M, M), dtype=dt)
+        np.dot(D.T, Hp, gtmp)
+        for j in range(M):
+            for h in range(M):
+                g_rec[j, h] += gtmp[j, h]
     for r in range(D.shape[0]):
         for j in range(M):
             g_bh[j] += D[r, j]
@@ -133,7 +139,7 @@ def _backward(x, H, dS, rec, act, independent, eos, h_init, g_emb, g_rec, g_bh):
     T, B = x.shape
     Delta = np.empty((T * B, rec.shape[0]), dtype=dS.dtype)
     _deltas(x, H, dS, rec, act, independent, eos, 0, B, Delta)
-    _fold_recurrent(x, H, Delta, 0, B, independent, eos, h_init, g_rec, g_bh)
+    _fold_recurrent(x, H, Delta, 0, B, independent, eos, h_init, g_rec, g_bh, B < 0)
     _fold_embedding(x, Delta, g_emb, 0 * B, 1 + 0 * B)
 
 
@@ -308,9 +314,7 @@ def _classes_task(phase, q, G, Gs, x, H, emb, rec, bh, act, independent, eos, h_
                 for j in range(M):
                     dSc[r, j] += dSw[r, j]
         _deltas(x, H, dSc, rec, act, independent, eos, b0, b1, Delta)
-        _clear(Grec[q])
-        _clear(Gbh[q:q + 1])
-        _fold_recurrent(x, H, Delta, b0, b1, independent, eos, h_init, Grec[q], Gbh[q])
+        _fold_recurrent(x, H, Delta, b0, b1, independent, eos, h_init, Grec[q], Gbh[q], B >= 0)
         k0 = q * C // Gs
         k1 = (q + 1) * C // Gs
         if fused:
@@ -370,7 +374,7 @@ def window_grad_classes(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
     _row_history(x, ng0, independent, eos, Hist, ng_out)
     order, cnt = _group_by_class(yv, word_class, C)
     bins = _class_bins(cnt, class_starts, G)
-    # work arrays, each cleared by the task that uses it
+    # work arrays, each cleared (or written whole) by the task that uses it
     dSc = np.empty((n, M), dtype=dt)
     dSw = np.empty((n, M), dtype=dt)   # one array for all parts: each row's class is in one bin
     logc = np.empty(n, dtype=np.float64)
