@@ -93,6 +93,8 @@ train batch-h100-2threads --hidden 100 --classes 100 --schedule batch --batch-si
     --min-improvement 1.001 --max-epochs 40 --threads 2
 train batch-h200 --hidden 200 --classes 100 --schedule batch --batch-size 32 --bptt 4 \
     --min-improvement 1.001 --max-epochs 40
+train batch-h200-2threads --hidden 200 --classes 100 --schedule batch --batch-size 32 --bptt 4 \
+    --min-improvement 1.001 --max-epochs 40 --threads 2
 # wider sigmoid layers with dropout on the state the output layer reads (rates chosen on valid:
 # hidden 200: 0.2 (input dropout did not help there); hidden 400: 0.3, valid 126.91 against 127.53
 # with 0.4)
