@@ -4,12 +4,13 @@ Kept apart from the training loop so that tests can drive single updates. The gr
 the loss summed over the window's T steps and averaged over its B streams; clipping rescales it to a
 global L2 norm of at most `clip`; L2 (beta) acts on the weights the update touches. Without biases
 (ModelConfig.bias False) the bias blocks stay at zero. Training calls `step` (gradient and update
-in one: without clipping, a class softmax updates its output rows inside the gradient kernel).
+in one: without clipping, a class softmax takes the whole SGD step inside the gradient kernel).
 
 Threads (Numba's, `numba.set_num_threads`, or `threads=`): one thread runs kernels.window_grad (no
 parallel kernel is compiled). On more, a class softmax shares the output layer among the threads by
 classes (kernels.window_grad_classes: each class's rows of W written by one thread, no copies; the
-recurrence and BPTT by groups of streams); a full softmax splits the B streams into one group per
+recurrence and BPTT by groups of streams; the update of the other weights in parallel phases of
+the same kernel); a full softmax splits the B streams into one group per
 thread (Python threads running the serial kernel, rnnlm/threads.py), each accumulating into its own
 gradient buffer, summed in a fixed order by the update while it applies them. The same thread count
 gives the same bits every run; different counts differ only by rounding. BLAS runs single-threaded

@@ -13,8 +13,9 @@ Words are numbered so that every class is a contiguous id range class_starts[c] 
 Gradients are those of the loss L = -sum ln y_target (or the SSE), i.e. minus the seed equations'
 deltas: a kernel *adds* dL/dparam into the gradient arrays it is given; the optimiser kernels
 (`sgd_pieces`, `sgd_touched`) apply p -= lr * (scale * g + beta * p) and clear the gradient. Given
-`upd` = (lr, scale, beta, bias), the window kernels of a class softmax apply that step to each
-class's output rows themselves, as soon as dL/ds is formed, and never store their gradient.
+`upd` = (lr, scale, beta, bias), the window kernels of a class softmax take that whole step
+themselves: each class's output rows as soon as dL/ds is formed, the other weights once their
+gradient is complete; the gradient arrays are left clear.
 
 Threads: `window_grad_classes` (class softmax: the output layer shared among threads by classes,
 balanced by work) is the parallel gradient kernel; `sgd_pieces_par` shares its update's pieces in
