@@ -292,3 +292,42 @@ def test_class_bins_share_word_layer_work():
         assert bins.min() >= 0 and bins.max() < G and (np.diff(bins) >= 0).all()
         share = np.bincount(bins, weights=work, minlength=G)
         assert np.abs(share - work.sum() / G).max() <= work.max()
+
+
+@pytest.mark.parametrize("G,B,indep", [(2, 8, False), (3, 2, True), (5, 4, False)])
+def test_parallel_step_kernel_matches_serial(G, B, indep):
+    """window_grad_classes taking the whole step (upd) for G parts, also more parts than streams
+    (fewer stream groups than parts): the same weights, loss and state as the serial kernel's step
+    (1e-12 in float64), the gradient arrays left clear, over several windows."""
+    C, T = 4, 3
+    base = tiny_model(N, M, C, "sigmoid", seed=11, dtype="float64", scale=0.4)
+    ci = tiny_classes(N, C)
+    rng = np.random.default_rng(12)
+    wins = [(rng.integers(0, N, (T, B)).astype(np.int32), rng.integers(0, N, (T, B)).astype(np.int32))
+            for _ in range(3)]
+    upd = np.array([0.4, 1 / B, 1e-3, 1.0])
+    out = []
+    for parallel in (False, True):
+        p = base.copy()
+        g = p.zeros_like()
+        h = np.full((B, M), 0.3)
+        ng = np.zeros((B, 2), np.int32)
+        losses = []
+        for x, y in wins:
+            ho, no = np.empty_like(h), np.empty_like(ng)
+            if parallel:
+                loss = K.window_grad_classes(x, y, h, ng, *param_args(p), ci.word_class, ci.class_starts,
+                                             ACT["sigmoid"], indep, 0, 0.7, G, g.emb, g.rec, g.bh, g.out_w, g.bo,
+                                             g.cls_w, g.bc, ho, no, upd)
+            else:
+                loss = K.window_grad(x, y, h, ng, *param_args(p), ci.word_class, ci.class_starts, ACT["sigmoid"],
+                                     0, indep, 0, 0.7, 3, g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc,
+                                     g.direct, ho, no, upd)
+            losses.append(loss)
+            h, ng = ho, no
+            assert not g.flat.any(), "the gradient arrays are left clear"
+        out.append((p.flat.copy(), h, losses))
+    np.testing.assert_allclose(out[1][0], out[0][0], rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(out[1][1], out[0][1], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(out[1][2], out[0][2], rtol=1e-12)
+    assert np.abs(out[0][0] - base.flat).max() > 1e-3, "the steps moved the weights"
