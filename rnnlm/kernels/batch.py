@@ -1,5 +1,6 @@
 """Batched entry points: forward and truncated-BPTT backward over (T, B) windows, serial and on
-threads (`window_grad_classes`, `window_grad_groups`), and the forward-only `window_logprob`.
+threads (`window_grad_classes`, `window_grad_groups`), and the forward-only `window_logprob` (a
+class softmax and a full softmax in kernels of their own).
 
 Notation and conventions: see rnnlm/kernels/__init__.py.
 """
@@ -11,7 +12,7 @@ from numba import njit, prange
 from rnnlm.kernels.core import (CE, _copy_rows, _fprime, _hidden_forward, _hidden_streams, _reset_input,
                                 _row_history)
 from rnnlm.kernels.optim import sgd_touched
-from rnnlm.kernels.output import _class_layer, _group_by_class, _output_layer, _word_layer
+from rnnlm.kernels.output import _class_layer, _class_output, _group_by_class, _output_layer, _word_layer
 
 
 # ----------------------------------------------------------------------------- batched entry points
@@ -213,25 +214,54 @@ def window_grad(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_
 
 
 @njit(cache=True)
+def _forward_rows(x, h0, ng0, emb, rec, bh, act, independent, eos, h_init, h_out, ng_out):
+    """The forward pass of a window for the output layer: its states S (T * B, M) and the direct-
+    connection history of each row; final state into h_out, carried history into ng_out."""
+    T, B = x.shape
+    H = _hidden_forward(x, h0, emb, rec, bh, act, independent, eos, h_init)
+    Hist = np.empty((T * B, ng0.shape[1]), dtype=np.int64)
+    _row_history(x, ng0, independent, eos, Hist, ng_out)
+    _copy_rows(h_out, H[T])
+    return H[1:].reshape((T * B, rec.shape[0])), Hist
+
+
+@njit(cache=True)
+def window_logprob_classes(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
+                           act, independent, eos, h_init, dorder, logp, h_out, ng_out):
+    """window_logprob of a class softmax (its own kernel: the full softmax's code is not compiled)."""
+    S, Hist = _forward_rows(x, h0, ng0, emb, rec, bh, act, independent, eos, h_init, h_out, ng_out)
+    M = rec.shape[0]
+    dt = emb.dtype
+    d2 = np.empty((0, M), dtype=dt)
+    d1 = np.empty(0, dtype=dt)
+    _class_output(S, y.reshape(S.shape[0]), Hist, out_w, bo, cls_w, bc, direct, dorder if direct.shape[0] > 0 else 0,
+                  word_class, class_starts, S.shape[0] < 0, d2, d2, d1, d2, d1, d1, logp.reshape(S.shape[0]),
+                  np.empty(0))
+
+
+@njit(cache=True)
+def window_logprob_full(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
+                        act, independent, eos, h_init, dorder, logp, h_out, ng_out):
+    """window_logprob of a full softmax (rows in chunks of 512: the (rows, N) logits bound memory)."""
+    S, Hist = _forward_rows(x, h0, ng0, emb, rec, bh, act, independent, eos, h_init, h_out, ng_out)
+    M = rec.shape[0]
+    dt = emb.dtype
+    d2 = np.empty((0, M), dtype=dt)
+    d1 = np.empty(0, dtype=dt)
+    n = S.shape[0]
+    _output_layer(S, y.reshape(n), Hist, out_w, bo, cls_w, bc, direct, dorder if direct.shape[0] > 0 else 0,
+                  word_class, class_starts, CE + 0 * n, n < 0, d2, d2, d1, d2, d1, d1, logp.reshape(n), 512 + 0 * n,
+                  np.empty(0))
+
+
 def window_logprob(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
                    act, independent, eos, h_init, dorder, logp, h_out, ng_out):
     """Forward only: ln p(y[t, b] | history) into logp (T, B); final hidden state into h_out and
-    direct-connection history into ng_out (see window_grad)."""
-    T, B = x.shape
-    M = rec.shape[0]
-    dt = emb.dtype
-    H = _hidden_forward(x, h0, emb, rec, bh, act, independent, eos, h_init)
-    S = H[1:].reshape((T * B, M))
-    Hist = np.empty((T * B, ng0.shape[1]), dtype=np.int64)
-    _row_history(x, ng0, independent, eos, Hist, ng_out)
-    K = dorder if direct.shape[0] > 0 else 0
-    dummy2 = np.empty((0, M), dtype=dt)
-    dummy1 = np.empty(0, dtype=dt)
-    chunk = 512 if cls_w.shape[0] == 0 else 4096
-    _output_layer(S, y.reshape(T * B), Hist, out_w, bo, cls_w, bc, direct, K, word_class, class_starts,
-                  CE + 0 * T, T < 0, dummy2, dummy2, dummy1, dummy2, dummy1, dummy1, logp.reshape(T * B), chunk,
-                  np.empty(0))
-    _copy_rows(h_out, H[T])
+    direct-connection history into ng_out (see window_grad). Picks the class or full softmax kernel
+    (so that evaluating a class model never compiles the full softmax)."""
+    kernel = window_logprob_full if cls_w.shape[0] == 0 else window_logprob_classes
+    kernel(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
+           act, independent, eos, h_init, dorder, logp, h_out, ng_out)
 
 
 @njit(cache=True)
