@@ -29,6 +29,9 @@ How each figure is taken:
   sgemm          NumPy float32 2048 x 2048 matrix product, GFLOP/s (median of 5) on 1 and 2 threads;
                  the roofline of (c) is sgemm / (6 * H * V) tokens/s (forward, output gradient and
                  hidden error: three products of H x V per token).
+  sync probe     microseconds per launch of a Numba parallel loop of trivial tasks on the most
+                 threads, at the start and at the end: the cost each parallel phase pays to start and
+                 join, which shows when a core is slow to answer (a busy VM neighbour).
 Each row runs in its own process (`--worker`), one after the other; timings on a loaded machine are
 noisy, so the load average is printed with the table.
 """
@@ -236,6 +239,35 @@ def warm_start(model: str, tiny: str) -> float:
     return t
 
 
+PROBE = """
+import statistics, sys, time
+import numba, numpy as np
+from numba import njit, prange
+numba.set_num_threads(int(sys.argv[1]))
+@njit(parallel=True)
+def launches(a, reps):
+    for r in range(reps):
+        for i in prange(a.shape[0]):
+            a[i] += 1.0
+a = np.zeros(numba.get_num_threads())
+launches(a, 1)
+ts = []
+for _ in range(5):
+    t0 = time.perf_counter()
+    launches(a, 20000)
+    ts.append((time.perf_counter() - t0) / 20000 * 1e6)
+print(statistics.median(ts))
+"""
+
+
+def sync_probe_us(threads: int) -> float:
+    """Microseconds per launch of a parallel loop of trivial tasks on `threads` Numba threads: what
+    each of the batch schedule's phases pays to start and join; it grows when a core is slow to
+    answer (on a VM, when its other vCPU is busy elsewhere)."""
+    out = subprocess.run([sys.executable, "-c", PROBE, str(threads)], check=True, capture_output=True, text=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def sgemm_gflops(threads: int, n: int = 2048, reps: int = 5) -> float:
     import numpy as np
     from threadpoolctl import threadpool_limits
@@ -294,6 +326,8 @@ def main() -> int:
     load0 = os.getloadavg()
     t_start = time.time()
     gemm = {n: sgemm_gflops(n) for n in args.threads}
+    par = max(args.threads)
+    probe0 = sync_probe_us(par) if par > 1 else None
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         tiny = os.path.join(tmp, "tiny.txt")
@@ -321,6 +355,7 @@ def main() -> int:
                 cold[key] = cold_start(row, tiny, tmp)   # compilation depends on schedule and threads only
             results.append((row, res))
     load1 = os.getloadavg()
+    probe1 = sync_probe_us(par) if par > 1 else None
     import platform
     import numba
     import numpy
@@ -335,6 +370,10 @@ def main() -> int:
           f"(above 0 means other jobs shared the cores)")
     print("sgemm (NumPy float32 2048^3): " + ", ".join(f"{gemm[n]:.0f} GFLOP/s on {n} thread{'s' * (n > 1)}"
                                                        for n in args.threads))
+    if par > 1:
+        print(f"{par}-thread sync probe (a parallel loop of trivial tasks): {probe0:.1f} µs per launch at the "
+              f"start, {probe1:.1f} at the end (about 0.8 on a quiet 2-core VM here; more means the threads "
+              f"waited for a busy core, and every {par}-thread figure suffers)")
     print()
     print("| configuration | training | threads | train words/s | eval words/s | peak RSS | cold start | warm start |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
