@@ -9,10 +9,10 @@ in one: without clipping, a class softmax takes the whole SGD step inside the gr
 Threads (Numba's, `numba.set_num_threads`, or `threads=`): one thread runs kernels.window_grad (no
 parallel kernel is compiled). On more, a class softmax shares the output layer among the threads by
 classes (kernels.window_grad_classes: each class's rows of W written by one thread, no copies; the
-recurrence and BPTT by groups of streams; the update of the other weights in parallel phases of
-the same kernel); a full softmax splits the B streams into one group per
-thread (Python threads running the serial kernel, rnnlm/threads.py), each accumulating into its own
-gradient buffer, summed in a fixed order by the update while it applies them. The same thread count
+recurrence and BPTT by groups of streams; the update of the other weights in parallel phases of the
+same kernel); a full softmax splits the B streams into one group per thread (Python threads running
+the serial kernel, rnnlm/threads.py), each accumulating into its own gradient buffer, summed in a
+fixed order by the update while it applies them. The same thread count
 gives the same bits every run; different counts differ only by rounding. BLAS runs single-threaded
 inside the kernels (`blas_single_thread`) so that Numba's threads and the BLAS library's do not
 oversubscribe the cores. Models with direct connections compute their gradient on one thread.
