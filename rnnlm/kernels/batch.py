@@ -11,7 +11,7 @@ from numba import njit, prange
 
 from rnnlm.kernels.core import (CE, _copy_rows, _fprime, _hidden_forward, _hidden_streams, _reset_input,
                                 _row_history)
-from rnnlm.kernels.optim import sgd_touched
+from rnnlm.kernels.optim import _sgd_piece, sgd_touched
 from rnnlm.kernels.output import _class_layer, _class_output, _group_by_class, _output_layer, _word_layer
 
 
@@ -96,23 +96,20 @@ def _fold_embedding(x, Delta, g_emb, q, P):
 
 @njit(cache=True)
 def _step_embedding(x, emb, g_emb, q, P, seen, upd):
-    """SGD on the embedding rows of the input words w with w % P == q, each once: emb[w] -= lr *
-    (scale * g_emb[w] + beta * emb[w]) (upd = lr, scale, beta, bias; as the optimiser,
-    kernels.optim), then g_emb[w] <- 0. seen (N,) False on entry for those words."""
+    """The optimiser's step (optim._sgd_piece; upd = lr, scale, beta, bias) on the embedding rows of
+    the input words w with w % P == q, each once; their gradient rows cleared. seen (N,) False on
+    entry for those words."""
     T, B = x.shape
-    M = emb.shape[1]
-    lr, scale, beta = upd[0], upd[1], upd[2]
+    N, M = emb.shape
+    e = emb.reshape(N * M)
+    g = g_emb.reshape(N * M)
     for t in range(T):
         for b in range(B):
             w = x[t, b]
             if w % P != q or seen[w]:
                 continue
             seen[w] = True
-            e = emb[w]
-            g = g_emb[w]
-            for j in range(M):
-                e[j] -= lr * (scale * g[j] + beta * e[j])
-                g[j] = 0.0
+            _sgd_piece(e, g, w * M, (w + 1) * M, upd[0], upd[1], upd[2])
 
 
 @njit(cache=True)
@@ -157,22 +154,22 @@ def _step_window(x, emb, rec, bh, cls_w, bc, direct, g_emb, g_rec, g_bh, g_cls, 
     """The SGD step of everything but the output rows from the accumulated gradient, which is
     cleared: the embedding rows of the input words, U, the class layer, the biases theta_j,
     theta_c (upd[3] != 0; else their gradient is dropped) and the direct connections with a nonzero
-    gradient (optim.sgd_touched). The same arithmetic as the optimiser's, so the same bits."""
+    gradient: the optimiser's own helpers (optim._sgd_piece, sgd_touched), so the same bits."""
     M = rec.shape[0]
     C = cls_w.shape[0]
-    one = 1 + 0 * M
-    _step_embedding(x, emb, g_emb, 0 * M, one, np.zeros(emb.shape[0], dtype=np.bool_), upd)
-    _step_rows(rec, g_rec.reshape((one, M, M)), 0 * M, M, upd)
-    _clear(g_rec)
-    _step_rows(cls_w, g_cls.reshape((one, C, M)), 0 * M, C, upd)
-    _clear(g_cls)
+    lr, scale, beta = upd[0], upd[1], upd[2]
+    zero = 0 * M
+    _step_embedding(x, emb, g_emb, zero, 1 + zero, np.zeros(emb.shape[0], dtype=np.bool_), upd)
+    _sgd_piece(rec.reshape(M * M), g_rec.reshape(M * M), zero, M * M, lr, scale, beta)
+    _sgd_piece(cls_w.reshape(C * M), g_cls.reshape(C * M), zero, C * M, lr, scale, beta)
     if upd[3] != 0.0:
-        _step_rows(bh.reshape((M, one)), g_bh.reshape((one, M, one)), 0 * M, M, upd)
-        _step_rows(bc.reshape((C, one)), g_bc.reshape((one, C, one)), 0 * M, C, upd)
-    _clear(g_bh.reshape((one, M)))
-    _clear(g_bc.reshape((one, C)))
+        _sgd_piece(bh, g_bh, zero, M, lr, scale, beta)
+        _sgd_piece(bc, g_bc, zero, C, lr, scale, beta)
+    else:
+        g_bh[:] = 0.0
+        g_bc[:] = 0.0
     if direct.shape[0] > 0:
-        sgd_touched(direct, g_direct, upd[0], upd[1], upd[2])
+        sgd_touched(direct, g_direct, lr, scale, beta)
 
 
 @njit(cache=True)
