@@ -32,8 +32,11 @@ How each figure is taken:
   sync probe     microseconds per launch of a Numba parallel loop of trivial tasks on the most
                  threads, at the start and at the end: the cost each parallel phase pays to start and
                  join, which shows when a core is slow to answer (a busy VM neighbour).
-Each row runs in its own process (`--worker`), one after the other; timings on a loaded machine are
-noisy, so the load average is printed with the table.
+Each row runs in its own process (`--worker`). The rows that differ only in their thread count are
+measured together: their processes are set up one after the other, then take their timed runs in
+turn (run 1 of each, then run 2, ...), so that a slow spell of the machine falls on both and the
+2-thread speed-up printed beside a row (its median over the 1-thread row's median) compares like with
+like. Timings on a loaded machine are noisy, so the load average is printed with the table.
 """
 from __future__ import annotations
 
@@ -81,14 +84,15 @@ def rows(models, threads, torch_ok):
 
 # ----------------------------------------------------------------------------- worker (one row)
 
-def _median_rate(fn, units_per_run: int, runs: int) -> float:
+def _rate(fn) -> float:
+    t0 = time.perf_counter()
+    n = fn()
+    return n / (time.perf_counter() - t0)
+
+
+def _median_rate(fn, runs: int) -> float:
     fn()                        # warm-up (the compiling call came before)
-    rates = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        n = fn()
-        rates.append(n / (time.perf_counter() - t0))
-    return statistics.median(rates)
+    return statistics.median(_rate(fn) for _ in range(runs))
 
 
 def _peak_rss_mb() -> float:
@@ -96,21 +100,22 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def worker(spec: dict) -> dict:
+def setup(spec: dict):
+    """The row's training run, ready to time: (res, run) with run() -> words trained; the compiling
+    call and one warm-up run done."""
     import numpy as np
     H, C = MODELS[spec["model"]]
-    data, runs = spec["data"], spec["runs"]
     words = spec["full_words"] if spec["model"] == "c" else spec["train_words"]
     from rnnlm.corpus import prepare
-    pc = prepare(*(os.path.join(data, f"{s}.txt") for s in ("train", "valid", "test")),
+    pc = prepare(*(os.path.join(spec["data"], f"{s}.txt") for s in ("train", "valid", "test")),
                  num_classes=max(C, 1), cache_dir=spec["cache_dir"])
     tok = pc.tokenizer
     train_ids = np.ascontiguousarray(pc["train"], dtype=np.int32)
     res = dict(vocab=len(tok), train_tokens=len(train_ids))
     if spec["kind"] == "torch":
-        res["train_wps"] = _torch_rate(len(tok), H, spec["B"], spec["T"], spec["threads"], train_ids, words, runs)
-        res["rss_mb"] = _peak_rss_mb()
-        return res
+        run = _torch_run(len(tok), H, spec["B"], spec["T"], spec["threads"], train_ids, words)
+        run()
+        return res, run
     import numba
     numba.set_num_threads(spec["threads"])
     from rnnlm.config import ModelConfig, TrainConfig
@@ -120,46 +125,67 @@ def worker(spec: dict) -> dict:
     schedule = "rnnlm" if spec["kind"] == "rnnlm" else "batch"
     tcfg = TrainConfig(schedule=schedule, bptt=spec["T"], bptt_block=10, batch_size=spec["B"],
                        lr=0.1 if schedule == "rnnlm" else 1.0, threads=spec["threads"])
-    with tempfile.TemporaryDirectory() as tmp:
-        tr = Trainer(mcfg, tcfg, tok, train_ids, pc["valid"], os.path.join(tmp, "m.rnnlm"), log=lambda s: None,
-                     progress=False)
-        params = Params.init(mcfg, np.random.default_rng(1))
-        sstate = tr._fresh_stream_state()
-        chunk_data = tr._epoch_data(params)
-        units_total = tr._units()
-        per_unit = 1 if schedule == "rnnlm" else spec["B"] * spec["T"]
-        units = max(1, -(-words // per_unit))
-        pos = [0]
+    tmp = tempfile.mkdtemp(dir=spec["tmp"])
+    tr = Trainer(mcfg, tcfg, tok, train_ids, pc["valid"], os.path.join(tmp, "m.rnnlm"), log=lambda s: None,
+                 progress=False)
+    params = Params.init(mcfg, np.random.default_rng(1))
+    sstate = tr._fresh_stream_state()
+    chunk_data = tr._epoch_data(params)
+    units_total = tr._units()
+    per_unit = 1 if schedule == "rnnlm" else spec["B"] * spec["T"]
+    units = max(1, -(-words // per_unit))
+    pos = [0]
 
-        def run():
-            done = words_done = 0
-            while done < units:
-                a = pos[0] % units_total
-                b = min(units_total, a + min(units - done, tr.chunk))
-                words_done += tr._train_chunk(params, sstate, tcfg.lr, a, b, chunk_data)[1]
-                done += b - a
-                pos[0] = b
-            return words_done
+    def run():
+        done = words_done = 0
+        while done < units:
+            a = pos[0] % units_total
+            b = min(units_total, a + min(units - done, tr.chunk))
+            words_done += tr._train_chunk(params, sstate, tcfg.lr, a, b, chunk_data)[1]
+            done += b - a
+            pos[0] = b
+        return words_done
 
-        tr._train_chunk(params, sstate, tcfg.lr, 0, 1, chunk_data)     # compiles (discarded)
-        pos[0] = 1
-        res["train_wps"] = _median_rate(run, units * per_unit, runs)
+    tr._train_chunk(params, sstate, tcfg.lr, 0, 1, chunk_data)     # compiles (discarded)
+    pos[0] = 1
+    run()                                                           # warm-up (discarded)
+    res.update(mcfg=mcfg, params=params, tok=tok, test_ids=np.ascontiguousarray(pc["test"], dtype=np.int32))
+    return res, run
+
+
+def finish(spec: dict, res: dict) -> dict:
+    """The row's evaluation speed (when asked) and peak RSS, as JSON-ready figures."""
     if spec.get("eval"):
         from rnnlm.evaluate import stream_logprobs
         from rnnlm.step import ClassInfo
-        test_ids = np.ascontiguousarray(pc["test"], dtype=np.int32)
-        ci = ClassInfo.from_tokenizer(tok, C > 0)
+        mcfg, params, tok, test_ids = res["mcfg"], res["params"], res["tok"], res["test_ids"]
+        ci = ClassInfo.from_tokenizer(tok, mcfg.classes > 0)
         ev = lambda: len(stream_logprobs(mcfg, params, ci, test_ids, tok.eos_id))
         ev()                                                            # compiles (discarded)
-        res["eval_wps"] = _median_rate(ev, len(test_ids), runs)
+        res["eval_wps"] = _median_rate(ev, spec["runs"])
         if spec.get("save_model"):
             from rnnlm.model import ModelFile, save_model
             save_model(spec["save_model"], ModelFile(mcfg, params, tok.to_bytes(), {}))
     res["rss_mb"] = _peak_rss_mb()
-    return res
+    return {k: v for k, v in res.items() if k not in ("mcfg", "params", "tok", "test_ids")}
 
 
-def _torch_rate(V, H, B, T, threads, ids, words, runs) -> float:
+def worker_loop(spec: dict) -> None:
+    """A row's process: sets up, prints {"ready": ...}, then one timed run per "run" line on stdin
+    ({"rate": words/s}), and on "finish" the row's other figures; so that the orchestrator can
+    interleave the timed runs of several rows."""
+    res, run = setup(spec)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "run":
+            print(json.dumps({"rate": _rate(run)}), flush=True)
+        else:
+            break
+    print(json.dumps(finish(spec, res)), flush=True)
+
+
+def _torch_run(V, H, B, T, threads, ids, words):
+    """PyTorch's training of the same sizes: run() -> words trained (first call not yet made)."""
     import numpy as np
     import torch
     torch.set_num_threads(threads)
@@ -192,7 +218,61 @@ def _torch_rate(V, H, B, T, threads, ids, words, runs) -> float:
         return windows * B * T
 
     step()                                                              # first call (discarded)
-    return _median_rate(run, windows * B * T, runs)
+    return run
+
+
+def _groups(all_rows):
+    """Rows that differ only in thread count, together (their timed runs are interleaved)."""
+    out = {}
+    for row in all_rows:
+        out.setdefault((row["model"], row["kind"]), []).append(row)
+    return list(out.values())
+
+
+def _ask(proc, err, line: str) -> dict:
+    """Send `line` (if any) to a worker, return its next JSON line; its stderr (err) on failure."""
+    if line:
+        proc.stdin.write(line + "\n")
+        proc.stdin.flush()
+    out = proc.stdout.readline()
+    if not out:
+        proc.wait()
+        err.seek(0)
+        raise RuntimeError(f"bench worker failed (exit {proc.returncode}):\n{err.read()[-3000:]}")
+    return json.loads(out)
+
+
+def interleaved(specs, runs: int):
+    """The figures of the rows `specs`, each measured by its own worker process (set up one after the
+    other, each then idle), their timed runs taken in turn: run 1 of every row, then run 2, ... A
+    slow spell of the machine (on this VM, the second core's host often has them) then falls on all
+    rows alike instead of on whichever row it met, and the ratios between the rows are fair."""
+    procs, errs = [], []
+    try:
+        for spec in specs:
+            errs.append(tempfile.TemporaryFile(mode="w+"))
+            procs.append(subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errs[-1], text=True))
+            _ask(procs[-1], errs[-1], "")        # {"ready": true}: compiled and warmed up
+        rates = [[] for _ in procs]
+        for _ in range(runs):
+            for p, e, r in zip(procs, errs, rates):
+                time.sleep(0.05)                 # the other rows' threads are asleep by now
+                r.append(_ask(p, e, "run")["rate"])
+        out = []
+        for p, e, r in zip(procs, errs, rates):
+            res = _ask(p, e, "finish")
+            res["train_wps"] = statistics.median(r)
+            p.stdin.close()
+            p.wait()
+            out.append(res)
+        return out
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        for e in errs:
+            e.close()
 
 
 # ----------------------------------------------------------------------------- start-up timings
@@ -302,7 +382,7 @@ def main() -> int:
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
+        worker_loop(json.loads(args.worker))
         return 0
     data = args.data or PTB
     if not all(os.path.isfile(os.path.join(data, f"{s}.txt")) for s in ("train", "valid", "test")):
@@ -336,24 +416,25 @@ def main() -> int:
         eval_done = set()
         warm = {}
         cold = {}
-        for row in rows(models, args.threads, torch_ok):
-            spec = dict(row, data=data, runs=runs, train_words=args.train_words, full_words=args.full_words,
-                        cache_dir=token_cache)
-            if row["kind"] != "torch" and row["threads"] == 1 and row["model"] not in eval_done:
-                spec["eval"] = True
-                spec["save_model"] = os.path.join(tmp, f"{row['model']}.rnnlm")
-                eval_done.add(row["model"])
-            print(f"bench.py: {LABEL[row['model']]}, {row['kind']}, {row['threads']} thread(s) ...",
-                  file=sys.stderr, flush=True)
-            out = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
-                                 check=True, capture_output=True, text=True)
-            res = json.loads(out.stdout.strip().splitlines()[-1])
-            if spec.get("save_model"):
-                warm[row["model"]] = warm_start(spec["save_model"], tiny)
-            key = (row["kind"], row["threads"])
-            if row["kind"] != "torch" and not args.no_cold and key not in cold:
-                cold[key] = cold_start(row, tiny, tmp)   # compilation depends on schedule and threads only
-            results.append((row, res))
+        for group in _groups(rows(models, args.threads, torch_ok)):
+            specs = []
+            for row in group:
+                spec = dict(row, data=data, runs=runs, train_words=args.train_words, full_words=args.full_words,
+                            cache_dir=token_cache, tmp=tmp)
+                if row["kind"] != "torch" and row["threads"] == 1 and row["model"] not in eval_done:
+                    spec["eval"] = True
+                    spec["save_model"] = os.path.join(tmp, f"{row['model']}.rnnlm")
+                    eval_done.add(row["model"])
+                specs.append(spec)
+            print(f"bench.py: {LABEL[group[0]['model']]}, {group[0]['kind']}, "
+                  f"{' and '.join(str(r['threads']) for r in group)} thread(s) ...", file=sys.stderr, flush=True)
+            for row, spec, res in zip(group, specs, interleaved(specs, runs)):
+                if spec.get("save_model"):
+                    warm[row["model"]] = warm_start(spec["save_model"], tiny)
+                key = (row["kind"], row["threads"])
+                if row["kind"] != "torch" and not args.no_cold and key not in cold:
+                    cold[key] = cold_start(row, tiny, tmp)   # compilation depends on schedule and threads only
+                results.append((row, res))
     load1 = os.getloadavg()
     probe1 = sync_probe_us(par) if par > 1 else None
     import platform
@@ -388,6 +469,10 @@ def main() -> int:
             r = gemm[row["threads"]] * 1e9 / (6 * H * res["vocab"])
             roof = f" ({100 * res['train_wps'] / r:.0f}% of roofline {r:,.0f})"
         key = (row["kind"], row["threads"])
+        one = next((r2 for w, r2 in results if w["model"] == row["model"] and w["kind"] == row["kind"]
+                    and w["threads"] == 1), None)
+        if one is not None and row["threads"] > 1:
+            roof = f" ({res['train_wps'] / one['train_wps']:.2f}×" + (f"; {roof[2:]}" if roof else ")")
         print(f"| {LABEL[row['model']]} | {kind} | {row['threads']} | {_fmt(res['train_wps'])}{roof} | "
               f"{_fmt(res.get('eval_wps'))} | {res['rss_mb']:,.0f} MB | "
               f"{_fmt(cold.get(key), '{:.1f} s')} | "
