@@ -8,10 +8,88 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core.extending import intrinsic
 
 SIGMOID, TANH, RELU = 0, 1, 2
 CE, SSE = 0, 1
+
+
+# ----------------------------------------------------------------------------- exp
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """a * b + c rounded once (llvm.fma.f64): an exact operation, not a fast-math licence."""
+    if not (a == types.float64 and b == types.float64 and c == types.float64):
+        return None
+    return types.float64(types.float64, types.float64, types.float64), lambda ctx, b, sig, args: b.fma(*args)
+
+
+@intrinsic
+def _bits(typingctx, x):
+    """The bits of a float64, as int64."""
+    if x != types.float64:
+        return None
+    return types.int64(types.float64), lambda ctx, b, sig, args: b.bitcast(args[0], ir.IntType(64))
+
+
+@intrinsic
+def _from_bits(typingctx, i):
+    """The float64 with bits i (int64)."""
+    if i != types.int64:
+        return None
+    return types.float64(types.int64), lambda ctx, b, sig, args: b.bitcast(args[0], ir.DoubleType())
+
+
+LOG2E = 1.4426950408889634
+SHIFTER = 6755399441055744.0            # 1.5 * 2^52: x + SHIFTER rounds x to an integer, kept in the low bits
+SHIFTER_BITS = 0x4338000000000000
+LN2_HI = 6.93147180369123816490e-01     # ln 2 in two parts; n * LN2_HI is exact for |n| < 2^11
+LN2_LO = 1.90821492927058770002e-10
+EXP_LO, EXP_HI = -708.0, 709.0          # outside: 0 and inf (2^n stays a normal float64 inside)
+EXP_C = (1.0, 1.0, 0.5, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320, 1.0 / 362880,
+         1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800)
+C0, C1, C2, C3, C4, C5, C6, C7, C8, C9, C10, C11, C12, C13 = EXP_C   # compile-time constants
+
+
+@njit(cache=True, inline="always")
+def _exp(x):
+    """e^x in float64 (within 1 ulp of libm's), as straight-line arithmetic that the compiler
+    vectorises in loops (libm's exp is a call per element; there is no vector math library here):
+    x = n ln 2 + r with |r| <= ln 2 / 2, e^r by its Taylor polynomial of degree 13 (error below
+    1e-17), 2^n assembled in the exponent bits. NaN stays NaN; below -708 gives 0, above 709 inf.
+    Constants, not divisions, in the body: a division would carry a zero check that stops the
+    vectorisation."""
+    xc = EXP_LO if x < EXP_LO else x
+    xc = EXP_HI if xc > EXP_HI else xc
+    t = _fma(xc, LOG2E, SHIFTER)
+    fn = t - SHIFTER
+    n = _bits(t) - SHIFTER_BITS
+    r = (xc - fn * LN2_HI) - fn * LN2_LO
+    p = _fma(C13, r, C12)
+    p = _fma(p, r, C11)
+    p = _fma(p, r, C10)
+    p = _fma(p, r, C9)
+    p = _fma(p, r, C8)
+    p = _fma(p, r, C7)
+    p = _fma(p, r, C6)
+    p = _fma(p, r, C5)
+    p = _fma(p, r, C4)
+    p = _fma(p, r, C3)
+    p = _fma(p, r, C2)
+    p = _fma(p, r, C1)
+    p = _fma(p, r, C0)
+    v = p * _from_bits((n + 1023) << 52)
+    v = 0.0 if x < EXP_LO else v
+    return np.inf if x > EXP_HI else v
+
+
+@njit(cache=True, error_model="numpy")
+def _sigmoid(v):
+    """1 / (1 + e^-v); the numpy error model: no zero check on the division (the denominator is at
+    least 1), so that loops over it vectorise."""
+    return 1.0 / (1.0 + _exp(-np.float64(v)))
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -19,7 +97,7 @@ CE, SSE = 0, 1
 @njit(cache=True)
 def _activate(v, act):
     if act == SIGMOID:
-        return 1.0 / (1.0 + math.exp(-v))
+        return _sigmoid(v)
     if act == TANH:
         return math.tanh(v)
     return v if v > 0.0 else 0.0
@@ -45,14 +123,30 @@ def _row_max(z, n):
 
 
 @njit(cache=True)
+def _exp_sum(z, n, mx):
+    """In place: z[:n] <- exp(z[:n] - mx) (the difference in float64); returns their sum, in float64,
+    in four fixed lanes (k mod 4, then (0 + 1) + (2 + 3)): the same order on every machine."""
+    for k in range(n):
+        z[k] = _exp(np.float64(z[k]) - mx)
+    t0 = t1 = t2 = t3 = 0.0
+    k = 0
+    while k + 4 <= n:
+        t0 += z[k]
+        t1 += z[k + 1]
+        t2 += z[k + 2]
+        t3 += z[k + 3]
+        k += 4
+    while k < n:
+        t0 += z[k]
+        k += 1
+    return (t0 + t1) + (t2 + t3)
+
+
+@njit(cache=True)
 def _softmax_row(z, n):
     """In place: z[:n] <- softmax(z[:n]) computed stably; returns ln(sum exp(z - max)) + max."""
-    mx = _row_max(z, n)
-    tot = 0.0
-    for k in range(n):
-        e = math.exp(z[k] - mx)
-        z[k] = e
-        tot += e
+    mx = np.float64(_row_max(z, n))
+    tot = _exp_sum(z, n, mx)
     inv = 1.0 / tot
     for k in range(n):
         z[k] *= inv
@@ -254,15 +348,13 @@ def _sq_sum(g):
 @njit(cache=True)
 def _biased_logprob(z, bias, off, n, tgt):
     """ln softmax(z[:n] + bias[off:off + n])[tgt], computed stably without normalising the row
-    (z[:n] gets the bias added in place)."""
+    (z[:n] is work space: it is left holding exp(z + bias - max))."""
     b = bias[off:off + n]
     for k in range(n):
         z[k] += b[k]
-    mx = _row_max(z, n)
-    tot = 0.0
-    for k in range(n):
-        tot += math.exp(z[k] - mx)
-    return (z[tgt] - mx) - math.log(tot)
+    mx = np.float64(_row_max(z, n))
+    zt = np.float64(z[tgt])
+    return (zt - mx) - math.log(_exp_sum(z, n, mx))
 
 
 # ----------------------------------------------------------------------------- forward (hidden)
