@@ -10,7 +10,7 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.core.extending import intrinsic
+from numba.core.extending import intrinsic, overload
 
 SIGMOID, TANH, RELU = 0, 1, 2
 CE, SSE = 0, 1
@@ -54,19 +54,31 @@ C0, C1, C2, C3, C4, C5, C6, C7, C8, C9, C10, C11, C12, C13 = EXP_C   # compile-t
 
 
 @njit(cache=True, inline="always")
-def _exp(x):
-    """e^x in float64 (within 1 ulp of libm's), as straight-line arithmetic that the compiler
-    vectorises in loops (libm's exp is a call per element; there is no vector math library here):
-    x = n ln 2 + r with |r| <= ln 2 / 2, e^r by its Taylor polynomial of degree 13 (error below
-    1e-17), 2^n assembled in the exponent bits. NaN stays NaN; below -708 gives 0, above 709 inf.
-    Constants, not divisions, in the body: a division would carry a zero check that stops the
-    vectorisation."""
+def _exp_reduce(x):
+    """x (clamped to [EXP_LO, EXP_HI]) = n ln 2 + r, |r| <= ln 2 / 2: (r, n)."""
     xc = EXP_LO if x < EXP_LO else x
     xc = EXP_HI if xc > EXP_HI else xc
     t = _fma(xc, LOG2E, SHIFTER)
     fn = t - SHIFTER
-    n = _bits(t) - SHIFTER_BITS
-    r = (xc - fn * LN2_HI) - fn * LN2_LO
+    return (xc - fn * LN2_HI) - fn * LN2_LO, _bits(t) - SHIFTER_BITS
+
+
+@njit(cache=True, inline="always")
+def _exp_scale(x, p, n):
+    """p 2^n, with the edges: NaN stays NaN, x below EXP_LO gives 0, above EXP_HI inf."""
+    v = p * _from_bits((n + 1023) << 52)
+    v = 0.0 if x < EXP_LO else v
+    return np.inf if x > EXP_HI else v
+
+
+@njit(cache=True, inline="always")
+def _exp(x):
+    """e^x in float64 (within 1 ulp of libm's), as straight-line arithmetic that the compiler
+    vectorises in loops (libm's exp is a call per element; there is no vector math library here):
+    x = n ln 2 + r, e^r by its Taylor polynomial of degree 13 (error below 1e-17), 2^n assembled in
+    the exponent bits. Constants, not divisions, in the body: a division would carry a zero check
+    that stops the vectorisation."""
+    r, n = _exp_reduce(x)
     p = _fma(C13, r, C12)
     p = _fma(p, r, C11)
     p = _fma(p, r, C10)
@@ -80,15 +92,44 @@ def _exp(x):
     p = _fma(p, r, C2)
     p = _fma(p, r, C1)
     p = _fma(p, r, C0)
-    v = p * _from_bits((n + 1023) << 52)
-    v = 0.0 if x < EXP_LO else v
-    return np.inf if x > EXP_HI else v
+    return _exp_scale(x, p, n)
+
+
+@njit(cache=True, inline="always")
+def _exp_f32(x):
+    """_exp with the polynomial of degree 7 (relative error below 7.5e-9, an eighth of a float32 ulp):
+    for results that are rounded to float32."""
+    r, n = _exp_reduce(x)
+    p = _fma(C7, r, C6)
+    p = _fma(p, r, C5)
+    p = _fma(p, r, C4)
+    p = _fma(p, r, C3)
+    p = _fma(p, r, C2)
+    p = _fma(p, r, C1)
+    p = _fma(p, r, C0)
+    return _exp_scale(x, p, n)
+
+
+def _is_float32(proto):
+    """Whether proto (a scalar or an array) is float32: a compile-time constant (see the overload)."""
+    raise NotImplementedError("only inside compiled code")
+
+
+@overload(_is_float32, inline="always")
+def _is_float32_impl(proto):
+    dt = proto.dtype if isinstance(proto, types.Array) else proto
+    if dt == types.float32:
+        return lambda proto: True
+    return lambda proto: False
 
 
 @njit(cache=True, error_model="numpy")
 def _sigmoid(v):
-    """1 / (1 + e^-v); the numpy error model: no zero check on the division (the denominator is at
-    least 1), so that loops over it vectorise."""
+    """1 / (1 + e^-v), computed in float64 (the exp's polynomial sized to v's precision); the numpy
+    error model: no zero check on the division (the denominator is at least 1), so that loops
+    over it vectorise."""
+    if _is_float32(v):
+        return 1.0 / (1.0 + _exp_f32(-np.float64(v)))
     return 1.0 / (1.0 + _exp(-np.float64(v)))
 
 
@@ -126,8 +167,12 @@ def _row_max(z, n):
 def _exp_sum(z, n, mx):
     """In place: z[:n] <- exp(z[:n] - mx) (the difference in float64); returns their sum, in float64,
     in four fixed lanes (k mod 4, then (0 + 1) + (2 + 3)): the same order on every machine."""
-    for k in range(n):
-        z[k] = _exp(np.float64(z[k]) - mx)
+    if _is_float32(z):
+        for k in range(n):
+            z[k] = _exp_f32(np.float64(z[k]) - mx)
+    else:
+        for k in range(n):
+            z[k] = _exp(np.float64(z[k]) - mx)
     t0 = t1 = t2 = t3 = 0.0
     k = 0
     while k + 4 <= n:
