@@ -1,5 +1,6 @@
-"""Shared pieces of the batched kernels: activations, softmax rows, rnnlm-0.4b's direct n-gram
-hashing, dot-product helpers (reassociation allowed only there) and the hidden-layer forward pass.
+"""Shared pieces of the batched kernels: a vectorisable exp, activations, softmax rows, rnnlm-0.4b's
+direct n-gram hashing, dot-product helpers (reassociation allowed only there) and the hidden-layer
+forward pass.
 
 Notation and conventions: see rnnlm/kernels/__init__.py.
 """
