@@ -22,7 +22,8 @@ How each figure is taken:
                  --train-words words each (--full-words for (c) and PyTorch).
   eval words/s   evaluate.stream_logprobs over the test text (what `rnnlm eval` runs), median of --runs
                  after a warm-up; one thread.
-  peak RSS       of the worker process that measured the row (data, model, training and evaluation).
+  peak RSS       of the worker process that measured the row (data, model, training and evaluation;
+                 in the multi-thread rows also the sync probe's compilation).
   cold start     `rnnlm train` of one epoch on a tiny file with an empty NUMBA_CACHE_DIR (everything
                  that run needs compiled from scratch), wall time.
   warm start     `rnnlm eval MODEL tiny-file` until its first line of output, the second of two runs.
@@ -30,8 +31,10 @@ How each figure is taken:
                  the roofline of (c) is sgemm / (6 * H * V) tokens/s (forward, output gradient and
                  hidden error: three products of H x V per token).
   sync probe     microseconds per launch of a Numba parallel loop of trivial tasks on the most
-                 threads, at the start and at the end: the cost each parallel phase pays to start and
-                 join, which shows when a core is slow to answer (a busy VM neighbour).
+                 threads, at the start and at the end, and in the multi-thread rows' own processes
+                 just before and after each timed run (printed under the table with each run's
+                 words/s): the cost each parallel phase pays to start and join, which shows when a
+                 core is slow to answer (a busy VM neighbour).
 Each row runs in its own process (`--worker`). The rows that differ only in their thread count are
 measured together: their processes are set up one after the other, then take their timed runs in
 turn (run 1 of each, then run 2, ...), so that a slow spell of the machine falls on both and the
@@ -173,14 +176,18 @@ def finish(spec: dict, res: dict) -> dict:
 def worker_loop(spec: dict) -> None:
     """A row's process: sets up, prints {"ready": ...}, then one timed run per "run" line on stdin
     ({"rate": words/s}), and on "finish" the row's other figures; so that the orchestrator can
-    interleave the timed runs of several rows."""
+    interleave the timed runs of several rows. Rows on several threads also report the sync probe
+    (launch_probe) just before and after each run, the larger of the two."""
     res, run = setup(spec)
+    probe = launch_probe(spec["threads"]) if spec["threads"] > 1 and spec["kind"] != "torch" else None
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
-        if line.strip() == "run":
-            print(json.dumps({"rate": _rate(run)}), flush=True)
-        else:
+        if line.strip() != "run":
             break
+        before = probe() if probe else None
+        rate = _rate(run)
+        after = probe() if probe else None
+        print(json.dumps({"rate": rate, "probe": max(before, after) if probe else None}), flush=True)
     print(json.dumps(finish(spec, res)), flush=True)
 
 
@@ -255,14 +262,19 @@ def interleaved(specs, runs: int):
                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errs[-1], text=True))
             _ask(procs[-1], errs[-1], "")        # {"ready": true}: compiled and warmed up
         rates = [[] for _ in procs]
+        probes = [[] for _ in procs]
         for _ in range(runs):
-            for p, e, r in zip(procs, errs, rates):
+            for p, e, r, pr in zip(procs, errs, rates, probes):
                 time.sleep(0.05)                 # the other rows' threads are asleep by now
-                r.append(_ask(p, e, "run")["rate"])
+                got = _ask(p, e, "run")
+                r.append(got["rate"])
+                pr.append(got["probe"])
         out = []
-        for p, e, r in zip(procs, errs, rates):
+        for p, e, r, pr in zip(procs, errs, rates, probes):
             res = _ask(p, e, "finish")
             res["train_wps"] = statistics.median(r)
+            res["runs_wps"] = r
+            res["probes"] = pr
             p.stdin.close()
             p.wait()
             out.append(res)
@@ -319,32 +331,36 @@ def warm_start(model: str, tiny: str) -> float:
     return t
 
 
-PROBE = """
-import statistics, sys, time
-import numba, numpy as np
-from numba import njit, prange
-numba.set_num_threads(int(sys.argv[1]))
-@njit(parallel=True)
-def launches(a, reps):
-    for r in range(reps):
-        for i in prange(a.shape[0]):
-            a[i] += 1.0
-a = np.zeros(numba.get_num_threads())
-launches(a, 1)
-ts = []
-for _ in range(5):
-    t0 = time.perf_counter()
-    launches(a, 20000)
-    ts.append((time.perf_counter() - t0) / 20000 * 1e6)
-print(statistics.median(ts))
-"""
+def launch_probe(threads: int):
+    """probe() -> microseconds per launch of a Numba parallel loop of trivial tasks on `threads`
+    threads (compiled here): what each of the batch schedule's phases pays to start and join. It
+    grows when a core is slow to answer (on this VM, in spells when its other vCPU is busy
+    elsewhere), and the 2-thread training rows slow down with it."""
+    import numba
+    import numpy as np
+    from numba import njit, prange
+    numba.set_num_threads(threads)
+
+    @njit(parallel=True)
+    def launches(a, reps):
+        for r in range(reps):
+            for i in prange(a.shape[0]):
+                a[i] += 1.0
+
+    a = np.zeros(threads)
+    launches(a, 1)
+
+    def probe(reps: int = 5000) -> float:
+        t0 = time.perf_counter()
+        launches(a, reps)
+        return (time.perf_counter() - t0) / reps * 1e6
+    return probe
 
 
 def sync_probe_us(threads: int) -> float:
-    """Microseconds per launch of a parallel loop of trivial tasks on `threads` Numba threads: what
-    each of the batch schedule's phases pays to start and join; it grows when a core is slow to
-    answer (on a VM, when its other vCPU is busy elsewhere)."""
-    out = subprocess.run([sys.executable, "-c", PROBE, str(threads)], check=True, capture_output=True, text=True)
+    """launch_probe's reading (median of 5), in a process of its own."""
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--probe", str(threads)], check=True,
+                         capture_output=True, text=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -380,7 +396,12 @@ def main() -> int:
     ap.add_argument("--no-cold", action="store_true", help="skip the cold-start measurements (slow)")
     ap.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is installed")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--probe", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.probe:
+        probe = launch_probe(args.probe)
+        print(statistics.median(probe(20000) for _ in range(5)))
+        return 0
     if args.worker:
         worker_loop(json.loads(args.worker))
         return 0
@@ -481,6 +502,14 @@ def main() -> int:
     print("eval: evaluate.stream_logprobs over the test text (one thread); warm start: `rnnlm eval` of "
           "that row's model on a 300-line file; cold start: first `rnnlm train` with an empty Numba cache "
           "(same schedule and thread count, tiny model)")
+    multi = [(row, res) for row, res in results if any(p is not None for p in res.get("probes", []))]
+    if multi:
+        print()
+        print("sync probe around each timed run of the multi-thread rows (µs, the larger of just before and "
+              "just after), with that run's train words/s, in run order:")
+        for row, res in multi:
+            cells = ", ".join(f"{p:.1f} ({w:,.0f})" for p, w in zip(res["probes"], res["runs_wps"]))
+            print(f"- {LABEL[row['model']]}, {row['kind']}, {row['threads']} threads: {cells}")
     return 0
 
 
