@@ -73,6 +73,18 @@ def _exp_scale(x, p, n):
 
 
 @njit(cache=True, inline="always")
+def _exp_tail(p, r):
+    """The last seven Horner steps of e^r's Taylor polynomial: ((p r + 1/6!) r + ... + 1) r + 1."""
+    p = _fma(p, r, C6)
+    p = _fma(p, r, C5)
+    p = _fma(p, r, C4)
+    p = _fma(p, r, C3)
+    p = _fma(p, r, C2)
+    p = _fma(p, r, C1)
+    return _fma(p, r, C0)
+
+
+@njit(cache=True, inline="always")
 def _exp(x):
     """e^x in float64 (within 1 ulp of libm's), as straight-line arithmetic that the compiler
     vectorises in loops (libm's exp is a call per element; there is no vector math library here):
@@ -86,14 +98,7 @@ def _exp(x):
     p = _fma(p, r, C9)
     p = _fma(p, r, C8)
     p = _fma(p, r, C7)
-    p = _fma(p, r, C6)
-    p = _fma(p, r, C5)
-    p = _fma(p, r, C4)
-    p = _fma(p, r, C3)
-    p = _fma(p, r, C2)
-    p = _fma(p, r, C1)
-    p = _fma(p, r, C0)
-    return _exp_scale(x, p, n)
+    return _exp_scale(x, _exp_tail(p, r), n)
 
 
 @njit(cache=True, inline="always")
@@ -101,14 +106,7 @@ def _exp_f32(x):
     """_exp with the polynomial of degree 7 (relative error below 7.5e-9, an eighth of a float32 ulp):
     for results that are rounded to float32."""
     r, n = _exp_reduce(x)
-    p = _fma(C7, r, C6)
-    p = _fma(p, r, C5)
-    p = _fma(p, r, C4)
-    p = _fma(p, r, C3)
-    p = _fma(p, r, C2)
-    p = _fma(p, r, C1)
-    p = _fma(p, r, C0)
-    return _exp_scale(x, p, n)
+    return _exp_scale(x, _exp_tail(C7, r), n)
 
 
 def _is_float32(proto):
