@@ -37,9 +37,10 @@ How each figure is taken:
                  core is slow to answer (a busy VM neighbour).
 Each row runs in its own process (`--worker`). The rows that differ only in their thread count are
 measured together: their processes are set up one after the other, then take their timed runs in
-turn (run 1 of each, then run 2, ...), so that a slow spell of the machine falls on both and the
-2-thread speed-up printed beside a row (its median over the 1-thread row's median) compares like with
-like. Timings on a loaded machine are noisy, so the load average is printed with the table.
+turn (run 1 of each, then run 2, ...), so that the two medians behind the 2-thread speed-up printed
+beside a row come from the same minutes. A slow spell of the VM still slows the 2-thread runs far more
+than the 1-thread ones; the probes printed under the table show which runs it met. Timings on a
+loaded machine are noisy, so the load average is printed with the table.
 """
 from __future__ import annotations
 
@@ -251,9 +252,8 @@ def _ask(proc, err, line: str) -> dict:
 
 def interleaved(specs, runs: int):
     """The figures of the rows `specs`, each measured by its own worker process (set up one after the
-    other, each then idle), their timed runs taken in turn: run 1 of every row, then run 2, ... A
-    slow spell of the machine (on this VM, the second core's host often has them) then falls on all
-    rows alike instead of on whichever row it met, and the ratios between the rows are fair."""
+    other, each then idle), their timed runs taken in turn: run 1 of every row, then run 2, ... so
+    that the rows are measured over the same minutes, not one after the other."""
     procs, errs = [], []
     try:
         for spec in specs:
@@ -333,9 +333,9 @@ def warm_start(model: str, tiny: str) -> float:
 
 def launch_probe(threads: int):
     """probe() -> microseconds per launch of a Numba parallel loop of trivial tasks on `threads`
-    threads (compiled here): what each of the batch schedule's phases pays to start and join. It
-    grows when a core is slow to answer (on this VM, in spells when its other vCPU is busy
-    elsewhere), and the 2-thread training rows slow down with it."""
+    threads (compiled here): what each of the batch schedule's phases pays to start and join. On
+    this VM it reads about 0.8 µs, and 2-3 µs in spells of seconds to a minute in which the 2-thread
+    training rows slow down too."""
     import numba
     import numpy as np
     from numba import njit, prange
