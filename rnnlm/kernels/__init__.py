@@ -32,7 +32,8 @@ Batched kernels take time-major id arrays x, y of shape (T, B): B parallel strea
 is the input word at step t, y[t, b] the word to predict. Hidden states live in H (T + 1, B, M) with
 H[0] the carried-in state; token (t, b) is row t * B + b of the (T * B, M) view of H[1:].
 
-Modules: core (helpers, direct hashing, hidden forward), output (softmax layers), batch (window
+Modules: core (helpers, direct hashing, hidden forward), gemm (the register-blocked small products
+of the recurrence and BPTT, no BLAS call), output (softmax layers), batch (window
 kernels, serial and threaded), optim (updates), seq (rnnlm-0.4b's per-word schedule, one-step
 distributions, per-word training on threads), rnnlm04b (rnnlm-0.4b's exact test arithmetic for imported
 models). The public batched kernels are re-exported here: `from rnnlm import kernels as K; K.window_grad`.

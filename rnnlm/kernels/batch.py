@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from rnnlm.kernels.core import (CE, _copy_rows, _fprime, _hidden_forward, _hidden_streams, _reset_input,
-                                _row_history)
+from rnnlm.kernels.core import (CE, _copy_rows, _fprime, _hidden_forward, _hidden_streams, _rec_t,
+                                _reset_input, _row_history)
+from rnnlm.kernels.gemm import _gemm
 from rnnlm.kernels.optim import _sgd_piece, sgd_touched
 from rnnlm.kernels.output import _class_layer, _class_output, _group_by_class, _output_layer, _word_layer
 
@@ -24,6 +25,7 @@ def _deltas(x, H, dS, rec, act, independent, eos, b0, b1, Delta):
     T, B = x.shape
     M = rec.shape[0]
     carry = np.zeros((b1 - b0, M), dtype=dS.dtype)
+    Df = Delta.reshape(Delta.shape[0] * M)
     for t in range(T - 1, -1, -1):
         s = H[t + 1]
         for b in range(b0, b1):
@@ -31,7 +33,8 @@ def _deltas(x, H, dS, rec, act, independent, eos, b0, b1, Delta):
             for j in range(M):
                 Delta[r, j] = (dS[r, j] + carry[b - b0, j]) * _fprime(s[b, j], act)
         if t > 0:
-            np.dot(Delta[t * B + b0:t * B + b1], rec, carry)
+            _gemm(Df, (t * B + b0) * M, M, 1, rec.reshape(M * M), 0, M, carry.reshape((b1 - b0) * M), 0, M,
+                  b1 - b0, M, M)
             if independent:
                 for b in range(b0, b1):
                     if x[t, b] == eos:
@@ -309,7 +312,7 @@ def _output_part(q, G, S, yv, Hist, out_w, bo, cls_w, bc, direct, word_class, cl
 
 
 @njit(cache=True)
-def _classes_task(phase, q, G, Gs, x, H, emb, rec, bh, act, independent, eos, h_init, u_init, S, yv, Hist,
+def _classes_task(phase, q, G, Gs, x, H, emb, rec, recT, bh, act, independent, eos, h_init, u_init, S, yv, Hist,
                   out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins, dSc, dSw, g_out, g_bo,
                   Gcls, Gbc, g_emb, g_cls, g_bc, logc, logw, Delta, Grec, Gbh, seen, upd):
     """Task q of a phase of window_grad_classes.
@@ -327,7 +330,7 @@ def _classes_task(phase, q, G, Gs, x, H, emb, rec, bh, act, independent, eos, h_
     b1 = (q + 1) * B // Gs
     fused = upd.shape[0] > 0
     if phase == 0:
-        _hidden_streams(x, H, b0, b1, emb, rec, bh, act, independent, eos, u_init)
+        _hidden_streams(x, H, b0, b1, emb, rec, recT, bh, act, independent, eos, u_init)
         for t in range(T):
             _clear(dSw[t * B + b0:t * B + b1])
             for r in range(t * B + b0, t * B + b1):
@@ -395,6 +398,7 @@ def window_grad_classes(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
     H = np.empty((T + 1, B, M), dtype=dt)
     _copy_rows(H[0], h0)
     u_init = _reset_input(rec, h_init, independent)
+    recT = _rec_t(rec, (B + Gs - 1) // Gs)   # the largest group
     S = H[1:].reshape((n, M))
     yv = y.reshape(n)
     Hist = np.empty((n, ng0.shape[1]), dtype=np.int64)
@@ -418,7 +422,7 @@ def window_grad_classes(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
             tasks = G
         for i in prange(tasks):   # the kernel's one parallel loop, run once per phase
             q = np.int64(i)          # the loop index is unsigned in the compiled loop: callees typed once
-            _classes_task(phase, q, G, Gs, x, H, emb, rec, bh, act, independent, eos, h_init, u_init, S, yv,
+            _classes_task(phase, q, G, Gs, x, H, emb, rec, recT, bh, act, independent, eos, h_init, u_init, S, yv,
                           Hist, out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins, dSc,
                           dSw, g_out, g_bo, Gcls, Gbc, g_emb, g_cls, g_bc, logc, logw, Delta, Grec, Gbh, seen, upd)
     loss = 0.0

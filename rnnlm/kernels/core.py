@@ -13,6 +13,8 @@ from llvmlite import ir
 from numba import njit, types
 from numba.core.extending import intrinsic, overload
 
+from rnnlm.kernels.gemm import _gemm
+
 SIGMOID, TANH, RELU = 0, 1, 2
 CE, SSE = 0, 1
 
@@ -403,7 +405,16 @@ def _biased_logprob(z, bias, off, n, tgt):
 
 # ----------------------------------------------------------------------------- forward (hidden)
 
-SMALL_BATCH = 4   # below this many streams the recurrent product is a loop, not a BLAS call
+SMALL_BATCH = 4   # below this many streams the recurrent product is a loop of dot products, no _gemm
+
+
+@njit(cache=True)
+def _rec_t(rec, streams):
+    """U^T, contiguous (the right operand of the recurrent product of _hidden_streams), for a group of
+    at least SMALL_BATCH streams; else empty (not needed)."""
+    if streams >= SMALL_BATCH:
+        return np.ascontiguousarray(rec.T)
+    return np.empty((0, 0), dtype=rec.dtype)
 
 
 @njit(cache=True)
@@ -421,18 +432,20 @@ def _reset_input(rec, h_init, independent):
 
 
 @njit(cache=True)
-def _hidden_streams(x, H, b0, b1, emb, rec, bh, act, independent, eos, u_init):
-    """H[t + 1, b] = f(V x(t) + U H[t, b] + theta_j) for the streams b0 <= b < b1 (H[0] given)."""
-    T = x.shape[0]
+def _hidden_streams(x, H, b0, b1, emb, rec, recT, bh, act, independent, eos, u_init):
+    """H[t + 1, b] = f(V x(t) + U H[t, b] + theta_j) for the streams b0 <= b < b1 (H[0] given;
+    recT = _rec_t(rec, b1 - b0))."""
+    T, B = x.shape
     M = rec.shape[0]
-    recT = rec.T
+    Hf = H.reshape(H.shape[0] * B * M)
     for t in range(T):
         cur = H[t + 1, b0:b1]
         if b1 - b0 < SMALL_BATCH:
             for b in range(b1 - b0):
                 _matvec(rec, H[t, b0 + b], cur[b])
         else:
-            np.dot(H[t, b0:b1], recT, cur)
+            _gemm(Hf, (t * B + b0) * M, M, 1, recT.reshape(M * M), 0, M, Hf, ((t + 1) * B + b0) * M, M,
+                  b1 - b0, M, M)
         for b in range(b1 - b0):
             w = x[t, b0 + b]
             if independent and w == eos:
@@ -449,5 +462,6 @@ def _hidden_forward(x, h0, emb, rec, bh, act, independent, eos, h_init):
     M = rec.shape[0]
     H = np.empty((T + 1, B, M), dtype=emb.dtype)
     _copy_rows(H[0], h0)
-    _hidden_streams(x, H, 0 * B, B, emb, rec, bh, act, independent, eos, _reset_input(rec, h_init, independent))
+    _hidden_streams(x, H, 0 * B, B, emb, rec, _rec_t(rec, B), bh, act, independent, eos,
+                    _reset_input(rec, h_init, independent))
     return H
