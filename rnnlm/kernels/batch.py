@@ -33,8 +33,8 @@ def _deltas(x, H, dS, rec, act, independent, eos, b0, b1, Delta):
             for j in range(M):
                 Delta[r, j] = (dS[r, j] + carry[b - b0, j]) * _fprime(s[b, j], act)
         if t > 0:
-            _gemm(Df, (t * B + b0) * M, M, 1, rec.reshape(M * M), 0, M, carry.reshape((b1 - b0) * M), 0, M,
-                  b1 - b0, M, M)
+            _gemm(Df, (t * B + b0) * M, M, M // M, rec.reshape(M * M), 0 * M, M, carry.reshape((b1 - b0) * M),
+                  0 * M, M, b1 - b0, M, M)   # run-time 1 and 0, as in core._hidden_streams
             if independent:
                 for b in range(b0, b1):
                     if x[t, b] == eos:

@@ -444,8 +444,8 @@ def _hidden_streams(x, H, b0, b1, emb, rec, recT, bh, act, independent, eos, u_i
             for b in range(b1 - b0):
                 _matvec(rec, H[t, b0 + b], cur[b])
         else:
-            _gemm(Hf, (t * B + b0) * M, M, 1, recT.reshape(M * M), 0, M, Hf, ((t + 1) * B + b0) * M, M,
-                  b1 - b0, M, M)
+            _gemm(Hf, (t * B + b0) * M, M, M // M, recT.reshape(M * M), 0 * M, M, Hf, ((t + 1) * B + b0) * M, M,
+                  b1 - b0, M, M)   # (run-time 1 and 0: literals would compile _gemm once more)
         for b in range(b1 - b0):
             w = x[t, b0 + b]
             if independent and w == eos:

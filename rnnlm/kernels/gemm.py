@@ -4,9 +4,9 @@ of one thread) by U at every step, where OpenBLAS spends more time packing U tha
 3.2 us here; 16 x 200 by 200 x 200, 21.4 against 11.8; see the README). The time here grows with the
 number of rows and has no fixed part, so two threads with half the streams each take half the time.
 
-`_gemm` tiles C into blocks of 4 rows x 2 vectors (16 float32 or 8 float64 columns) computed by one
-register-blocked micro-kernel (`_mk`, LLVM IR: eight vector accumulators, a broadcast of A and two
-vector loads of B per step of the inner dimension). Every element of C is one chain of fused
+`_gemm` tiles C into blocks of 4 rows x 2 vectors (16 float32 or 8 float64 columns), each computed
+by a register-blocked micro-kernel (`_blocks`, LLVM IR: eight vector accumulators, a broadcast of A
+and two vector loads of B per step of the inner dimension). Every element of C is one chain of fused
 multiply-adds in the order of the inner dimension, so the result does not depend on the tiling:
 edges are covered by blocks that overlap the previous ones and write the same bits again.
 
@@ -24,55 +24,113 @@ ROWS = 4          # rows of C per micro-kernel block (8 vector accumulators: hal
 VECTOR_BYTES = 32
 
 
+def _counted_loop(builder, n, body, loop_id):
+    """for i in range(n): body(i) (i64), the back edge tagged with loop metadata loop_id."""
+    li64 = ir.IntType(64)
+    pre = builder.block
+    cond_bb = builder.append_basic_block("loop.cond")
+    body_bb = builder.append_basic_block("loop.body")
+    end_bb = builder.append_basic_block("loop.end")
+    builder.branch(cond_bb)
+    builder.position_at_end(cond_bb)
+    i = builder.phi(li64)
+    i.add_incoming(ir.Constant(li64, 0), pre)
+    builder.cbranch(builder.icmp_signed("<", i, n), body_bb, end_bb)
+    builder.position_at_end(body_bb)
+    body(i)
+    i.add_incoming(builder.add(i, ir.Constant(li64, 1)), builder.block)
+    builder.branch(cond_bb).set_metadata("llvm.loop", loop_id)
+    builder.position_at_end(end_bb)
+
+
 @intrinsic
-def _mk(typingctx, c, ci, ldc, a, ai, sar, sak, b, bi, ldb, kk):
-    """One block: C[ci + r ldc + j] = sum_k A[ai + r sar + k sak] B[bi + k ldb + j] for r < ROWS and
-    j < 2 W (W elements per 32-byte vector), k < kk, as fused multiply-adds in k order. c, a, b are
-    1-D arrays of one float dtype, the rest int64; no bounds checks (the caller's)."""
+def _blocks(typingctx, c, ci, ldc, a, ai, sar, sak, b, bi, ldb, m, n, kk):
+    """The blocked product for m >= ROWS, n >= 2 W (W elements per 32-byte vector): C[ci + i ldc + j] =
+    sum_k A[ai + i sar + k sak] B[bi + k ldb + j] (i < m, j < n, k < kk), in blocks of ROWS x 2 W,
+    each a chain of fused multiply-adds in k order per element (vector accumulators); the last block
+    of a row or column range overlaps the one before. c, a, b: 1-D arrays of one float dtype, the
+    rest int64; no bounds checks (the caller's).
+
+    LLVM IR written here rather than Numba loops: the loops carry llvm.loop.unroll.disable. Unrolled
+    (by LLVM's default), the code grew threefold and every kernel that calls it took seconds longer
+    to compile; unrolling gained nothing measurable."""
     if not all(isinstance(t, types.Array) and t.ndim == 1 and t.dtype in (types.float32, types.float64)
                for t in (c, a, b)) or not c.dtype == a.dtype == b.dtype:
         return None
-    if not all(t == types.int64 for t in (ci, ldc, ai, sar, sak, bi, ldb, kk)):
+    if not all(t == types.int64 for t in (ci, ldc, ai, sar, sak, bi, ldb, m, n, kk)):
         return None
     i64 = types.int64
-    sig = types.void(c, i64, i64, a, i64, i64, i64, b, i64, i64, i64)
+    sig = types.void(c, i64, i64, a, i64, i64, i64, b, i64, i64, i64, i64, i64)
     f32 = c.dtype == types.float32
 
     def codegen(context, builder, sig, args):
         C, A, B = (context.make_array(sig.args[i])(context, builder, args[i]).data for i in (0, 3, 7))
-        ci, ldc, ai, sar, sak, bi, ldb, kk = (args[i] for i in (1, 2, 4, 5, 6, 8, 9, 10))
+        ci, ldc, ai, sar, sak, bi, ldb, m, n, kk = (args[i] for i in (1, 2, 4, 5, 6, 8, 9, 10, 11, 12))
         size = 4 if f32 else 8
         W = VECTOR_BYTES // size
-        ety = ir.FloatType() if f32 else ir.DoubleType()
-        vty = ir.VectorType(ety, W)
+        vty = ir.VectorType(ir.FloatType() if f32 else ir.DoubleType(), W)
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty, vty, vty]),
                                              "llvm.fma.v%d%s" % (W, "f32" if f32 else "f64"))
         li64 = ir.IntType(64)
         i32 = ir.IntType(32)
+
+        def const(v):
+            return ir.Constant(li64, v)
+
         undef = ir.Constant(vty, ir.Undefined)
         splat = ir.Constant(ir.VectorType(i32, W), [0] * W)
+        zero = ir.Constant(vty, [0.0] * W)
+        mod = builder.module
+        no_unroll = mod.add_metadata([ir.MetaDataString(mod, "llvm.loop.unroll.disable")])
+
+        def loop_id():
+            node = mod.add_metadata([no_unroll, ir.MetaDataString(mod, "rnnlm.gemm.%d" % len(mod.metadata))])
+            node.operands = (node, no_unroll)      # a loop id refers to itself
+            return node
+
         # accumulators in entry-block allocas: LLVM keeps them in registers
-        acc = [[cgutils.alloca_once_value(builder, ir.Constant(vty, [0.0] * W)) for v in range(2)]
-               for r in range(ROWS)]
+        acc = [[cgutils.alloca_once_value(builder, zero) for v in range(2)] for r in range(ROWS)]
 
         def vptr(base, idx):
             return builder.bitcast(builder.gep(base, [idx]), vty.as_pointer())
 
-        with cgutils.for_range(builder, kk) as loop:
-            k = loop.index
-            brow = builder.add(bi, builder.mul(k, ldb))
-            bv = [builder.load(vptr(B, builder.add(brow, ir.Constant(li64, v * W))), align=size) for v in range(2)]
-            acol = builder.add(ai, builder.mul(k, sak))
+        def last_start(idx, step, total, width):   # min(idx * step, total - width)
+            start = builder.mul(idx, const(step))
+            edge = builder.sub(total, const(width))
+            return builder.select(builder.icmp_signed("<", start, edge), start, edge)
+
+        def block(i0, j0):
             for r in range(ROWS):
-                s = builder.load(builder.gep(A, [builder.add(acol, builder.mul(ir.Constant(li64, r), sar))]))
-                sv = builder.shuffle_vector(builder.insert_element(undef, s, ir.Constant(i32, 0)), undef, splat)
                 for v in range(2):
-                    builder.store(builder.call(fma, [sv, bv[v], builder.load(acc[r][v])]), acc[r][v])
-        for r in range(ROWS):
-            crow = builder.add(ci, builder.mul(ir.Constant(li64, r), ldc))
-            for v in range(2):
-                builder.store(builder.load(acc[r][v]), vptr(C, builder.add(crow, ir.Constant(li64, v * W))),
-                              align=size)
+                    builder.store(zero, acc[r][v])
+            arow = builder.add(ai, builder.mul(i0, sar))
+            bcol = builder.add(bi, j0)
+
+            def step(k):
+                brow = builder.add(bcol, builder.mul(k, ldb))
+                bv = [builder.load(vptr(B, builder.add(brow, const(v * W))), align=size) for v in range(2)]
+                acol = builder.add(arow, builder.mul(k, sak))
+                for r in range(ROWS):
+                    s = builder.load(builder.gep(A, [builder.add(acol, builder.mul(const(r), sar))]))
+                    sv = builder.shuffle_vector(builder.insert_element(undef, s, ir.Constant(i32, 0)), undef, splat)
+                    for v in range(2):
+                        builder.store(builder.call(fma, [sv, bv[v], builder.load(acc[r][v])]), acc[r][v])
+
+            _counted_loop(builder, kk, step, loop_id())
+            crow0 = builder.add(ci, builder.add(builder.mul(i0, ldc), j0))
+            for r in range(ROWS):
+                crow = builder.add(crow0, builder.mul(const(r), ldc))
+                for v in range(2):
+                    builder.store(builder.load(acc[r][v]), vptr(C, builder.add(crow, const(v * W))), align=size)
+
+        # ceil(m / ROWS) row blocks, ceil(n / 2W) column blocks
+        rows_blocks = builder.sdiv(builder.add(m, const(ROWS - 1)), const(ROWS))
+        col_blocks = builder.sdiv(builder.add(n, const(2 * W - 1)), const(2 * W))
+        _counted_loop(builder, rows_blocks,
+                      lambda ib: _counted_loop(builder, col_blocks,
+                                               lambda jb: block(last_start(ib, ROWS, m, ROWS),
+                                                                last_start(jb, 2 * W, n, 2 * W)), loop_id()),
+                      loop_id())
         return context.get_dummy_value()
 
     return sig, codegen
@@ -111,18 +169,13 @@ def _gemm(Af, ai, sar, sak, Bf, bi, ldb, Cf, ci, ldc, m, n, K):
         raise IndexError("_gemm: operand out of range")
     nb = 2 * (VECTOR_BYTES // Cf.itemsize)     # columns per block
     if m < ROWS or n < nb:
-        for i in range(m):
-            c0 = ci + i * ldc
+        for i in range(m):   # one chain per element, as the blocks' lanes (a scalar loop: small code)
             for j in range(n):
-                Cf[c0 + j] = 0.0
-            for k in range(K):
-                a = Af[ai + i * sar + k * sak]
-                b0 = bi + k * ldb
-                for j in range(n):
-                    Cf[c0 + j] = _fma_any(a, Bf[b0 + j], Cf[c0 + j])
+                Cf[ci + i * ldc + j] = 0.0
+                if K > 0:
+                    acc = Af[ai + i * sar] * Bf[bi + j]     # = fma(a, b, 0)
+                    for k in range(1, K):
+                        acc = _fma_any(Af[ai + i * sar + k * sak], Bf[bi + k * ldb + j], acc)
+                    Cf[ci + i * ldc + j] = acc
         return
-    for i in range(0, m, ROWS):
-        i0 = min(i, m - ROWS)      # the last block overlaps the one before: same bits written twice
-        for j in range(0, n, nb):
-            j0 = min(j, n - nb)
-            _mk(Cf, ci + i0 * ldc + j0, ldc, Af, ai + i0 * sar, sar, sak, Bf, bi + j0, ldb, K)
+    _blocks(Cf, ci, ldc, Af, ai, sar, sak, Bf, bi, ldb, m, n, K)
