@@ -1,0 +1,98 @@
+#!/usr/bin/env python
+"""The batch schedule's 2-thread speed-up, window chunk by window chunk, the VM's slow spells told apart.
+
+    python scripts/thread_pairs.py [--data DIR] [--hidden 100] [--seconds 60] [--windows 200]
+                                   [--quiet 1.2]
+
+One process holds two trainers of the same model (hidden H, 100 classes, 32 streams x 4 steps, PTB
+from ../shared/corpora/ptb or --data DIR), one on 1 thread and one on 2, and trains them in turn on
+the same chunk of windows (1 thread, then 2), reading the sync probe (bench.launch_probe: µs per
+launch of a trivial parallel loop) before and after each pair. Prints the medians over the pairs
+whose two probes read below --quiet µs and over the others: µs per window on 1 and on 2 threads and
+the ratio of each pair. (bench.py times runs of 100,000 words and cannot separate the spells, in
+which the 2-thread windows slow down while the 1-thread ones do not.)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=os.path.join(HERE, "..", "..", "shared", "corpora", "ptb"))
+    ap.add_argument("--hidden", type=int, default=100)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--windows", type=int, default=200, help="windows per timed chunk")
+    ap.add_argument("--quiet", type=float, default=1.2, help="probe reading (µs) below which a pair is quiet")
+    args = ap.parse_args()
+    if not os.path.exists(os.path.join(args.data, "train.txt")):
+        sys.exit(f"thread_pairs.py: {args.data}/train.txt not found; give a corpus directory with --data DIR")
+    import numba
+    import numpy as np
+
+    from bench import launch_probe
+    from rnnlm.config import ModelConfig, TrainConfig
+    from rnnlm.corpus import prepare
+    from rnnlm.model import Params
+    from rnnlm.train import Trainer
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        sys.exit("thread_pairs.py: needs 2 threads")
+    pc = prepare(*(os.path.join(args.data, f"{s}.txt") for s in ("train", "valid", "test")), num_classes=100)
+    tok = pc.tokenizer
+    ids = np.ascontiguousarray(pc["train"], dtype=np.int32)
+    mcfg = ModelConfig(vocab_size=len(tok), hidden=args.hidden, classes=100)
+    tmp = tempfile.mkdtemp()
+    runs = {}
+    for threads in (1, 2):
+        numba.set_num_threads(threads)
+        tcfg = TrainConfig(schedule="batch", bptt=4, batch_size=32, lr=1.0, threads=threads)
+        tr = Trainer(mcfg, tcfg, tok, ids, pc["valid"], os.path.join(tmp, f"m{threads}.rnnlm"), log=lambda s: None,
+                     progress=False)
+        params = Params.init(mcfg, np.random.default_rng(1))
+        state = tr._fresh_stream_state()
+        data = tr._epoch_data(params)
+        tr._train_chunk(params, state, 0.1, 0, 2, data)       # compiles
+        runs[threads] = (tr, params, state, data)
+    probe = launch_probe(2)
+    units = runs[1][0]._units()
+    quiet, slow = [], []
+    pos = 2
+    end = time.time() + args.seconds
+    while time.time() < end:
+        if pos + args.windows > units:
+            pos = 2
+        before = probe(3000)
+        us = {}
+        for threads in (1, 2):
+            tr, params, state, data = runs[threads]
+            numba.set_num_threads(threads)
+            t0 = time.perf_counter()
+            tr._train_chunk(params, state, 0.1, pos, pos + args.windows, data)
+            us[threads] = (time.perf_counter() - t0) / args.windows * 1e6
+        numba.set_num_threads(2)
+        after = probe(3000)
+        pos += args.windows
+        (quiet if max(before, after) < args.quiet else slow).append((us[1], us[2]))
+    print(f"hidden {args.hidden}, 100 classes, batch 32 x 4; {args.seconds:.0f} s of pairs of {args.windows} windows "
+          f"({time.strftime('%Y-%m-%d %H:%M')})")
+    for name, pairs in (("quiet probes", quiet), ("slow probes", slow)):
+        if not pairs:
+            print(f"{name}: no pairs")
+            continue
+        one = statistics.median(p[0] for p in pairs)
+        two = statistics.median(p[1] for p in pairs)
+        ratio = statistics.median(p[0] / p[1] for p in pairs)
+        print(f"{name}: {len(pairs)} pairs, µs per window {one:.0f} on 1 thread, {two:.0f} on 2; "
+              f"speed-up median {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
