@@ -54,13 +54,9 @@ def _blocks(typingctx, c, ci, ldc, a, ai, sar, sak, b, bi, ldb, m, n, kk):
     LLVM IR written here rather than Numba loops: the loops carry llvm.loop.unroll.disable. Unrolled
     (by LLVM's default), the code grew threefold and every kernel that calls it took seconds longer
     to compile; unrolling gained nothing measurable."""
-    if not all(isinstance(t, types.Array) and t.ndim == 1 and t.dtype in (types.float32, types.float64)
-               for t in (c, a, b)) or not c.dtype == a.dtype == b.dtype:
+    sig = _operands(c, a, b, (ci, ldc, ai, sar, sak, bi, ldb, m, n, kk))
+    if sig is None:
         return None
-    if not all(t == types.int64 for t in (ci, ldc, ai, sar, sak, bi, ldb, m, n, kk)):
-        return None
-    i64 = types.int64
-    sig = types.void(c, i64, i64, a, i64, i64, i64, b, i64, i64, i64, i64, i64)
     f32 = c.dtype == types.float32
 
     def codegen(context, builder, sig, args):
@@ -81,12 +77,9 @@ def _blocks(typingctx, c, ci, ldc, a, ai, sar, sak, b, bi, ldb, m, n, kk):
         splat = ir.Constant(ir.VectorType(i32, W), [0] * W)
         zero = ir.Constant(vty, [0.0] * W)
         mod = builder.module
-        no_unroll = mod.add_metadata([ir.MetaDataString(mod, "llvm.loop.unroll.disable")])
 
         def loop_id():
-            node = mod.add_metadata([no_unroll, ir.MetaDataString(mod, "rnnlm.gemm.%d" % len(mod.metadata))])
-            node.operands = (node, no_unroll)      # a loop id refers to itself
-            return node
+            return _no_unroll_id(mod)
 
         # accumulators in entry-block allocas: LLVM keeps them in registers
         acc = [[cgutils.alloca_once_value(builder, zero) for v in range(2)] for r in range(ROWS)]
@@ -136,18 +129,62 @@ def _blocks(typingctx, c, ci, ldc, a, ai, sar, sak, b, bi, ldb, m, n, kk):
     return sig, codegen
 
 
-@intrinsic
-def _fma_any(typingctx, a, b, c):
-    """a * b + c rounded once, for float32 or float64 (llvm.fma), as the micro-kernel's lanes."""
-    if not (a in (types.float32, types.float64) and a == b == c):
+def _operands(c, a, b, ints):
+    """The signature shared by _blocks and _chains, or None for other argument types."""
+    if not all(isinstance(t, types.Array) and t.ndim == 1 and t.dtype in (types.float32, types.float64)
+               for t in (c, a, b)) or not c.dtype == a.dtype == b.dtype:
         return None
+    if not all(t == types.int64 for t in ints):
+        return None
+    i64 = types.int64
+    return types.void(c, i64, i64, a, i64, i64, i64, b, i64, i64, i64, i64, i64)
+
+
+def _no_unroll_id(mod):
+    """A fresh loop id carrying llvm.loop.unroll.disable."""
+    no_unroll = mod.add_metadata([ir.MetaDataString(mod, "llvm.loop.unroll.disable")])
+    node = mod.add_metadata([no_unroll, ir.MetaDataString(mod, "rnnlm.gemm.%d" % len(mod.metadata))])
+    node.operands = (node, no_unroll)      # a loop id refers to itself
+    return node
+
+
+@intrinsic
+def _chains(typingctx, c, ci, ldc, a, ai, sar, sak, b, bi, ldb, m, n, kk):
+    """The product element by element (the small matrices the blocks do not fit: fewer than ROWS rows
+    or 2 W columns), each one chain of fused multiply-adds in k order from 0, as a lane of a block:
+    the same bits. Arguments as _blocks; scalar loops, not unrolled (small code)."""
+    sig = _operands(c, a, b, (ci, ldc, ai, sar, sak, bi, ldb, m, n, kk))
+    if sig is None:
+        return None
+    f32 = c.dtype == types.float32
 
     def codegen(context, builder, sig, args):
-        t = args[0].type
-        name = "llvm.fma.f32" if isinstance(t, ir.FloatType) else "llvm.fma.f64"
-        return builder.call(cgutils.get_or_insert_function(builder.module, ir.FunctionType(t, [t, t, t]), name), args)
+        C, A, B = (context.make_array(sig.args[i])(context, builder, args[i]).data for i in (0, 3, 7))
+        ci, ldc, ai, sar, sak, bi, ldb, m, n, kk = (args[i] for i in (1, 2, 4, 5, 6, 8, 9, 10, 11, 12))
+        ety = ir.FloatType() if f32 else ir.DoubleType()
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ety, [ety, ety, ety]),
+                                             "llvm.fma.f32" if f32 else "llvm.fma.f64")
+        acc = cgutils.alloca_once_value(builder, ir.Constant(ety, 0.0))
+        mod = builder.module
 
-    return a(a, a, a), codegen
+        def element(i, j):
+            builder.store(ir.Constant(ety, 0.0), acc)
+            arow = builder.add(ai, builder.mul(i, sar))
+            bcol = builder.add(bi, j)
+
+            def step(k):
+                x = builder.load(builder.gep(A, [builder.add(arow, builder.mul(k, sak))]))
+                y = builder.load(builder.gep(B, [builder.add(bcol, builder.mul(k, ldb))]))
+                builder.store(builder.call(fma, [x, y, builder.load(acc)]), acc)
+
+            _counted_loop(builder, kk, step, _no_unroll_id(mod))
+            builder.store(builder.load(acc), builder.gep(C, [builder.add(ci, builder.add(builder.mul(i, ldc), j))]))
+
+        _counted_loop(builder, m, lambda i: _counted_loop(builder, n, lambda j: element(i, j), _no_unroll_id(mod)),
+                      _no_unroll_id(mod))
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @njit(cache=True)
@@ -169,13 +206,6 @@ def _gemm(Af, ai, sar, sak, Bf, bi, ldb, Cf, ci, ldc, m, n, K):
         raise IndexError("_gemm: operand out of range")
     nb = 2 * (VECTOR_BYTES // Cf.itemsize)     # columns per block
     if m < ROWS or n < nb:
-        for i in range(m):   # one chain per element, as the blocks' lanes (a scalar loop: small code)
-            for j in range(n):
-                Cf[ci + i * ldc + j] = 0.0
-                if K > 0:
-                    acc = Af[ai + i * sar] * Bf[bi + j]     # = fma(a, b, 0)
-                    for k in range(1, K):
-                        acc = _fma_any(Af[ai + i * sar + k * sak], Bf[bi + k * ldb + j], acc)
-                    Cf[ci + i * ldc + j] = acc
+        _chains(Cf, ci, ldc, Af, ai, sar, sak, Bf, bi, ldb, m, n, K)
         return
     _blocks(Cf, ci, ldc, Af, ai, sar, sak, Bf, bi, ldb, m, n, K)
