@@ -44,6 +44,31 @@ def _counted_loop(builder, n, body, loop_id):
     builder.position_at_end(end_bb)
 
 
+def _operands(c, a, b, ints):
+    """The signature shared by _blocks and _chains, or None for other argument types."""
+    if not all(isinstance(t, types.Array) and t.ndim == 1 and t.dtype in (types.float32, types.float64)
+               for t in (c, a, b)) or not c.dtype == a.dtype == b.dtype:
+        return None
+    if not all(t == types.int64 for t in ints):
+        return None
+    i64 = types.int64
+    return types.void(c, i64, i64, a, i64, i64, i64, b, i64, i64, i64, i64, i64)
+
+
+def _unpack(context, builder, sig, args):
+    """The data pointers of C, A, B and the ten int64 arguments of a product intrinsic, in its order."""
+    C, A, B = (context.make_array(sig.args[i])(context, builder, args[i]).data for i in (0, 3, 7))
+    return (C, A, B) + tuple(args[i] for i in (1, 2, 4, 5, 6, 8, 9, 10, 11, 12))
+
+
+def _no_unroll_id(mod):
+    """A fresh loop id carrying llvm.loop.unroll.disable."""
+    no_unroll = mod.add_metadata([ir.MetaDataString(mod, "llvm.loop.unroll.disable")])
+    node = mod.add_metadata([no_unroll, ir.MetaDataString(mod, "rnnlm.gemm.%d" % len(mod.metadata))])
+    node.operands = (node, no_unroll)      # a loop id refers to itself
+    return node
+
+
 @intrinsic
 def _blocks(typingctx, c, ci, ldc, a, ai, sar, sak, b, bi, ldb, m, n, kk):
     """The blocked product for m >= ROWS, n >= 2 W (W elements per 32-byte vector): C[ci + i ldc + j] =
@@ -61,8 +86,7 @@ def _blocks(typingctx, c, ci, ldc, a, ai, sar, sak, b, bi, ldb, m, n, kk):
     f32 = c.dtype == types.float32
 
     def codegen(context, builder, sig, args):
-        C, A, B = (context.make_array(sig.args[i])(context, builder, args[i]).data for i in (0, 3, 7))
-        ci, ldc, ai, sar, sak, bi, ldb, m, n, kk = (args[i] for i in (1, 2, 4, 5, 6, 8, 9, 10, 11, 12))
+        C, A, B, ci, ldc, ai, sar, sak, bi, ldb, m, n, kk = _unpack(context, builder, sig, args)
         size = 4 if f32 else 8
         W = VECTOR_BYTES // size
         vty = ir.VectorType(ir.FloatType() if f32 else ir.DoubleType(), W)
@@ -130,25 +154,6 @@ def _blocks(typingctx, c, ci, ldc, a, ai, sar, sak, b, bi, ldb, m, n, kk):
     return sig, codegen
 
 
-def _operands(c, a, b, ints):
-    """The signature shared by _blocks and _chains, or None for other argument types."""
-    if not all(isinstance(t, types.Array) and t.ndim == 1 and t.dtype in (types.float32, types.float64)
-               for t in (c, a, b)) or not c.dtype == a.dtype == b.dtype:
-        return None
-    if not all(t == types.int64 for t in ints):
-        return None
-    i64 = types.int64
-    return types.void(c, i64, i64, a, i64, i64, i64, b, i64, i64, i64, i64, i64)
-
-
-def _no_unroll_id(mod):
-    """A fresh loop id carrying llvm.loop.unroll.disable."""
-    no_unroll = mod.add_metadata([ir.MetaDataString(mod, "llvm.loop.unroll.disable")])
-    node = mod.add_metadata([no_unroll, ir.MetaDataString(mod, "rnnlm.gemm.%d" % len(mod.metadata))])
-    node.operands = (node, no_unroll)      # a loop id refers to itself
-    return node
-
-
 @intrinsic
 def _chains(typingctx, c, ci, ldc, a, ai, sar, sak, b, bi, ldb, m, n, kk):
     """The product element by element (the small matrices the blocks do not fit: fewer than ROWS rows
@@ -160,8 +165,7 @@ def _chains(typingctx, c, ci, ldc, a, ai, sar, sak, b, bi, ldb, m, n, kk):
     f32 = c.dtype == types.float32
 
     def codegen(context, builder, sig, args):
-        C, A, B = (context.make_array(sig.args[i])(context, builder, args[i]).data for i in (0, 3, 7))
-        ci, ldc, ai, sar, sak, bi, ldb, m, n, kk = (args[i] for i in (1, 2, 4, 5, 6, 8, 9, 10, 11, 12))
+        C, A, B, ci, ldc, ai, sar, sak, bi, ldb, m, n, kk = _unpack(context, builder, sig, args)
         ety = ir.FloatType() if f32 else ir.DoubleType()
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ety, [ety, ety, ety]),
                                              "llvm.fma.f32" if f32 else "llvm.fma.f64")
