@@ -174,6 +174,13 @@ def finish(spec: dict, res: dict) -> dict:
     return {k: v for k, v in res.items() if k not in ("mcfg", "params", "tok", "test_ids")}
 
 
+# seconds between the probe and the timed run: after a parallel loop, the OpenMP threads spin for a
+# while before they sleep, and took a core from the per-word schedule's Python threads (measured: a
+# 0.2 s run of the 2-thread per-word schedule 4% slower right after a probe, 1% after 50 ms, not at
+# all after 300 ms)
+PROBE_SETTLE = 0.3
+
+
 def worker_loop(spec: dict) -> None:
     """A row's process: sets up, prints {"ready": ...}, then one timed run per "run" line on stdin
     ({"rate": words/s}), and on "finish" the row's other figures; so that the orchestrator can
@@ -186,6 +193,8 @@ def worker_loop(spec: dict) -> None:
         if line.strip() != "run":
             break
         before = probe() if probe else None
+        if probe:
+            time.sleep(PROBE_SETTLE)
         rate = _rate(run)
         after = probe() if probe else None
         print(json.dumps({"rate": rate, "probe": max(before, after) if probe else None}), flush=True)
