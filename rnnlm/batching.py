@@ -41,5 +41,14 @@ def window(xs: np.ndarray, ys: np.ndarray, start: int, steps: int) -> tuple[np.n
             np.ascontiguousarray(ys[:, start:start + steps].T))
 
 
+def windows(xs: np.ndarray, ys: np.ndarray, start: int, count: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """`count` whole windows from step `start`, stacked: (count, steps, B) arrays, window w the
+    (T, B) window of steps start + w * steps : start + (w + 1) * steps."""
+    B = xs.shape[0]
+    end = start + count * steps
+    return (np.ascontiguousarray(xs[:, start:end].reshape(B, count, steps).transpose(1, 2, 0)),
+            np.ascontiguousarray(ys[:, start:end].reshape(B, count, steps).transpose(1, 2, 0)))
+
+
 def num_windows(length: int, steps: int) -> int:
     return (length + steps - 1) // steps

@@ -170,7 +170,7 @@ class BatchStepper:
                                      upd)
                 return loss, h_out, ng_out
             if self.ci.num_classes > 0:   # the output layer shared by classes: no per-thread copies of W
-                loss = K.window_grad_classes(x, y, h, ng, *param_args(self.p), self.ci.word_class,
+                loss = K.window_grad_classes(x[None], y[None], h, ng, *param_args(self.p), self.ci.word_class,
                                              self.ci.class_starts, self.act, self.independent, self.eos,
                                              self.h_init, threads, g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w,
                                              g.bc, h_out, ng_out, upd)
@@ -212,6 +212,33 @@ class BatchStepper:
             self.apply(x, y, lr, beta, clip, scale)
             return out
         return self.gradient(x, y, h, ng, np.array([lr, scale, beta, 1.0 if self.bias else 0.0]))
+
+    def step_windows(self, X: np.ndarray, Y: np.ndarray, h: np.ndarray, ng: np.ndarray, lr: float, beta: float,
+                     clip: float, scale: float) -> tuple[float, np.ndarray, np.ndarray]:
+        """`step` on the windows X[w], Y[w] (X, Y (nw, T, B)) one after the other, each from the state
+        the one before left; returns the summed loss and the last state and history. Where the
+        whole step runs in the parallel class kernel (several threads, a class softmax, no direct
+        connections, no clipping), one kernel call takes all the windows (the same bits as one call
+        per window, without the Python and dispatch work between them); else one `step` each."""
+        nw, T, B = X.shape
+        fused = (clip <= 0 and self.ci.num_classes > 0 and T * B <= 1024 and self._threads() > 1
+                 and not self.p.direct.size)
+        if not fused or nw == 0:
+            loss = 0.0
+            for w in range(nw):
+                lw, h, ng = self.step(X[w], Y[w], h, ng, lr, beta, clip, scale)
+                loss += lw
+            return loss, h, ng
+        self._flush()
+        g = self._g
+        h_out = np.empty_like(h)
+        ng_out = np.empty_like(ng)
+        upd = np.array([lr, scale, beta, 1.0 if self.bias else 0.0])
+        with blas_single_thread():
+            loss = K.window_grad_classes(X, Y, h, ng, *param_args(self.p), self.ci.word_class, self.ci.class_starts,
+                                         self.act, self.independent, self.eos, self.h_init, self._threads(), g.emb,
+                                         g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, h_out, ng_out, upd)
+        return loss, h_out, ng_out
 
     def apply(self, x: np.ndarray, y: np.ndarray, lr: float, beta: float, clip: float, scale: float) -> float:
         """SGD on the accumulated gradient (times `scale`), clipped to global norm `clip` (0 = off),

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rnnlm.kernels import seq as KS
-from rnnlm.batching import inputs_targets, num_windows, streams, window
+from rnnlm.batching import inputs_targets, num_windows, streams, window, windows
 from rnnlm.config import ModelConfig, TrainConfig
 from rnnlm.errors import RnnlmError
 from rnnlm.evaluate import stream_logprobs
@@ -209,7 +209,14 @@ class Trainer:
         xs, ys, stepper = data
         lp, n = 0.0, 0
         with blas_single_thread():   # once for the chunk, not per window
-            for wi in range(a, b):
+            whole = max(a, min(b, xs.shape[1] // t.bptt))   # windows a : whole are full length
+            if whole > a:
+                X, Y = windows(xs, ys, a * t.bptt, whole - a, t.bptt)
+                loss, sstate["h"], sstate["ng"] = stepper.step_windows(X, Y, sstate["h"], sstate["ng"], lr, t.beta,
+                                                                       t.clip, 1.0 / t.batch_size)
+                lp -= loss
+                n += X.size
+            for wi in range(whole, b):
                 xw, yw = window(xs, ys, wi * t.bptt, t.bptt)
                 loss, sstate["h"], sstate["ng"] = stepper.step(xw, yw, sstate["h"], sstate["ng"], lr, t.beta,
                                                                t.clip, 1.0 / t.batch_size)

@@ -316,7 +316,7 @@ def test_parallel_step_kernel_matches_serial(G, B, indep):
         for x, y in wins:
             ho, no = np.empty_like(h), np.empty_like(ng)
             if parallel:
-                loss = K.window_grad_classes(x, y, h, ng, *param_args(p), ci.word_class, ci.class_starts,
+                loss = K.window_grad_classes(x[None], y[None], h, ng, *param_args(p), ci.word_class, ci.class_starts,
                                              ACT["sigmoid"], indep, 0, 0.7, G, g.emb, g.rec, g.bh, g.out_w, g.bo,
                                              g.cls_w, g.bc, ho, no, upd)
             else:

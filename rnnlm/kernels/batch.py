@@ -374,38 +374,36 @@ PRANGE_ONLY = dict(prange=True, reduction=False, comprehension=False, setitem=Fa
 
 
 @njit(cache=True, parallel=PRANGE_ONLY)
-def window_grad_classes(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
+def window_grad_classes(X, Y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
                         act, independent, eos, h_init, G,
                         g_emb, g_rec, g_bh, g_out, g_bo, g_cls, g_bc, h_out, ng_out, upd):
     """window_grad of a class softmax (cross-entropy, no direct connections) on G threads, in
-    parallel phases (_classes_task). The recurrence and BPTT: min(G, B) groups of streams (their
-    dL/dU, dL/dtheta_j in buffers of their own, summed in order). The output layer: part q takes the
-    q-th block of rows for the class layer (its dL/dW_c in a buffer of its own, summed in order by
-    the BPTT phase) and a bin of classes for the word layer (classes dealt by work, _class_work;
-    every row of W, theta_k, and every row of the word layer's dL/ds and ln p, written by the one
-    part that owns the row's class). The same G gives the same bits.
-    upd: the whole SGD step, as window_grad: the output rows in the output phase (each part updates
-    the rows it owns), the class layer in the BPTT phase, U, theta_j and the embedding rows in a
-    fourth phase; the g_* arrays are not written (g_emb's rows of the input words serve as work
-    space: zero on entry, zero again on return)."""
-    T, B = x.shape
+    parallel phases (_classes_task), for the windows X[w], Y[w] (X, Y (nw, T, B)) one after the
+    other, each starting from the state and history the one before left (the first from h0, ng0);
+    returns their summed loss, the last state in h_out, ng_out. One call for many windows: the work
+    arrays are allocated once, and neither Python nor the dispatcher runs between the windows.
+    The recurrence and BPTT: min(G, B) groups of streams (their dL/dU, dL/dtheta_j in buffers of
+    their own, summed in order). The output layer: part q takes the q-th block of rows for the class
+    layer (its dL/dW_c in a buffer of its own, summed in order by the BPTT phase) and a bin of
+    classes for the word layer (classes dealt by work, _class_work; every row of W, theta_k, and
+    every row of the word layer's dL/ds and ln p, written by the one part that owns the row's
+    class). The same G gives the same bits, as many windows in one call as one per call.
+    upd: the whole SGD step of each window, as window_grad: the output rows in the output phase
+    (each part updates the rows it owns), the class layer in the BPTT phase, U, theta_j and the
+    embedding rows in a fourth phase; the g_* arrays are not written (g_emb's rows of the input words
+    serve as work space: zero on entry, zero again on return). Without upd the gradients of all the
+    windows add up."""
+    nw, T, B = X.shape
     M = rec.shape[0]
     n = T * B
     C = cls_w.shape[0]
     dt = emb.dtype
     Gs = min(G, B)
     fused = upd.shape[0] > 0
+    # work arrays, each cleared (or written whole) by the task that uses it, in every window
     H = np.empty((T + 1, B, M), dtype=dt)
-    _copy_rows(H[0], h0)
-    u_init = _reset_input(rec, h_init, independent)
-    recT = _rec_t(rec, (B + Gs - 1) // Gs)   # the largest group
     S = H[1:].reshape((n, M))
-    yv = y.reshape(n)
     Hist = np.empty((n, ng0.shape[1]), dtype=np.int64)
-    _row_history(x, ng0, independent, eos, Hist, ng_out)
-    order, cnt = _group_by_class(yv, word_class, C)
-    bins = _class_bins(cnt, class_starts, G)
-    # work arrays, each cleared (or written whole) by the task that uses it
     dSc = np.empty((n, M), dtype=dt)
     dSw = np.empty((n, M), dtype=dt)   # one array for all parts: each row's class is in one bin
     logc = np.empty(n, dtype=np.float64)
@@ -415,28 +413,41 @@ def window_grad_classes(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
     Delta = np.empty((n, M), dtype=dt)
     Grec = np.empty((Gs, M, M), dtype=dt)
     Gbh = np.empty((Gs, M), dtype=dt)
-    seen = np.zeros(emb.shape[0] if fused else 0, dtype=np.bool_)
-    for phase in range(4 if fused else 3):
-        tasks = Gs
-        if phase == 1:
-            tasks = G
-        for i in prange(tasks):   # the kernel's one parallel loop, run once per phase
-            q = np.int64(i)          # the loop index is unsigned in the compiled loop: callees typed once
-            _classes_task(phase, q, G, Gs, x, H, emb, rec, recT, bh, act, independent, eos, h_init, u_init, S, yv,
-                          Hist, out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins, dSc,
-                          dSw, g_out, g_bo, Gcls, Gbc, g_emb, g_cls, g_bc, logc, logw, Delta, Grec, Gbh, seen, upd)
-    loss = 0.0
-    for r in range(n):
-        loss -= logc[r] + logw[r]
-    if not fused:
-        for q in range(Gs):
-            for j in range(M):
-                g_bh[j] += Gbh[q, j]
-                for h in range(M):
-                    g_rec[j, h] += Grec[q, j, h]
-        _fold_embedding(x, Delta, g_emb, 0 * n, 1 + 0 * n)
+    ng = ng0.copy()
+    _copy_rows(H[T], h0)
+    total = 0.0
+    for w in range(nw):
+        x = X[w]
+        yv = Y[w].reshape(n)
+        _copy_rows(H[0], H[T])
+        u_init = _reset_input(rec, h_init, independent)
+        recT = _rec_t(rec, (B + Gs - 1) // Gs)   # the largest group
+        _row_history(x, ng, independent, eos, Hist, ng_out)
+        _copy_rows(ng, ng_out)
+        order, cnt = _group_by_class(yv, word_class, C)
+        bins = _class_bins(cnt, class_starts, G)
+        seen = np.zeros(emb.shape[0] if fused else 0, dtype=np.bool_)
+        for phase in range(4 if fused else 3):
+            tasks = Gs
+            if phase == 1:
+                tasks = G
+            for i in prange(tasks):   # the kernel's one parallel loop, run once per phase
+                q = np.int64(i)          # the loop index is unsigned in the compiled loop: callees typed once
+                _classes_task(phase, q, G, Gs, x, H, emb, rec, recT, bh, act, independent, eos, h_init, u_init, S,
+                              yv, Hist, out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins,
+                              dSc, dSw, g_out, g_bo, Gcls, Gbc, g_emb, g_cls, g_bc, logc, logw, Delta, Grec, Gbh,
+                              seen, upd)
+        for r in range(n):
+            total -= logc[r] + logw[r]
+        if not fused:
+            for q in range(Gs):
+                for j in range(M):
+                    g_bh[j] += Gbh[q, j]
+                    for h in range(M):
+                        g_rec[j, h] += Grec[q, j, h]
+            _fold_embedding(x, Delta, g_emb, 0 * n, 1 + 0 * n)
     _copy_rows(h_out, H[T])
-    return loss
+    return total
 
 
 @njit(cache=True, nogil=True)
