@@ -217,13 +217,14 @@ class BatchStepper:
                      clip: float, scale: float) -> tuple[float, np.ndarray, np.ndarray]:
         """`step` on the windows X[w], Y[w] (X, Y (nw, T, B)) one after the other, each from the state
         the one before left; returns the summed loss and the last state and history. Where the
-        whole step runs in the parallel class kernel (several threads, a class softmax, no direct
-        connections, no clipping), one kernel call takes all the windows (the same bits as one call
-        per window, without the Python and dispatch work between them); else one `step` each."""
+        gradient kernel takes the whole step (a class softmax, no clipping; on several threads, no
+        direct connections), one kernel call takes all the windows (kernels.windows_grad,
+        window_grad_classes: the same bits as one call per window, without the Python and dispatch
+        work between them); else one `step` each."""
         nw, T, B = X.shape
-        fused = (clip <= 0 and self.ci.num_classes > 0 and T * B <= 1024 and self._threads() > 1
-                 and not self.p.direct.size)
-        if not fused or nw == 0:
+        fused = clip <= 0 and self.ci.num_classes > 0 and T * B <= 1024   # as in `step`
+        threads = self._threads()
+        if not fused or nw == 0 or (threads > 1 and self.p.direct.size):
             loss = 0.0
             for w in range(nw):
                 lw, h, ng = self.step(X[w], Y[w], h, ng, lr, beta, clip, scale)
@@ -235,9 +236,15 @@ class BatchStepper:
         ng_out = np.empty_like(ng)
         upd = np.array([lr, scale, beta, 1.0 if self.bias else 0.0])
         with blas_single_thread():
-            loss = K.window_grad_classes(X, Y, h, ng, *param_args(self.p), self.ci.word_class, self.ci.class_starts,
-                                         self.act, self.independent, self.eos, self.h_init, self._threads(), g.emb,
-                                         g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, h_out, ng_out, upd)
+            if threads == 1:
+                loss = K.windows_grad(X, Y, h, ng, *param_args(self.p), self.ci.word_class, self.ci.class_starts,
+                                      self.act, self.cost, self.independent, self.eos, self.h_init, self.dorder,
+                                      g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, g.direct, h_out, ng_out, upd)
+            else:
+                loss = K.window_grad_classes(X, Y, h, ng, *param_args(self.p), self.ci.word_class,
+                                             self.ci.class_starts, self.act, self.independent, self.eos, self.h_init,
+                                             threads, g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, h_out,
+                                             ng_out, upd)
         return loss, h_out, ng_out
 
     def apply(self, x: np.ndarray, y: np.ndarray, lr: float, beta: float, clip: float, scale: float) -> float:

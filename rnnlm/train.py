@@ -216,10 +216,10 @@ class Trainer:
                                                                        t.clip, 1.0 / t.batch_size)
                 lp -= loss
                 n += X.size
-            for wi in range(whole, b):
+            for wi in range(whole, b):   # the last, shorter window
                 xw, yw = window(xs, ys, wi * t.bptt, t.bptt)
-                loss, sstate["h"], sstate["ng"] = stepper.step(xw, yw, sstate["h"], sstate["ng"], lr, t.beta,
-                                                               t.clip, 1.0 / t.batch_size)
+                loss, sstate["h"], sstate["ng"] = stepper.step_windows(xw[None], yw[None], sstate["h"], sstate["ng"],
+                                                                       lr, t.beta, t.clip, 1.0 / t.batch_size)
                 lp -= loss
                 n += xw.size
         return lp, n

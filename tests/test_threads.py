@@ -331,3 +331,48 @@ def test_parallel_step_kernel_matches_serial(G, B, indep):
     np.testing.assert_allclose(out[1][1], out[0][1], rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(out[1][2], out[0][2], rtol=1e-12)
     assert np.abs(out[0][0] - base.flat).max() > 1e-3, "the steps moved the weights"
+
+
+@pytest.mark.parametrize("G,indep", [(1, False), (2, True), (3, False)])
+def test_many_windows_in_one_call_give_the_same_bits(G, indep):
+    """Four windows in one kernel call (windows_grad for one thread, window_grad_classes for G) give
+    the weights, final state, history and summed loss of one call per window, bit for bit; the
+    state of each window starts where the one before ended."""
+    C, T, B = 4, 3, 4
+    base = tiny_model(N, M, C, "sigmoid", seed=21, dtype="float64", scale=0.4)
+    ci = tiny_classes(N, C)
+    rng = np.random.default_rng(22)
+    X = rng.integers(0, N, (4, T, B)).astype(np.int32)
+    Y = rng.integers(0, N, (4, T, B)).astype(np.int32)
+    upd = np.array([0.4, 1 / B, 1e-3, 1.0])
+
+    def call(p, g, Xs, Ys, h, ng, ho, no):
+        if G == 1:
+            return K.windows_grad(Xs, Ys, h, ng, *param_args(p), ci.word_class, ci.class_starts, ACT["sigmoid"], 0,
+                                  indep, 0, 0.7, 3, g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, g.direct, ho,
+                                  no, upd)
+        return K.window_grad_classes(Xs, Ys, h, ng, *param_args(p), ci.word_class, ci.class_starts, ACT["sigmoid"],
+                                     indep, 0, 0.7, G, g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, ho, no, upd)
+
+    out = []
+    for together in (False, True):
+        p = base.copy()
+        g = p.zeros_like()
+        h = np.full((B, M), 0.3)
+        ng = np.zeros((B, 2), np.int32)
+        ho, no = np.empty_like(h), np.empty_like(ng)
+        if together:
+            loss = call(p, g, X, Y, h, ng, ho, no)
+            h, ng = ho, no
+        else:
+            loss = 0.0
+            for w in range(X.shape[0]):
+                loss += call(p, g, X[w:w + 1], Y[w:w + 1], h, ng, ho, no)
+                h, ng = ho.copy(), no.copy()
+        out.append((p.flat.copy(), h.copy(), ng.copy(), loss))
+        assert not g.flat.any(), "the gradient arrays are left clear"
+    assert np.array_equal(out[0][0], out[1][0])
+    assert np.array_equal(out[0][1], out[1][1])
+    assert np.array_equal(out[0][2], out[1][2])
+    assert out[0][3] == out[1][3]
+    assert np.abs(out[1][0] - base.flat).max() > 1e-3, "the steps moved the weights"

@@ -97,7 +97,7 @@ if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
 
 from rnnlm.kernels.core import (CE, P0P1, PRIMES, RELU, SIGMOID, SSE, TANH,  # noqa: E402,F401
                                 direct_hashes)
-from rnnlm.kernels.batch import (group_grad, window_grad, window_grad_classes,  # noqa: E402,F401
+from rnnlm.kernels.batch import (group_grad, window_grad, window_grad_classes, windows_grad,  # noqa: E402,F401
                                  window_logprob)
 from rnnlm.kernels.optim import (PIECE, piece_cuts, pieces_range, sgd_pieces, sgd_pieces_par,  # noqa: E402,F401
                                  sgd_touched, sq_norm_dense, touched_pieces)

@@ -214,6 +214,28 @@ def window_grad(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_
 
 
 @njit(cache=True)
+def windows_grad(X, Y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
+                 act, cost, independent, eos, h_init, dorder,
+                 g_emb, g_rec, g_bh, g_out, g_bo, g_cls, g_bc, g_direct, h_out, ng_out, upd):
+    """window_grad on the windows X[w], Y[w] (X, Y (nw, T, B)) one after the other, each from the
+    state and history the one before left (the first from h0, ng0); returns their summed loss, the
+    last state in h_out, ng_out. One call for many windows: no Python or dispatcher work between
+    them (window_grad_classes does the same on threads)."""
+    h = h0.copy()
+    ng = ng0.copy()
+    total = 0.0
+    for w in range(X.shape[0]):
+        total += window_grad(X[w], Y[w], h, ng, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class,
+                             class_starts, act, cost, independent, eos, h_init, dorder, g_emb, g_rec, g_bh, g_out,
+                             g_bo, g_cls, g_bc, g_direct, h_out, ng_out, upd)
+        _copy_rows(h, h_out)
+        _copy_rows(ng, ng_out)
+    _copy_rows(h_out, h)
+    _copy_rows(ng_out, ng)
+    return total
+
+
+@njit(cache=True)
 def _forward_rows(x, h0, ng0, emb, rec, bh, act, independent, eos, h_init, h_out, ng_out):
     """The forward pass of a window for the output layer: its states S (T * B, M) and the direct-
     connection history of each row; final state into h_out, carried history into ng_out."""
@@ -437,8 +459,10 @@ def window_grad_classes(X, Y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
                               yv, Hist, out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins,
                               dSc, dSw, g_out, g_bo, Gcls, Gbc, g_emb, g_cls, g_bc, logc, logw, Delta, Grec, Gbh,
                               seen, upd)
+        loss = 0.0          # the window's loss, then the sum: the bits of one call per window
         for r in range(n):
-            total -= logc[r] + logw[r]
+            loss -= logc[r] + logw[r]
+        total += loss
         if not fused:
             for q in range(Gs):
                 for j in range(M):
