@@ -294,6 +294,12 @@ def test_class_bins_share_word_layer_work():
         assert np.abs(share - work.sum() / G).max() <= work.max()
 
 
+def _fresh_run(base, B):
+    """A copy of the weights, clear gradients, a start state and history for B streams."""
+    p = base.copy()
+    return p, p.zeros_like(), np.full((B, M), 0.3), np.zeros((B, 2), np.int32)
+
+
 @pytest.mark.parametrize("G,B,indep", [(2, 8, False), (3, 2, True), (5, 4, False)])
 def test_parallel_step_kernel_matches_serial(G, B, indep):
     """window_grad_classes taking the whole step (upd) for G parts, also more parts than streams
@@ -308,10 +314,7 @@ def test_parallel_step_kernel_matches_serial(G, B, indep):
     upd = np.array([0.4, 1 / B, 1e-3, 1.0])
     out = []
     for parallel in (False, True):
-        p = base.copy()
-        g = p.zeros_like()
-        h = np.full((B, M), 0.3)
-        ng = np.zeros((B, 2), np.int32)
+        p, g, h, ng = _fresh_run(base, B)
         losses = []
         for x, y in wins:
             ho, no = np.empty_like(h), np.empty_like(ng)
@@ -356,10 +359,7 @@ def test_many_windows_in_one_call_give_the_same_bits(G, indep):
 
     out = []
     for together in (False, True):
-        p = base.copy()
-        g = p.zeros_like()
-        h = np.full((B, M), 0.3)
-        ng = np.zeros((B, 2), np.int32)
+        p, g, h, ng = _fresh_run(base, B)
         ho, no = np.empty_like(h), np.empty_like(ng)
         if together:
             loss = call(p, g, X, Y, h, ng, ho, no)
