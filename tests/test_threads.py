@@ -278,7 +278,7 @@ def test_touched_pieces_cover_exactly_the_touched_weights(C):
 def test_class_bins_share_word_layer_work():
     """Classes are dealt to the threads in contiguous runs of about equal estimated work (within one
     class of an equal share), however uneven the class sizes and row counts."""
-    from rnnlm.kernels.batch import _class_bins, _class_work
+    from rnnlm.kernels.parallel import _class_bins, _class_work
     rng = np.random.default_rng(3)
     C = 60
     sizes = np.sort(rng.integers(1, 400, C))            # rare-word classes are the large ones

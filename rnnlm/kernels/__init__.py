@@ -33,9 +33,9 @@ is the input word at step t, y[t, b] the word to predict. Hidden states live in 
 H[0] the carried-in state; token (t, b) is row t * B + b of the (T * B, M) view of H[1:].
 
 Modules: core (helpers, direct hashing, hidden forward), gemm (the register-blocked small products
-of the recurrence and BPTT, no BLAS call), output (softmax layers), batch (window
-kernels, serial and threaded), optim (updates), seq (rnnlm-0.4b's per-word schedule, one-step
-distributions, per-word training on threads), rnnlm04b (rnnlm-0.4b's exact test arithmetic for imported
+of the recurrence and BPTT, no BLAS call), output (softmax layers), batch (window kernels, serial),
+parallel (the threaded class-softmax window kernel), optim (updates), seq (rnnlm-0.4b's per-word
+schedule, one-step distributions, per-word training on threads), rnnlm04b (rnnlm-0.4b's exact test arithmetic for imported
 models). The public batched kernels are re-exported here: `from rnnlm import kernels as K; K.window_grad`.
 
 Direct connections (rnnlm-0.4b's maximum-entropy features, its exact hashing): the input words of
@@ -97,7 +97,7 @@ if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
 
 from rnnlm.kernels.core import (CE, P0P1, PRIMES, RELU, SIGMOID, SSE, TANH,  # noqa: E402,F401
                                 direct_hashes)
-from rnnlm.kernels.batch import (group_grad, window_grad, window_grad_classes, windows_grad,  # noqa: E402,F401
-                                 window_logprob)
+from rnnlm.kernels.batch import group_grad, window_grad, window_logprob, windows_grad  # noqa: E402,F401
+from rnnlm.kernels.parallel import window_grad_classes  # noqa: E402,F401
 from rnnlm.kernels.optim import (PIECE, piece_cuts, pieces_range, sgd_pieces, sgd_pieces_par,  # noqa: E402,F401
                                  sgd_touched, sq_norm_dense, touched_pieces)

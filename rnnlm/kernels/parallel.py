@@ -1,0 +1,204 @@
+"""The class softmax's window kernel on threads, `window_grad_classes`: the recurrence and BPTT by
+groups of streams, the output layer by bins of classes dealt by work, the updates by blocks of rows,
+in parallel phases of one prange loop (the toolkit's only parallel kernel). Its serial pieces are
+batch.py's.
+
+Notation and conventions: see rnnlm/kernels/__init__.py.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from rnnlm.kernels.batch import (_clear, _deltas, _fold_embedding, _fold_recurrent, _step_embedding,
+                                 _step_rows)
+from rnnlm.kernels.core import _copy_rows, _hidden_streams, _rec_t, _reset_input, _row_history
+from rnnlm.kernels.output import _class_layer, _group_by_class, _word_layer
+
+
+@njit(cache=True)
+def _class_work(m, size):
+    """Estimated word-layer work of a class met by m rows of the window: the products (m x class size,
+    forward, dL/ds and dL/dW; m x 8 for the rest of each row) and, once per class met, the pass that
+    updates its rows (about as much as one product row)."""
+    if m == 0:
+        return 0.0
+    return m * (size + 8.0) + size
+
+
+@njit(cache=True)
+def _class_bins(cnt, class_starts, G):
+    """Classes dealt to G bins of about equal word-layer work (_class_work): bin q is the run of
+    classes whose cumulative work falls in [q, q + 1) / G of the total (ranges cut by load, not by
+    class count: rare-word classes are much larger). bin[c] for every class."""
+    C = class_starts.shape[0] - 1
+    total = 0.0
+    for c in range(C):
+        total += _class_work(cnt[c + 1] - cnt[c], class_starts[c + 1] - class_starts[c])
+    bins = np.empty(C, dtype=np.int64)
+    acc = 0.0
+    for c in range(C):
+        w = _class_work(cnt[c + 1] - cnt[c], class_starts[c + 1] - class_starts[c])
+        q = int((acc + 0.5 * w) * G / total) if total > 0 else 0   # where the class's middle falls
+        bins[c] = min(q, G - 1)
+        acc += w
+    return bins
+
+
+@njit(cache=True)
+def _output_part(q, G, S, yv, Hist, out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins,
+                 dSc, dSw, g_out, g_bo, Gcls, Gbc, logc, logw, upd):
+    """Part q of G of a class softmax's output layer (see window_grad_classes)."""
+    n = S.shape[0]
+    r0 = q * n // G
+    r1 = (q + 1) * n // G
+    no_direct = 0 * n           # run-time values, not literals: the helpers' serial builds are reused
+    grad = n >= 0
+    _clear(Gcls[q])
+    _clear(Gbc[q:q + 1])
+    _class_layer(S[r0:r1], yv[r0:r1], Hist[r0:r1], cls_w, bc, direct, no_direct, word_class, grad, dSc[r0:r1],
+                 Gcls[q], Gbc[q], direct, logc[r0:r1])
+    take = bins == q
+    _word_layer(S, yv, Hist, out_w, bo, direct, no_direct, class_starts, order, cnt, take, grad, dSw, g_out, g_bo,
+                direct, logw, upd)
+
+
+@njit(cache=True)
+def _classes_task(phase, q, G, Gs, x, H, emb, rec, recT, bh, act, independent, eos, h_init, u_init, S, yv, Hist,
+                  out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins, dSc, dSw, g_out, g_bo,
+                  Gcls, Gbc, g_emb, g_cls, g_bc, logc, logw, Delta, Grec, Gbh, seen, upd):
+    """Task q of a phase of window_grad_classes.
+    0: the recurrence of stream group q (of Gs); clears the group's rows of dSw, logw.
+    1: part q (of G) of the output layer.
+    2: BPTT of stream group q (dL/ds: dSc + dSw, summed here for the group's rows); the parts'
+       dL/dW_c, dL/dtheta_c summed in order for the q-th block of classes, into g_cls, g_bc or, with
+       upd, straight into their SGD step.
+    3 (upd only): the SGD step of the q-th block of rows of U, theta_j (the groups' gradients summed
+       in order) and of the embedding rows of the words w with w % Gs == q."""
+    T, B = x.shape
+    M = rec.shape[0]
+    C = Gcls.shape[1]
+    b0 = q * B // Gs
+    b1 = (q + 1) * B // Gs
+    fused = upd.shape[0] > 0
+    if phase == 0:
+        _hidden_streams(x, H, b0, b1, emb, rec, recT, bh, act, independent, eos, u_init)
+        for t in range(T):
+            _clear(dSw[t * B + b0:t * B + b1])
+            for r in range(t * B + b0, t * B + b1):
+                logw[r] = 0.0
+    elif phase == 1:
+        _output_part(q, G, S, yv, Hist, out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins,
+                     dSc, dSw, g_out, g_bo, Gcls, Gbc, logc, logw, upd)
+    elif phase == 2:
+        for t in range(T):
+            for r in range(t * B + b0, t * B + b1):
+                for j in range(M):
+                    dSc[r, j] += dSw[r, j]
+        _deltas(x, H, dSc, rec, act, independent, eos, b0, b1, Delta)
+        _fold_recurrent(x, H, Delta, b0, b1, independent, eos, h_init, Grec[q], Gbh[q], B >= 0)
+        k0 = q * C // Gs
+        k1 = (q + 1) * C // Gs
+        if fused:
+            _step_rows(cls_w, Gcls, k0, k1, upd)
+            if upd[3] != 0.0:
+                _step_rows(bc.reshape((C, 1 + 0 * C)), Gbc.reshape((G, C, 1 + 0 * C)), k0, k1, upd)
+        else:
+            for k in range(k0, k1):   # in part order, as one thread would
+                for p in range(G):
+                    g_bc[k] += Gbc[p, k]
+                    for j in range(M):
+                        g_cls[k, j] += Gcls[p, k, j]
+    else:
+        j0 = q * M // Gs
+        j1 = (q + 1) * M // Gs
+        _step_rows(rec, Grec, j0, j1, upd)
+        if upd[3] != 0.0:
+            _step_rows(bh.reshape((M, 1 + 0 * M)), Gbh.reshape((Gs, M, 1 + 0 * M)), j0, j1, upd)
+        _fold_embedding(x, Delta, g_emb, q, Gs)
+        _step_embedding(x, emb, g_emb, q, Gs, seen, upd)
+
+
+# parallel=True would also turn the kernel's array expressions into parallel loops (slow to compile,
+# tiny work here): only the explicit prange loops are parallel
+PRANGE_ONLY = dict(prange=True, reduction=False, comprehension=False, setitem=False, numpy=False, stencil=False,
+                   fusion=False, inplace_binop=False)
+
+
+@njit(cache=True, parallel=PRANGE_ONLY)
+def window_grad_classes(X, Y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
+                        act, independent, eos, h_init, G,
+                        g_emb, g_rec, g_bh, g_out, g_bo, g_cls, g_bc, h_out, ng_out, upd):
+    """window_grad of a class softmax (cross-entropy, no direct connections) on G threads, in
+    parallel phases (_classes_task), for the windows X[w], Y[w] (X, Y (nw, T, B)) one after the
+    other, each starting from the state and history the one before left (the first from h0, ng0);
+    returns their summed loss, the last state in h_out, ng_out. One call for many windows: the work
+    arrays are allocated once, and neither Python nor the dispatcher runs between the windows.
+    The recurrence and BPTT: min(G, B) groups of streams (their dL/dU, dL/dtheta_j in buffers of
+    their own, summed in order). The output layer: part q takes the q-th block of rows for the class
+    layer (its dL/dW_c in a buffer of its own, summed in order by the BPTT phase) and a bin of
+    classes for the word layer (classes dealt by work, _class_work; every row of W, theta_k, and
+    every row of the word layer's dL/ds and ln p, written by the one part that owns the row's
+    class). The same G gives the same bits, as many windows in one call as one per call.
+    upd: the whole SGD step of each window, as window_grad: the output rows in the output phase
+    (each part updates the rows it owns), the class layer in the BPTT phase, U, theta_j and the
+    embedding rows in a fourth phase; the g_* arrays are not written (g_emb's rows of the input words
+    serve as work space: zero on entry, zero again on return). Without upd the gradients of all the
+    windows add up."""
+    nw, T, B = X.shape
+    M = rec.shape[0]
+    n = T * B
+    C = cls_w.shape[0]
+    dt = emb.dtype
+    Gs = min(G, B)
+    fused = upd.shape[0] > 0
+    # work arrays, each cleared (or written whole) by the task that uses it, in every window
+    H = np.empty((T + 1, B, M), dtype=dt)
+    S = H[1:].reshape((n, M))
+    Hist = np.empty((n, ng0.shape[1]), dtype=np.int64)
+    dSc = np.empty((n, M), dtype=dt)
+    dSw = np.empty((n, M), dtype=dt)   # one array for all parts: each row's class is in one bin
+    logc = np.empty(n, dtype=np.float64)
+    logw = np.empty(n, dtype=np.float64)
+    Gcls = np.empty((G, C, M), dtype=dt)
+    Gbc = np.empty((G, C), dtype=dt)
+    Delta = np.empty((n, M), dtype=dt)
+    Grec = np.empty((Gs, M, M), dtype=dt)
+    Gbh = np.empty((Gs, M), dtype=dt)
+    ng = ng0.copy()
+    _copy_rows(H[T], h0)
+    total = 0.0
+    for w in range(nw):
+        x = X[w]
+        yv = Y[w].reshape(n)
+        _copy_rows(H[0], H[T])
+        u_init = _reset_input(rec, h_init, independent)
+        recT = _rec_t(rec, (B + Gs - 1) // Gs)   # the largest group
+        _row_history(x, ng, independent, eos, Hist, ng_out)
+        _copy_rows(ng, ng_out)
+        order, cnt = _group_by_class(yv, word_class, C)
+        bins = _class_bins(cnt, class_starts, G)
+        seen = np.zeros(emb.shape[0] if fused else 0, dtype=np.bool_)
+        for phase in range(4 if fused else 3):
+            tasks = Gs
+            if phase == 1:
+                tasks = G
+            for i in prange(tasks):   # the kernel's one parallel loop, run once per phase
+                q = np.int64(i)          # the loop index is unsigned in the compiled loop: callees typed once
+                _classes_task(phase, q, G, Gs, x, H, emb, rec, recT, bh, act, independent, eos, h_init, u_init, S,
+                              yv, Hist, out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins,
+                              dSc, dSw, g_out, g_bo, Gcls, Gbc, g_emb, g_cls, g_bc, logc, logw, Delta, Grec, Gbh,
+                              seen, upd)
+        loss = 0.0          # the window's loss, then the sum: the bits of one call per window
+        for r in range(n):
+            loss -= logc[r] + logw[r]
+        total += loss
+        if not fused:
+            for q in range(Gs):
+                for j in range(M):
+                    g_bh[j] += Gbh[q, j]
+                    for h in range(M):
+                        g_rec[j, h] += Grec[q, j, h]
+            _fold_embedding(x, Delta, g_emb, 0 * n, 1 + 0 * n)
+    _copy_rows(h_out, H[T])
+    return total
