@@ -99,6 +99,15 @@ def num_threads() -> int:
     return numba.get_num_threads()
 
 
+def concurrent_workers(parts: int) -> int:
+    """How many workers kernels.window_grad_classes may run its `parts` on: threads that run at once
+    (kernels.sync._barrier waits for all of them). Numba's OpenMP and workqueue layers give each
+    iteration of a parallel loop its own thread up to numba.get_num_threads(); TBB promises no such
+    thing, so there one worker takes every part (the same bits, one core)."""
+    import numba
+    n = numba.get_num_threads()   # starts the threading layer, so that it can be asked for
+    return max(1, min(parts, n)) if numba.threading_layer() in ("omp", "workqueue") else 1
+
 
 _NO_UPDATE = np.empty(0)
 
@@ -172,8 +181,8 @@ class BatchStepper:
             if self.ci.num_classes > 0:   # the output layer shared by classes: no per-thread copies of W
                 loss = K.window_grad_classes(x[None], y[None], h, ng, *param_args(self.p), self.ci.word_class,
                                              self.ci.class_starts, self.act, self.independent, self.eos,
-                                             self.h_init, threads, g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w,
-                                             g.bc, h_out, ng_out, upd)
+                                             self.h_init, threads, concurrent_workers(threads), g.emb, g.rec,
+                                             g.bh, g.out_w, g.bo, g.cls_w, g.bc, h_out, ng_out, upd)
                 return loss, h_out, ng_out
             groups = min(threads, x.shape[1])
             if self._groups.shape[0] != groups:
@@ -243,8 +252,8 @@ class BatchStepper:
             else:
                 loss = K.window_grad_classes(X, Y, h, ng, *param_args(self.p), self.ci.word_class,
                                              self.ci.class_starts, self.act, self.independent, self.eos, self.h_init,
-                                             threads, g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, h_out,
-                                             ng_out, upd)
+                                             threads, concurrent_workers(threads), g.emb, g.rec, g.bh, g.out_w,
+                                             g.bo, g.cls_w, g.bc, h_out, ng_out, upd)
         return loss, h_out, ng_out
 
     def apply(self, x: np.ndarray, y: np.ndarray, lr: float, beta: float, clip: float, scale: float) -> float:

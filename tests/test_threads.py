@@ -288,7 +288,8 @@ def test_class_bins_share_word_layer_work():
     work = np.array([_class_work(r, s) for r, s in zip(rows, sizes)])
     assert work[rows == 0].sum() == 0 and (work[rows > 0] > rows[rows > 0] * sizes[rows > 0]).all()
     for G in (1, 2, 3, 5):
-        bins = _class_bins(cnt, class_starts, G)
+        bins = np.empty(C, np.int64)
+        _class_bins(cnt, class_starts, G, bins)
         assert bins.min() >= 0 and bins.max() < G and (np.diff(bins) >= 0).all()
         share = np.bincount(bins, weights=work, minlength=G)
         assert np.abs(share - work.sum() / G).max() <= work.max()
@@ -300,11 +301,12 @@ def _fresh_run(base, B):
     return p, p.zeros_like(), np.full((B, M), 0.3), np.zeros((B, 2), np.int32)
 
 
-@pytest.mark.parametrize("G,B,indep", [(2, 8, False), (3, 2, True), (5, 4, False)])
-def test_parallel_step_kernel_matches_serial(G, B, indep):
-    """window_grad_classes taking the whole step (upd) for G parts, also more parts than streams
-    (fewer stream groups than parts): the same weights, loss and state as the serial kernel's step
-    (1e-12 in float64), the gradient arrays left clear, over several windows."""
+@pytest.mark.parametrize("G,P,B,indep", [(2, 2, 8, False), (3, 2, 2, True), (5, 2, 4, False), (2, 1, 8, True)])
+def test_parallel_step_kernel_matches_serial(G, P, B, indep):
+    """window_grad_classes taking the whole step (upd) for G parts on P workers, also more parts
+    than streams (fewer stream groups than parts) and than workers: the same weights, loss and state
+    as the serial kernel's step (1e-12 in float64), the gradient arrays left clear, over several
+    windows."""
     C, T = 4, 3
     base = tiny_model(N, M, C, "sigmoid", seed=11, dtype="float64", scale=0.4)
     ci = tiny_classes(N, C)
@@ -320,8 +322,8 @@ def test_parallel_step_kernel_matches_serial(G, B, indep):
             ho, no = np.empty_like(h), np.empty_like(ng)
             if parallel:
                 loss = K.window_grad_classes(x[None], y[None], h, ng, *param_args(p), ci.word_class, ci.class_starts,
-                                             ACT["sigmoid"], indep, 0, 0.7, G, g.emb, g.rec, g.bh, g.out_w, g.bo,
-                                             g.cls_w, g.bc, ho, no, upd)
+                                             ACT["sigmoid"], indep, 0, 0.7, G, P, g.emb, g.rec, g.bh, g.out_w,
+                                             g.bo, g.cls_w, g.bc, ho, no, upd)
             else:
                 loss = K.window_grad(x, y, h, ng, *param_args(p), ci.word_class, ci.class_starts, ACT["sigmoid"],
                                      0, indep, 0, 0.7, 3, g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc,
@@ -338,9 +340,9 @@ def test_parallel_step_kernel_matches_serial(G, B, indep):
 
 @pytest.mark.parametrize("G,indep", [(1, False), (2, True), (3, False)])
 def test_many_windows_in_one_call_give_the_same_bits(G, indep):
-    """Four windows in one kernel call (windows_grad for one thread, window_grad_classes for G) give
-    the weights, final state, history and summed loss of one call per window, bit for bit; the
-    state of each window starts where the one before ended."""
+    """Four windows in one kernel call (windows_grad for one thread, window_grad_classes for G parts
+    on two workers) give the weights, final state, history and summed loss of one call per window
+    (on one worker), bit for bit; the state of each window starts where the one before ended."""
     C, T, B = 4, 3, 4
     base = tiny_model(N, M, C, "sigmoid", seed=21, dtype="float64", scale=0.4)
     ci = tiny_classes(N, C)
@@ -349,25 +351,26 @@ def test_many_windows_in_one_call_give_the_same_bits(G, indep):
     Y = rng.integers(0, N, (4, T, B)).astype(np.int32)
     upd = np.array([0.4, 1 / B, 1e-3, 1.0])
 
-    def call(p, g, Xs, Ys, h, ng, ho, no):
+    def call(p, g, Xs, Ys, h, ng, ho, no, P):
         if G == 1:
             return K.windows_grad(Xs, Ys, h, ng, *param_args(p), ci.word_class, ci.class_starts, ACT["sigmoid"], 0,
                                   indep, 0, 0.7, 3, g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, g.direct, ho,
                                   no, upd)
         return K.window_grad_classes(Xs, Ys, h, ng, *param_args(p), ci.word_class, ci.class_starts, ACT["sigmoid"],
-                                     indep, 0, 0.7, G, g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, ho, no, upd)
+                                     indep, 0, 0.7, G, P, g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, ho, no,
+                                     upd)
 
     out = []
     for together in (False, True):
         p, g, h, ng = _fresh_run(base, B)
         ho, no = np.empty_like(h), np.empty_like(ng)
         if together:
-            loss = call(p, g, X, Y, h, ng, ho, no)
+            loss = call(p, g, X, Y, h, ng, ho, no, 2)
             h, ng = ho, no
         else:
             loss = 0.0
             for w in range(X.shape[0]):
-                loss += call(p, g, X[w:w + 1], Y[w:w + 1], h, ng, ho, no)
+                loss += call(p, g, X[w:w + 1], Y[w:w + 1], h, ng, ho, no, 1)
                 h, ng = ho.copy(), no.copy()
         out.append((p.flat.copy(), h.copy(), ng.copy(), loss))
         assert not g.flat.any(), "the gradient arrays are left clear"
@@ -376,3 +379,66 @@ def test_many_windows_in_one_call_give_the_same_bits(G, indep):
     assert np.array_equal(out[0][2], out[1][2])
     assert out[0][3] == out[1][3]
     assert np.abs(out[1][0] - base.flat).max() > 1e-3, "the steps moved the weights"
+
+
+def test_parallel_kernel_bits_do_not_depend_on_the_workers():
+    """window_grad_classes for G = 3 parts on one worker and on two (fewer workers than parts), with
+    and without the step: the same bits."""
+    C, T, B = 4, 3, 6
+    base = tiny_model(N, M, C, "sigmoid", seed=31, dtype="float64", scale=0.4)
+    ci = tiny_classes(N, C)
+    rng = np.random.default_rng(32)
+    X = rng.integers(0, N, (3, T, B)).astype(np.int32)
+    Y = rng.integers(0, N, (3, T, B)).astype(np.int32)
+    for upd in (np.array([0.4, 1 / B, 1e-3, 1.0]), np.empty(0)):
+        out = []
+        for P in (1, TWO):
+            p, g, h, ng = _fresh_run(base, B)
+            ho, no = np.empty_like(h), np.empty_like(ng)
+            loss = K.window_grad_classes(X, Y, h, ng, *param_args(p), ci.word_class, ci.class_starts, ACT["sigmoid"],
+                                         True, 0, 0.7, 3, P, g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, ho,
+                                         no, upd)
+            out.append((p.flat.copy(), g.flat.copy(), ho, no, loss))
+        for o in out[1:]:
+            for a, b in zip(o, out[0]):
+                assert np.array_equal(a, b)
+        assert np.abs(out[0][0] - base.flat).max() > 1e-3 if upd.size else np.abs(out[0][1]).max() > 1e-3
+
+
+def test_concurrent_workers_never_exceed_the_threads():
+    """The parallel kernel's workers wait for each other: never more of them than threads running at
+    once (one under a layer that does not promise that)."""
+    from rnnlm.step import concurrent_workers
+    assert concurrent_workers(1) == 1
+    want = min(5, numba.get_num_threads()) if numba.threading_layer() in ("omp", "workqueue") else 1
+    assert concurrent_workers(5) == want
+
+
+def test_barrier_waits_for_every_worker_and_times_out():
+    """sync._barrier: P workers pass the k-th barrier only when all P arrived (a worker's writes
+    before it are seen after it); one that waits for a worker that never comes raises after its
+    timeout instead of hanging."""
+    from numba import njit, prange
+
+    from rnnlm.kernels.sync import _barrier
+
+    @njit(parallel=True)
+    def rounds(P, R, out, bar):
+        for i in prange(P):
+            for r in range(R):
+                out[r, i] = r + 1                      # each worker's value for round r ...
+                _barrier(bar, (2 * r + 1) * P, 1 << 40)
+                s = 0
+                for q in range(P):                     # ... seen by every worker after the barrier
+                    s += out[r, q]
+                out[r, P + i] = s
+                _barrier(bar, (2 * r + 2) * P, 1 << 40)
+
+    P, R = TWO, 200
+    out = np.zeros((R, 2 * P), np.int64)
+    bar = np.zeros(16, np.int64)
+    rounds(P, R, out, bar)
+    assert bar[0] == 2 * R * P
+    np.testing.assert_array_equal(out[:, P:], np.repeat(np.arange(1, R + 1)[:, None] * P, P, axis=1))
+    with pytest.raises(RuntimeError, match="did not reach the barrier"):
+        _barrier(np.zeros(16, np.int64), 2, 1 << 20)   # the second worker never arrives

@@ -18,7 +18,8 @@ themselves: each class's output rows as soon as dL/ds is formed, the other weigh
 gradient is complete; the gradient arrays are left clear.
 
 Threads: `window_grad_classes` (class softmax: the output layer shared among threads by classes,
-balanced by work) is the parallel gradient kernel; `sgd_pieces_par` shares its update's pieces in
+balanced by work; one parallel loop per call, its phases separated by barriers) is the parallel
+gradient kernel; `sgd_pieces_par` shares its update's pieces in
 runs of equal work (`piece_cuts`). Work in large pieces runs serial `nogil` kernels on Python threads
 instead (rnnlm/threads.py: `group_grad`, one group of streams of a full softmax per thread, each with
 its own gradient buffer, and `pieces_range` for its update; `seq.shard_run` / `seq.merge_pieces`, the
@@ -34,7 +35,7 @@ H[0] the carried-in state; token (t, b) is row t * B + b of the (T * B, M) view 
 
 Modules: core (helpers, direct hashing, hidden forward), gemm (the register-blocked small products
 of the recurrence and BPTT, no BLAS call), output (softmax layers), batch (window kernels, serial),
-parallel (the threaded class-softmax window kernel), optim (updates), seq (rnnlm-0.4b's per-word
+parallel (the threaded class-softmax window kernel), sync (its workers' barrier), optim (updates), seq (rnnlm-0.4b's per-word
 schedule, one-step distributions, per-word training on threads), rnnlm04b (rnnlm-0.4b's exact test arithmetic for imported
 models). The public batched kernels are re-exported here: `from rnnlm import kernels as K; K.window_grad`.
 

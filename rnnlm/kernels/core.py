@@ -421,14 +421,25 @@ def _rec_t(rec, streams):
 def _reset_input(rec, h_init, independent):
     """U @ (h_init * 1): the recurrent input of a step that starts from the constant state (only
     independent sentences restart; else empty, and the M x M sum is skipped)."""
-    M = rec.shape[0]
-    u_init = np.zeros(M if independent else 0, dtype=rec.dtype)
-    for j in range(u_init.shape[0]):
-        acc = 0.0
-        for h in range(M):
-            acc += rec[j, h]
-        u_init[j] = acc * h_init
+    u_init = np.zeros(rec.shape[0] if independent else 0, dtype=rec.dtype)
+    _refresh_rows(rec, h_init, 0 * u_init.shape[0], u_init.shape[0], rec[:0], u_init)
     return u_init
+
+
+@njit(cache=True)
+def _refresh_rows(rec, h_init, j0, j1, recT, u_init):
+    """Rows j0:j1 of U have changed: their columns of recT (_rec_t's U^T, unless empty) and their
+    entries of u_init (_reset_input's U @ (h_init * 1), unless empty) again."""
+    M = rec.shape[0]
+    for j in range(j0, j1):
+        if recT.shape[0] > 0:
+            for h in range(M):
+                recT[h, j] = rec[j, h]
+        if u_init.shape[0] > 0:
+            acc = 0.0
+            for h in range(M):
+                acc += rec[j, h]
+            u_init[j] = acc * h_init
 
 
 @njit(cache=True)

@@ -123,19 +123,29 @@ def _class_layer(S, yv, Hist, cls_w, bc, direct, K, word_class, want_grad, dS, g
 def _group_by_class(yv, word_class, C):
     """Rows grouped by the class of their target (counting sort, stable): rows order[cnt[c]:cnt[c+1]]
     have class c."""
-    n = yv.shape[0]
-    cnt = np.zeros(C + 1, dtype=np.int64)
-    for r in range(n):
+    order = np.empty(yv.shape[0], dtype=np.int64)
+    cnt = np.empty(C + 1, dtype=np.int64)
+    _group_rows(yv, word_class, order, cnt)
+    return order, cnt
+
+
+@njit(cache=True)
+def _group_rows(yv, word_class, order, cnt):
+    """_group_by_class into given arrays order (n), cnt (C + 1)."""
+    C = cnt.shape[0] - 1
+    for c in range(C + 1):
+        cnt[c] = 0
+    for r in range(yv.shape[0]):
         cnt[word_class[yv[r]] + 1] += 1
     for c in range(C):
         cnt[c + 1] += cnt[c]
-    order = np.empty(n, dtype=np.int64)
-    pos = cnt[:C].copy()
-    for r in range(n):
+    for r in range(yv.shape[0]):   # cnt[c] is where class c's next row goes ...
         c = word_class[yv[r]]
-        order[pos[c]] = r
-        pos[c] += 1
-    return order, cnt
+        order[cnt[c]] = r
+        cnt[c] += 1
+    for c in range(C, 0, -1):      # ... and is now where class c + 1 starts
+        cnt[c] = cnt[c - 1]
+    cnt[0] = 0
 
 
 @njit(cache=True)

@@ -12,8 +12,9 @@ from numba import njit, prange
 
 from rnnlm.kernels.batch import (_clear, _deltas, _fold_embedding, _fold_recurrent, _step_embedding,
                                  _step_rows)
-from rnnlm.kernels.core import _copy_rows, _hidden_streams, _rec_t, _reset_input, _row_history
-from rnnlm.kernels.output import _class_layer, _group_by_class, _word_layer
+from rnnlm.kernels.core import _copy_rows, _hidden_streams, _rec_t, _refresh_rows, _reset_input, _row_history
+from rnnlm.kernels.output import _class_layer, _group_rows, _word_layer
+from rnnlm.kernels.sync import TIMEOUT_CYCLES, _barrier
 
 
 @njit(cache=True)
@@ -27,22 +28,20 @@ def _class_work(m, size):
 
 
 @njit(cache=True)
-def _class_bins(cnt, class_starts, G):
+def _class_bins(cnt, class_starts, G, bins):
     """Classes dealt to G bins of about equal word-layer work (_class_work): bin q is the run of
     classes whose cumulative work falls in [q, q + 1) / G of the total (ranges cut by load, not by
-    class count: rare-word classes are much larger). bin[c] for every class."""
+    class count: rare-word classes are much larger). bins[c] for every class."""
     C = class_starts.shape[0] - 1
     total = 0.0
     for c in range(C):
         total += _class_work(cnt[c + 1] - cnt[c], class_starts[c + 1] - class_starts[c])
-    bins = np.empty(C, dtype=np.int64)
     acc = 0.0
     for c in range(C):
         w = _class_work(cnt[c + 1] - cnt[c], class_starts[c + 1] - class_starts[c])
         q = int((acc + 0.5 * w) * G / total) if total > 0 else 0   # where the class's middle falls
         bins[c] = min(q, G - 1)
         acc += w
-    return bins
 
 
 @njit(cache=True)
@@ -64,33 +63,46 @@ def _output_part(q, G, S, yv, Hist, out_w, bo, cls_w, bc, direct, word_class, cl
 
 
 @njit(cache=True)
-def _classes_task(phase, q, G, Gs, x, H, emb, rec, recT, bh, act, independent, eos, h_init, u_init, S, yv, Hist,
+def _classes_task(phase, q, G, Gs, X, Y, w, H, emb, rec, recT, bh, act, independent, eos, h_init, u_init, S, Hist,
                   out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins, dSc, dSw, g_out, g_bo,
-                  Gcls, Gbc, g_emb, g_cls, g_bc, logc, logw, Delta, Grec, Gbh, seen, upd):
-    """Task q of a phase of window_grad_classes.
-    0: the recurrence of stream group q (of Gs); clears the group's rows of dSw, logw.
-    1: part q (of G) of the output layer.
+                  Gcls, Gbc, g_emb, g_rec, g_bh, g_cls, g_bc, logc, logw, Delta, Grec, Gbh, seen, upd, losses):
+    """Task q of a phase of window_grad_classes in window w (X[w], Y[w]; Hist[w], order[w], cnt[w],
+    bins[w]: its rows' history, the rows grouped by class, the classes dealt to the parts).
+    0: the recurrence of stream group q (of Gs), from the state its streams ended the window before
+       with (H[T] into H[0]); clears the group's rows of dSw, logw.
+    1: part q (of G) of the output layer (_output_part).
     2: BPTT of stream group q (dL/ds: dSc + dSw, summed here for the group's rows); the parts'
        dL/dW_c, dL/dtheta_c summed in order for the q-th block of classes, into g_cls, g_bc or, with
-       upd, straight into their SGD step.
-    3 (upd only): the SGD step of the q-th block of rows of U, theta_j (the groups' gradients summed
-       in order) and of the embedding rows of the words w with w % Gs == q."""
-    T, B = x.shape
+       upd, straight into their SGD step; task 0 first writes the window's loss into losses[w].
+    3: the SGD step of the q-th block of rows of U, theta_j (the groups' gradients summed in order;
+       then the same rows of recT and u_init) and of the embedding rows of the words v with
+       v % Gs == q (seen, False on entry for those words, False again on return); without upd, those
+       rows' gradients added into g_rec, g_bh, g_emb instead."""
+    nw, T, B = X.shape
+    n = T * B
+    x = X[w]
+    yv = Y[w].reshape(n)
     M = rec.shape[0]
     C = Gcls.shape[1]
     b0 = q * B // Gs
     b1 = (q + 1) * B // Gs
     fused = upd.shape[0] > 0
     if phase == 0:
+        _copy_rows(H[0, b0:b1], H[T, b0:b1])
         _hidden_streams(x, H, b0, b1, emb, rec, recT, bh, act, independent, eos, u_init)
         for t in range(T):
             _clear(dSw[t * B + b0:t * B + b1])
             for r in range(t * B + b0, t * B + b1):
                 logw[r] = 0.0
     elif phase == 1:
-        _output_part(q, G, S, yv, Hist, out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins,
-                     dSc, dSw, g_out, g_bo, Gcls, Gbc, logc, logw, upd)
+        _output_part(q, G, S, yv, Hist[w], out_w, bo, cls_w, bc, direct, word_class, class_starts, order[w], cnt[w],
+                     bins[w], dSc, dSw, g_out, g_bo, Gcls, Gbc, logc, logw, upd)
     elif phase == 2:
+        if q == 0:
+            loss = 0.0   # the window's loss, then their sum: the bits of one call per window
+            for r in range(n):
+                loss -= logc[r] + logw[r]
+            losses[w] = loss
         for t in range(T):
             for r in range(t * B + b0, t * B + b1):
                 for j in range(M):
@@ -109,14 +121,28 @@ def _classes_task(phase, q, G, Gs, x, H, emb, rec, recT, bh, act, independent, e
                     g_bc[k] += Gbc[p, k]
                     for j in range(M):
                         g_cls[k, j] += Gcls[p, k, j]
+    elif not fused:
+        j0 = q * M // Gs
+        j1 = (q + 1) * M // Gs
+        for j in range(j0, j1):   # in group order, as one thread would
+            for p in range(Gs):
+                g_bh[j] += Gbh[p, j]
+                for h in range(M):
+                    g_rec[j, h] += Grec[p, j, h]
+        _fold_embedding(x, Delta, g_emb, q, Gs)
     else:
         j0 = q * M // Gs
         j1 = (q + 1) * M // Gs
         _step_rows(rec, Grec, j0, j1, upd)
+        _refresh_rows(rec, h_init, j0, j1, recT, u_init)
         if upd[3] != 0.0:
             _step_rows(bh.reshape((M, 1 + 0 * M)), Gbh.reshape((Gs, M, 1 + 0 * M)), j0, j1, upd)
         _fold_embedding(x, Delta, g_emb, q, Gs)
         _step_embedding(x, emb, g_emb, q, Gs, seen, upd)
+        for t in range(T):   # seen is all False again for the next window
+            for b in range(B):
+                if x[t, b] % Gs == q:
+                    seen[x[t, b]] = False
 
 
 # parallel=True would also turn the kernel's array expressions into parallel loops (slow to compile,
@@ -127,35 +153,41 @@ PRANGE_ONLY = dict(prange=True, reduction=False, comprehension=False, setitem=Fa
 
 @njit(cache=True, parallel=PRANGE_ONLY)
 def window_grad_classes(X, Y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
-                        act, independent, eos, h_init, G,
+                        act, independent, eos, h_init, G, P,
                         g_emb, g_rec, g_bh, g_out, g_bo, g_cls, g_bc, h_out, ng_out, upd):
-    """window_grad of a class softmax (cross-entropy, no direct connections) on G threads, in
-    parallel phases (_classes_task), for the windows X[w], Y[w] (X, Y (nw, T, B)) one after the
-    other, each starting from the state and history the one before left (the first from h0, ng0);
-    returns their summed loss, the last state in h_out, ng_out. One call for many windows: the work
-    arrays are allocated once, and neither Python nor the dispatcher runs between the windows.
-    The recurrence and BPTT: min(G, B) groups of streams (their dL/dU, dL/dtheta_j in buffers of
-    their own, summed in order). The output layer: part q takes the q-th block of rows for the class
-    layer (its dL/dW_c in a buffer of its own, summed in order by the BPTT phase) and a bin of
-    classes for the word layer (classes dealt by work, _class_work; every row of W, theta_k, and
-    every row of the word layer's dL/ds and ln p, written by the one part that owns the row's
-    class). The same G gives the same bits, as many windows in one call as one per call.
+    """window_grad of a class softmax (cross-entropy, no direct connections) in G parts, on P <= G
+    workers (threads), for the windows X[w], Y[w] (X, Y (nw, T, B)) one after the other, each
+    starting from the state and history the one before left (the first from h0, ng0); returns their
+    summed loss, the last state in h_out, ng_out. One call for many windows: the work arrays are
+    allocated once, and neither Python nor the dispatcher runs between the windows.
+    Each window runs in phases (_classes_task). The recurrence and BPTT: min(G, B) groups of streams
+    (their dL/dU, dL/dtheta_j in buffers of their own, summed in order). The output layer: part q
+    takes the q-th block of rows for the class layer (its dL/dW_c in a buffer of its own, summed in
+    order by the BPTT phase) and a bin of classes for the word layer (classes dealt by work,
+    _class_work; every row of W, theta_k, and every row of the word layer's dL/ds and ln p, written
+    by the one part that owns the row's class). The bits depend on G only: not on P, nor on how many
+    windows come in one call.
+    The P workers are the iterations of the kernel's one parallel loop, each running its share of
+    every phase's tasks and meeting the others at a barrier between phases (sync._barrier): P must
+    not exceed the threads that run at once (numba.get_num_threads() under the OpenMP and workqueue
+    layers; P = 1 under TBB). Every window's setup (the rows' history, grouped by class, the classes
+    dealt to the parts) is done first, serially.
     upd: the whole SGD step of each window, as window_grad: the output rows in the output phase
     (each part updates the rows it owns), the class layer in the BPTT phase, U, theta_j and the
     embedding rows in a fourth phase; the g_* arrays are not written (g_emb's rows of the input words
     serve as work space: zero on entry, zero again on return). Without upd the gradients of all the
-    windows add up."""
+    windows add up (the fourth phase adds the groups' dL/dU, dL/dtheta_j, dL/dV)."""
     nw, T, B = X.shape
     M = rec.shape[0]
     n = T * B
     C = cls_w.shape[0]
     dt = emb.dtype
     Gs = min(G, B)
+    P = max(1, min(P, G))
     fused = upd.shape[0] > 0
     # work arrays, each cleared (or written whole) by the task that uses it, in every window
     H = np.empty((T + 1, B, M), dtype=dt)
     S = H[1:].reshape((n, M))
-    Hist = np.empty((n, ng0.shape[1]), dtype=np.int64)
     dSc = np.empty((n, M), dtype=dt)
     dSw = np.empty((n, M), dtype=dt)   # one array for all parts: each row's class is in one bin
     logc = np.empty(n, dtype=np.float64)
@@ -165,40 +197,40 @@ def window_grad_classes(X, Y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
     Delta = np.empty((n, M), dtype=dt)
     Grec = np.empty((Gs, M, M), dtype=dt)
     Gbh = np.empty((Gs, M), dtype=dt)
+    seen = np.zeros(emb.shape[0] if fused else 0, dtype=np.bool_)
+    losses = np.zeros(nw)
+    bar = np.zeros(16, dtype=np.int64)        # the barrier's counter, bar[0]
+    recT = _rec_t(rec, (B + Gs - 1) // Gs)    # the largest group; kept up to date by the U step
+    u_init = _reset_input(rec, h_init, independent)
+    # every window's setup first, serially: its rows' history, the rows grouped by class, the classes
+    # dealt to the parts of the output layer
+    Hist = np.empty((nw, n, ng0.shape[1]), dtype=np.int64)
+    order = np.empty((nw, n), dtype=np.int64)
+    cnt = np.empty((nw, C + 1), dtype=np.int64)
+    bins = np.empty((nw, C), dtype=np.int64)
     ng = ng0.copy()
+    for w in range(nw):
+        _row_history(X[w], ng, independent, eos, Hist[w], ng_out)
+        _copy_rows(ng, ng_out)
+        _group_rows(Y[w].reshape(n), word_class, order[w], cnt[w])
+        _class_bins(cnt[w], class_starts, G, bins[w])
     _copy_rows(H[T], h0)
+    phases = 4 * nw
+    for i in prange(P):   # the kernel's one parallel loop: worker p runs the tasks p, p + P, ... of every
+        p = np.int64(i)   # phase of every window, and meets the others at a barrier after each phase
+        for f in range(phases):
+            w = f // 4
+            phase = f % 4
+            tasks = G if phase == 1 else Gs
+            for q in range(p, tasks, P):
+                _classes_task(phase, q, G, Gs, X, Y, w, H, emb, rec, recT, bh, act, independent, eos, h_init, u_init, S,
+                              Hist, out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins, dSc, dSw,
+                              g_out, g_bo, Gcls, Gbc, g_emb, g_rec, g_bh, g_cls, g_bc, logc, logw, Delta, Grec, Gbh,
+                              seen, upd, losses)
+            if f + 1 < phases:
+                _barrier(bar, (f + 1) * P, TIMEOUT_CYCLES)
     total = 0.0
     for w in range(nw):
-        x = X[w]
-        yv = Y[w].reshape(n)
-        _copy_rows(H[0], H[T])
-        u_init = _reset_input(rec, h_init, independent)
-        recT = _rec_t(rec, (B + Gs - 1) // Gs)   # the largest group
-        _row_history(x, ng, independent, eos, Hist, ng_out)
-        _copy_rows(ng, ng_out)
-        order, cnt = _group_by_class(yv, word_class, C)
-        bins = _class_bins(cnt, class_starts, G)
-        seen = np.zeros(emb.shape[0] if fused else 0, dtype=np.bool_)
-        for phase in range(4 if fused else 3):
-            tasks = Gs
-            if phase == 1:
-                tasks = G
-            for i in prange(tasks):   # the kernel's one parallel loop, run once per phase
-                q = np.int64(i)          # the loop index is unsigned in the compiled loop: callees typed once
-                _classes_task(phase, q, G, Gs, x, H, emb, rec, recT, bh, act, independent, eos, h_init, u_init, S,
-                              yv, Hist, out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins,
-                              dSc, dSw, g_out, g_bo, Gcls, Gbc, g_emb, g_cls, g_bc, logc, logw, Delta, Grec, Gbh,
-                              seen, upd)
-        loss = 0.0          # the window's loss, then the sum: the bits of one call per window
-        for r in range(n):
-            loss -= logc[r] + logw[r]
-        total += loss
-        if not fused:
-            for q in range(Gs):
-                for j in range(M):
-                    g_bh[j] += Gbh[q, j]
-                    for h in range(M):
-                        g_rec[j, h] += Grec[q, j, h]
-            _fold_embedding(x, Delta, g_emb, 0 * n, 1 + 0 * n)
+        total += losses[w]
     _copy_rows(h_out, H[T])
     return total
