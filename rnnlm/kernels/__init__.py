@@ -35,9 +35,10 @@ H[0] the carried-in state; token (t, b) is row t * B + b of the (T * B, M) view 
 
 Modules: core (helpers, direct hashing, hidden forward), gemm (the register-blocked small products
 of the recurrence and BPTT, no BLAS call), output (softmax layers), batch (window kernels, serial),
-parallel (the threaded class-softmax window kernel), sync (its workers' barrier), optim (updates), seq (rnnlm-0.4b's per-word
-schedule, one-step distributions, per-word training on threads), rnnlm04b (rnnlm-0.4b's exact test arithmetic for imported
-models). The public batched kernels are re-exported here: `from rnnlm import kernels as K; K.window_grad`.
+parallel (the threaded class-softmax window kernel), sync (its workers' barrier), optim (updates),
+seq (rnnlm-0.4b's per-word schedule, one-step distributions, per-word training on threads), rnnlm04b
+(rnnlm-0.4b's exact test arithmetic for imported models). The public batched kernels are re-exported
+here: `from rnnlm import kernels as K; K.window_grad`.
 
 Direct connections (rnnlm-0.4b's maximum-entropy features, its exact hashing): the input words of
 the last K - 1 steps (K = `dorder`; hist[0] is the current input word, hist[k] the input k steps

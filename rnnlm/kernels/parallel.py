@@ -44,107 +44,6 @@ def _class_bins(cnt, class_starts, G, bins):
         acc += w
 
 
-@njit(cache=True)
-def _output_part(q, G, S, yv, Hist, out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins,
-                 dSc, dSw, g_out, g_bo, Gcls, Gbc, logc, logw, upd):
-    """Part q of G of a class softmax's output layer (see window_grad_classes)."""
-    n = S.shape[0]
-    r0 = q * n // G
-    r1 = (q + 1) * n // G
-    no_direct = 0 * n           # run-time values, not literals: the helpers' serial builds are reused
-    grad = n >= 0
-    _clear(Gcls[q])
-    _clear(Gbc[q:q + 1])
-    _class_layer(S[r0:r1], yv[r0:r1], Hist[r0:r1], cls_w, bc, direct, no_direct, word_class, grad, dSc[r0:r1],
-                 Gcls[q], Gbc[q], direct, logc[r0:r1])
-    take = bins == q
-    _word_layer(S, yv, Hist, out_w, bo, direct, no_direct, class_starts, order, cnt, take, grad, dSw, g_out, g_bo,
-                direct, logw, upd)
-
-
-@njit(cache=True)
-def _classes_task(phase, q, G, Gs, X, Y, w, H, emb, rec, recT, bh, act, independent, eos, h_init, u_init, S, Hist,
-                  out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins, dSc, dSw, g_out, g_bo,
-                  Gcls, Gbc, g_emb, g_rec, g_bh, g_cls, g_bc, logc, logw, Delta, Grec, Gbh, seen, upd, losses):
-    """Task q of a phase of window_grad_classes in window w (X[w], Y[w]; Hist[w], order[w], cnt[w],
-    bins[w]: its rows' history, the rows grouped by class, the classes dealt to the parts).
-    0: the recurrence of stream group q (of Gs), from the state its streams ended the window before
-       with (H[T] into H[0]); clears the group's rows of dSw, logw.
-    1: part q (of G) of the output layer (_output_part).
-    2: BPTT of stream group q (dL/ds: dSc + dSw, summed here for the group's rows); the parts'
-       dL/dW_c, dL/dtheta_c summed in order for the q-th block of classes, into g_cls, g_bc or, with
-       upd, straight into their SGD step; task 0 first writes the window's loss into losses[w].
-    3: the SGD step of the q-th block of rows of U, theta_j (the groups' gradients summed in order;
-       then the same rows of recT and u_init) and of the embedding rows of the words v with
-       v % Gs == q (seen, False on entry for those words, False again on return); without upd, those
-       rows' gradients added into g_rec, g_bh, g_emb instead."""
-    nw, T, B = X.shape
-    n = T * B
-    x = X[w]
-    yv = Y[w].reshape(n)
-    M = rec.shape[0]
-    C = Gcls.shape[1]
-    b0 = q * B // Gs
-    b1 = (q + 1) * B // Gs
-    fused = upd.shape[0] > 0
-    if phase == 0:
-        _copy_rows(H[0, b0:b1], H[T, b0:b1])
-        _hidden_streams(x, H, b0, b1, emb, rec, recT, bh, act, independent, eos, u_init)
-        for t in range(T):
-            _clear(dSw[t * B + b0:t * B + b1])
-            for r in range(t * B + b0, t * B + b1):
-                logw[r] = 0.0
-    elif phase == 1:
-        _output_part(q, G, S, yv, Hist[w], out_w, bo, cls_w, bc, direct, word_class, class_starts, order[w], cnt[w],
-                     bins[w], dSc, dSw, g_out, g_bo, Gcls, Gbc, logc, logw, upd)
-    elif phase == 2:
-        if q == 0:
-            loss = 0.0   # the window's loss, then their sum: the bits of one call per window
-            for r in range(n):
-                loss -= logc[r] + logw[r]
-            losses[w] = loss
-        for t in range(T):
-            for r in range(t * B + b0, t * B + b1):
-                for j in range(M):
-                    dSc[r, j] += dSw[r, j]
-        _deltas(x, H, dSc, rec, act, independent, eos, b0, b1, Delta)
-        _fold_recurrent(x, H, Delta, b0, b1, independent, eos, h_init, Grec[q], Gbh[q], B >= 0)
-        k0 = q * C // Gs
-        k1 = (q + 1) * C // Gs
-        if fused:
-            _step_rows(cls_w, Gcls, k0, k1, upd)
-            if upd[3] != 0.0:
-                _step_rows(bc.reshape((C, 1 + 0 * C)), Gbc.reshape((G, C, 1 + 0 * C)), k0, k1, upd)
-        else:
-            for k in range(k0, k1):   # in part order, as one thread would
-                for p in range(G):
-                    g_bc[k] += Gbc[p, k]
-                    for j in range(M):
-                        g_cls[k, j] += Gcls[p, k, j]
-    elif not fused:
-        j0 = q * M // Gs
-        j1 = (q + 1) * M // Gs
-        for j in range(j0, j1):   # in group order, as one thread would
-            for p in range(Gs):
-                g_bh[j] += Gbh[p, j]
-                for h in range(M):
-                    g_rec[j, h] += Grec[p, j, h]
-        _fold_embedding(x, Delta, g_emb, q, Gs)
-    else:
-        j0 = q * M // Gs
-        j1 = (q + 1) * M // Gs
-        _step_rows(rec, Grec, j0, j1, upd)
-        _refresh_rows(rec, h_init, j0, j1, recT, u_init)
-        if upd[3] != 0.0:
-            _step_rows(bh.reshape((M, 1 + 0 * M)), Gbh.reshape((Gs, M, 1 + 0 * M)), j0, j1, upd)
-        _fold_embedding(x, Delta, g_emb, q, Gs)
-        _step_embedding(x, emb, g_emb, q, Gs, seen, upd)
-        for t in range(T):   # seen is all False again for the next window
-            for b in range(B):
-                if x[t, b] % Gs == q:
-                    seen[x[t, b]] = False
-
-
 # parallel=True would also turn the kernel's array expressions into parallel loops (slow to compile,
 # tiny work here): only the explicit prange loops are parallel
 PRANGE_ONLY = dict(prange=True, reduction=False, comprehension=False, setitem=False, numpy=False, stencil=False,
@@ -160,7 +59,11 @@ def window_grad_classes(X, Y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
     starting from the state and history the one before left (the first from h0, ng0); returns their
     summed loss, the last state in h_out, ng_out. One call for many windows: the work arrays are
     allocated once, and neither Python nor the dispatcher runs between the windows.
-    Each window runs in phases (_classes_task). The recurrence and BPTT: min(G, B) groups of streams
+    Each window runs in four phases: 0, the recurrence, by groups of streams; 1, the output layer,
+    in G parts; 2, BPTT by groups of streams, then the class layer's step (or gradient sums) by
+    blocks of classes; 3, the step of U, theta_j (then the same rows of recT and u_init) by blocks of
+    rows and of the embedding rows of the words v with v % Gs == q (or, without upd, the sums of
+    their gradients). The recurrence and BPTT: min(G, B) groups of streams
     (their dL/dU, dL/dtheta_j in buffers of their own, summed in order). The output layer: part q
     takes the q-th block of rows for the class layer (its dL/dW_c in a buffer of its own, summed in
     order by the BPTT phase) and a bin of classes for the word layer (classes dealt by work,
@@ -215,19 +118,84 @@ def window_grad_classes(X, Y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
         _group_rows(Y[w].reshape(n), word_class, order[w], cnt[w])
         _class_bins(cnt[w], class_starts, G, bins[w])
     _copy_rows(H[T], h0)
-    phases = 4 * nw
+    no_direct = 0 * n      # run-time values, not literals: the helpers' serial builds are reused
+    grad = n >= 0
     for i in prange(P):   # the kernel's one parallel loop: worker p runs the tasks p, p + P, ... of every
         p = np.int64(i)   # phase of every window, and meets the others at a barrier after each phase
-        for f in range(phases):
-            w = f // 4
+        take = np.empty(C, dtype=np.bool_)   # the classes of the worker's bin
+        for f in range(4 * nw):
+            wi = f // 4
             phase = f % 4
-            tasks = G if phase == 1 else Gs
-            for q in range(p, tasks, P):
-                _classes_task(phase, q, G, Gs, X, Y, w, H, emb, rec, recT, bh, act, independent, eos, h_init, u_init, S,
-                              Hist, out_w, bo, cls_w, bc, direct, word_class, class_starts, order, cnt, bins, dSc, dSw,
-                              g_out, g_bo, Gcls, Gbc, g_emb, g_rec, g_bh, g_cls, g_bc, logc, logw, Delta, Grec, Gbh,
-                              seen, upd, losses)
-            if f + 1 < phases:
+            x = X[wi]
+            yv = Y[wi].reshape(n)
+            # the phases' code is here, not in a function of its own: Numba optimises a callee's code
+            # again in every compiled caller, and one level less saves seconds of cold start
+            for q in range(p, G if phase == 1 else Gs, P):
+                b0 = q * B // Gs
+                b1 = (q + 1) * B // Gs
+                j0 = q * M // Gs
+                j1 = (q + 1) * M // Gs
+                if phase == 0:     # the recurrence of stream group q, from where its streams ended
+                    _copy_rows(H[0, b0:b1], H[T, b0:b1])
+                    _hidden_streams(x, H, b0, b1, emb, rec, recT, bh, act, independent, eos, u_init)
+                    for t in range(T):
+                        _clear(dSw[t * B + b0:t * B + b1])
+                        for r in range(t * B + b0, t * B + b1):
+                            logw[r] = 0.0
+                elif phase == 1:   # part q of the output layer: the class layer of the q-th block of rows,
+                    r0 = q * n // G    # the word layer of the classes of bin q
+                    r1 = (q + 1) * n // G
+                    _clear(Gcls[q])
+                    _clear(Gbc[q:q + 1])
+                    _class_layer(S[r0:r1], yv[r0:r1], Hist[wi, r0:r1], cls_w, bc, direct, no_direct, word_class, grad,
+                                 dSc[r0:r1], Gcls[q], Gbc[q], direct, logc[r0:r1])
+                    for c in range(C):
+                        take[c] = bins[wi, c] == q
+                    _word_layer(S, yv, Hist[wi], out_w, bo, direct, no_direct, class_starts, order[wi], cnt[wi],
+                                take, grad, dSw, g_out, g_bo, direct, logw, upd)
+                elif phase == 2:   # BPTT of stream group q; the class layer's q-th block of rows
+                    if q == 0:
+                        loss = 0.0   # the window's loss, then their sum: the bits of one call per window
+                        for r in range(n):
+                            loss -= logc[r] + logw[r]
+                        losses[wi] = loss
+                    for t in range(T):
+                        for r in range(t * B + b0, t * B + b1):
+                            for j in range(M):
+                                dSc[r, j] += dSw[r, j]
+                    _deltas(x, H, dSc, rec, act, independent, eos, b0, b1, Delta)
+                    _fold_recurrent(x, H, Delta, b0, b1, independent, eos, h_init, Grec[q], Gbh[q], B >= 0)
+                    k0 = q * C // Gs
+                    k1 = (q + 1) * C // Gs
+                    if fused:
+                        _step_rows(cls_w, Gcls, k0, k1, upd)
+                        if upd[3] != 0.0:
+                            _step_rows(bc.reshape((C, 1 + 0 * C)), Gbc.reshape((G, C, 1 + 0 * C)), k0, k1, upd)
+                    else:
+                        for k in range(k0, k1):   # in part order, as one thread would
+                            for part in range(G):
+                                g_bc[k] += Gbc[part, k]
+                                for j in range(M):
+                                    g_cls[k, j] += Gcls[part, k, j]
+                elif not fused:    # the gradients of rows j0:j1 of U and of the words v % Gs == q
+                    for j in range(j0, j1):   # in group order, as one thread would
+                        for g in range(Gs):
+                            g_bh[j] += Gbh[g, j]
+                            for h in range(M):
+                                g_rec[j, h] += Grec[g, j, h]
+                    _fold_embedding(x, Delta, g_emb, q, Gs)
+                else:              # the step of rows j0:j1 of U and of the words v % Gs == q
+                    _step_rows(rec, Grec, j0, j1, upd)
+                    _refresh_rows(rec, h_init, j0, j1, recT, u_init)
+                    if upd[3] != 0.0:
+                        _step_rows(bh.reshape((M, 1 + 0 * M)), Gbh.reshape((Gs, M, 1 + 0 * M)), j0, j1, upd)
+                    _fold_embedding(x, Delta, g_emb, q, Gs)
+                    _step_embedding(x, emb, g_emb, q, Gs, seen, upd)
+                    for t in range(T):   # seen is all False again for the next window
+                        for b in range(B):
+                            if x[t, b] % Gs == q:
+                                seen[x[t, b]] = False
+            if f + 1 < 4 * nw:
                 _barrier(bar, (f + 1) * P, TIMEOUT_CYCLES)
     total = 0.0
     for w in range(nw):
