@@ -120,6 +120,8 @@ def window_grad_classes(X, Y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
     _copy_rows(H[T], h0)
     no_direct = 0 * n      # run-time values, not literals: the helpers' serial builds are reused
     grad = n >= 0
+    step_bias = fused and upd[3] != 0.0   # here, not in the loop: Numba hoists loop-invariant reads out of
+    #                                       a parallel loop, where upd[3] would be read even without upd
     for i in prange(P):   # the kernel's one parallel loop: worker p runs the tasks p, p + P, ... of every
         p = np.int64(i)   # phase of every window, and meets the others at a barrier after each phase
         take = np.empty(C, dtype=np.bool_)   # the classes of the worker's bin
@@ -169,7 +171,7 @@ def window_grad_classes(X, Y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
                     k1 = (q + 1) * C // Gs
                     if fused:
                         _step_rows(cls_w, Gcls, k0, k1, upd)
-                        if upd[3] != 0.0:
+                        if step_bias:
                             _step_rows(bc.reshape((C, 1 + 0 * C)), Gbc.reshape((G, C, 1 + 0 * C)), k0, k1, upd)
                     else:
                         for k in range(k0, k1):   # in part order, as one thread would
@@ -187,7 +189,7 @@ def window_grad_classes(X, Y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
                 else:              # the step of rows j0:j1 of U and of the words v % Gs == q
                     _step_rows(rec, Grec, j0, j1, upd)
                     _refresh_rows(rec, h_init, j0, j1, recT, u_init)
-                    if upd[3] != 0.0:
+                    if step_bias:
                         _step_rows(bh.reshape((M, 1 + 0 * M)), Gbh.reshape((Gs, M, 1 + 0 * M)), j0, j1, upd)
                     _fold_embedding(x, Delta, g_emb, q, Gs)
                     _step_embedding(x, emb, g_emb, q, Gs, seen, upd)
