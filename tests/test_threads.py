@@ -295,6 +295,15 @@ def test_class_bins_share_word_layer_work():
         assert np.abs(share - work.sum() / G).max() <= work.max()
 
 
+def _random_windows(seed, nw, T, B, C=4):
+    """A float64 model with C classes and nw random (T, B) windows of inputs X and targets Y."""
+    base = tiny_model(N, M, C, "sigmoid", seed=seed, dtype="float64", scale=0.4)
+    rng = np.random.default_rng(seed + 1)
+    X = rng.integers(0, N, (nw, T, B)).astype(np.int32)
+    Y = rng.integers(0, N, (nw, T, B)).astype(np.int32)
+    return base, tiny_classes(N, C), X, Y
+
+
 def _fresh_run(base, B):
     """A copy of the weights, clear gradients, a start state and history for B streams."""
     p = base.copy()
@@ -343,12 +352,8 @@ def test_many_windows_in_one_call_give_the_same_bits(G, indep):
     """Four windows in one kernel call (windows_grad for one thread, window_grad_classes for G parts
     on two workers) give the weights, final state, history and summed loss of one call per window
     (on one worker), bit for bit; the state of each window starts where the one before ended."""
-    C, T, B = 4, 3, 4
-    base = tiny_model(N, M, C, "sigmoid", seed=21, dtype="float64", scale=0.4)
-    ci = tiny_classes(N, C)
-    rng = np.random.default_rng(22)
-    X = rng.integers(0, N, (4, T, B)).astype(np.int32)
-    Y = rng.integers(0, N, (4, T, B)).astype(np.int32)
+    T, B = 3, 4
+    base, ci, X, Y = _random_windows(21, 4, T, B)
     upd = np.array([0.4, 1 / B, 1e-3, 1.0])
 
     def call(p, g, Xs, Ys, h, ng, ho, no, P):
@@ -384,12 +389,8 @@ def test_many_windows_in_one_call_give_the_same_bits(G, indep):
 def test_parallel_kernel_bits_do_not_depend_on_the_workers():
     """window_grad_classes for G = 3 parts on one worker and on two (fewer workers than parts), with
     and without the step: the same bits."""
-    C, T, B = 4, 3, 6
-    base = tiny_model(N, M, C, "sigmoid", seed=31, dtype="float64", scale=0.4)
-    ci = tiny_classes(N, C)
-    rng = np.random.default_rng(32)
-    X = rng.integers(0, N, (3, T, B)).astype(np.int32)
-    Y = rng.integers(0, N, (3, T, B)).astype(np.int32)
+    B = 6
+    base, ci, X, Y = _random_windows(31, 3, 3, B)
     for upd in (np.array([0.4, 1 / B, 1e-3, 1.0]), np.empty(0)):
         out = []
         for P in (1, TWO):
