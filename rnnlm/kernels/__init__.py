@@ -18,16 +18,15 @@ themselves: each class's output rows as soon as dL/ds is formed, the other weigh
 gradient is complete; the gradient arrays are left clear.
 
 Threads: `window_grad_classes` (class softmax: the output layer shared among threads by classes,
-balanced by work; one parallel loop per call, its phases separated by barriers) is the parallel
-gradient kernel; `sgd_pieces_par` shares its update's pieces in
-runs of equal work (`piece_cuts`). Work in large pieces runs serial `nogil` kernels on Python threads
-instead (rnnlm/threads.py: `group_grad`, one group of streams of a full softmax per thread, each with
-its own gradient buffer, and `pieces_range` for its update; `seq.shard_run` / `seq.merge_pieces`, the
-per-word schedule's text shards), because parallel kernels compile slowly. Every buffer a thread writes is its own or a
-disjoint part of a shared one, and partial results are summed in a fixed order: the same thread count
-gives the same bits. BLAS is called single-threaded (the callers limit it). Reassociation and
-contraction are allowed only in the dot-product helpers (`FM` below), never where exp/log/softmax are
-computed.
+balanced by work; one parallel loop per call, its phases separated by barriers) is the parallel gradient
+kernel; `sgd_pieces_par` shares its update's pieces in runs of equal work (`piece_cuts`). Work in large
+pieces runs serial `nogil` kernels on Python threads instead (rnnlm/threads.py: `group_grad`, one group
+of streams of a full softmax per thread, each with its own gradient buffer, and `pieces_range` for its
+update; `seq.shard_run` / `seq.merge_pieces`, the per-word schedule's text shards), because parallel
+kernels compile slowly. Every buffer a thread writes is its own or a disjoint part of a shared one, and
+partial results are summed in a fixed order: the same thread count gives the same bits. BLAS is called
+single-threaded (the callers limit it). Reassociation and contraction are allowed only in the
+dot-product helpers (`FM` below), never where exp/log/softmax are computed.
 
 Batched kernels take time-major id arrays x, y of shape (T, B): B parallel streams, T steps; x[t, b]
 is the input word at step t, y[t, b] the word to predict. Hidden states live in H (T + 1, B, M) with

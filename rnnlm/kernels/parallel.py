@@ -63,13 +63,13 @@ def window_grad_classes(X, Y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
     in G parts; 2, BPTT by groups of streams, then the class layer's step (or gradient sums) by
     blocks of classes; 3, the step of U, theta_j (then the same rows of recT and u_init) by blocks of
     rows and of the embedding rows of the words v with v % Gs == q (or, without upd, the sums of
-    their gradients). The recurrence and BPTT: min(G, B) groups of streams
-    (their dL/dU, dL/dtheta_j in buffers of their own, summed in order). The output layer: part q
-    takes the q-th block of rows for the class layer (its dL/dW_c in a buffer of its own, summed in
-    order by the BPTT phase) and a bin of classes for the word layer (classes dealt by work,
-    _class_work; every row of W, theta_k, and every row of the word layer's dL/ds and ln p, written
-    by the one part that owns the row's class). The bits depend on G only: not on P, nor on how many
-    windows come in one call.
+    their gradients). The recurrence and BPTT: Gs = min(G, B) groups of streams (their dL/dU,
+    dL/dtheta_j in buffers of their own, summed in order). The output layer: part q takes the q-th
+    block of rows for the class layer (its dL/dW_c in a buffer of its own, summed in order by the
+    BPTT phase) and a bin of classes for the word layer (classes dealt by work, _class_work; every
+    row of W, theta_k, and every row of the word layer's dL/ds and ln p, written by the one part that
+    owns the row's class). The bits depend on G only: not on P, nor on how many windows come in one
+    call.
     The P workers are the iterations of the kernel's one parallel loop, each running its share of
     every phase's tasks and meeting the others at a barrier between phases (sync._barrier): P must
     not exceed the threads that run at once (numba.get_num_threads() under the OpenMP and workqueue
@@ -144,8 +144,8 @@ def window_grad_classes(X, Y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
                         _clear(dSw[t * B + b0:t * B + b1])
                         for r in range(t * B + b0, t * B + b1):
                             logw[r] = 0.0
-                elif phase == 1:   # part q of the output layer: the class layer of the q-th block of rows,
-                    r0 = q * n // G    # the word layer of the classes of bin q
+                elif phase == 1:   # part q of the output layer: the class layer of the q-th block of
+                    r0 = q * n // G    # rows, the word layer of the classes of bin q
                     r1 = (q + 1) * n // G
                     _clear(Gcls[q])
                     _clear(Gbc[q:q + 1])
@@ -155,7 +155,7 @@ def window_grad_classes(X, Y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
                         take[c] = bins[wi, c] == q
                     _word_layer(S, yv, Hist[wi], out_w, bo, direct, no_direct, class_starts, order[wi], cnt[wi],
                                 take, grad, dSw, g_out, g_bo, direct, logw, upd)
-                elif phase == 2:   # BPTT of stream group q; the class layer's q-th block of rows
+                elif phase == 2:   # BPTT of stream group q; the step of the q-th block of the class layer
                     if q == 0:
                         loss = 0.0   # the window's loss, then their sum: the bits of one call per window
                         for r in range(n):
