@@ -310,7 +310,7 @@ def _fresh_run(base, B):
     return p, p.zeros_like(), np.full((B, M), 0.3), np.zeros((B, 2), np.int32)
 
 
-@pytest.mark.parametrize("G,P,B,indep", [(2, 2, 8, False), (3, 2, 2, True), (5, 2, 4, False), (2, 1, 8, True)])
+@pytest.mark.parametrize("G,P,B,indep", [(2, TWO, 8, False), (3, TWO, 2, True), (5, TWO, 4, False), (2, 1, 8, True)])
 def test_parallel_step_kernel_matches_serial(G, P, B, indep):
     """window_grad_classes taking the whole step (upd) for G parts on P workers, also more parts
     than streams (fewer stream groups than parts) and than workers: the same weights, loss and state
@@ -350,8 +350,9 @@ def test_parallel_step_kernel_matches_serial(G, P, B, indep):
 @pytest.mark.parametrize("G,indep", [(1, False), (2, True), (3, False)])
 def test_many_windows_in_one_call_give_the_same_bits(G, indep):
     """Four windows in one kernel call (windows_grad for one thread, window_grad_classes for G parts
-    on two workers) give the weights, final state, history and summed loss of one call per window
-    (on one worker), bit for bit; the state of each window starts where the one before ended."""
+    on two workers, never more than Numba's threads: they wait for each other) give the weights,
+    final state, history and summed loss of one call per window (on one worker), bit for bit; the
+    state of each window starts where the one before ended."""
     T, B = 3, 4
     base, ci, X, Y = _random_windows(21, 4, T, B)
     upd = np.array([0.4, 1 / B, 1e-3, 1.0])
@@ -370,7 +371,7 @@ def test_many_windows_in_one_call_give_the_same_bits(G, indep):
         p, g, h, ng = _fresh_run(base, B)
         ho, no = np.empty_like(h), np.empty_like(ng)
         if together:
-            loss = call(p, g, X, Y, h, ng, ho, no, 2)
+            loss = call(p, g, X, Y, h, ng, ho, no, TWO)
             h, ng = ho, no
         else:
             loss = 0.0
