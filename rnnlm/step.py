@@ -8,22 +8,24 @@ in one: without clipping, a class softmax takes the whole SGD step inside the gr
 
 Threads (Numba's, `numba.set_num_threads`, or `threads=`): one thread runs kernels.window_grad (no
 parallel kernel is compiled). On more, a class softmax shares the output layer among the threads by
-classes (kernels.window_grad_classes: each class's rows of W written by one thread, no copies; the
-recurrence and BPTT by groups of streams; the update of the other weights in parallel phases of the
-same kernel); a full softmax splits the B streams into one group per thread (Python threads running
+classes (threads.window_grad_classes: each class's rows of W written by one thread, no copies; the
+recurrence and BPTT by groups of streams; the update of the other weights in later phases of the
+same workers); a full softmax splits the B streams into one group per thread (Python threads running
 the serial kernel, rnnlm/threads.py), each accumulating into its own gradient buffer, summed in a
 fixed order by the update while it applies them. The same thread count
 gives the same bits every run; different counts differ only by rounding. BLAS runs single-threaded
-inside the kernels (`blas_single_thread`) so that Numba's threads and the BLAS library's do not
+inside the kernels (`blas_single_thread`) so that our threads and the BLAS library's do not
 oversubscribe the cores. Models with direct connections compute their gradient on one thread.
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
 from rnnlm import kernels as K
 from rnnlm.model import Params
-from rnnlm.threads import reduce_pieces_threads, sgd_pieces_threads, window_grad_groups
+from rnnlm.threads import reduce_pieces_threads, sgd_pieces_threads, window_grad_classes, window_grad_groups
 
 
 class ClassInfo:
@@ -100,13 +102,13 @@ def num_threads() -> int:
 
 
 def concurrent_workers(parts: int) -> int:
-    """How many workers kernels.window_grad_classes may run its `parts` on: threads that run at once
-    (kernels.sync._barrier waits for all of them). Numba's OpenMP and workqueue layers give each
-    iteration of a parallel loop its own thread up to numba.get_num_threads(); TBB promises no such
-    thing, so there one worker takes every part (the same bits, one core)."""
-    import numba
-    n = numba.get_num_threads()   # starts the threading layer, so that it can be asked for
-    return max(1, min(parts, n)) if numba.threading_layer() in ("omp", "workqueue") else 1
+    """How many workers threads.window_grad_classes may run its `parts` on: no more than the cores
+    this process may use (the workers wait for each other at barriers, kernels.sync._barrier)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(parts, cores))
 
 
 _NO_UPDATE = np.empty(0)
@@ -142,11 +144,6 @@ class BatchStepper:
     def _threads(self) -> int:
         return max(1, int(self.threads) if self.threads is not None else num_threads())
 
-    def _on_python_threads(self) -> bool:
-        """Whether the gradient runs as stream groups on Python threads (a full softmax without direct
-        connections on more than one thread); its update then uses the same threads."""
-        return self._threads() > 1 and self.ci.num_classes == 0 and not self.p.direct.size
-
     def _pieces(self, x, y, bias_dense: bool, bias_out: bool) -> np.ndarray:
         return K.touched_pieces(x, y, self.ci.word_class, self.ci.class_starts, self.ci.num_classes == 0,
                                 self._offs, self.p.cfg.hidden, bias_dense, True, bias_out, K.PIECE)
@@ -179,10 +176,10 @@ class BatchStepper:
                                      upd)
                 return loss, h_out, ng_out
             if self.ci.num_classes > 0:   # the output layer shared by classes: no per-thread copies of W
-                loss = K.window_grad_classes(x[None], y[None], h, ng, *param_args(self.p), self.ci.word_class,
-                                             self.ci.class_starts, self.act, self.independent, self.eos,
-                                             self.h_init, threads, concurrent_workers(threads), g.emb, g.rec,
-                                             g.bh, g.out_w, g.bo, g.cls_w, g.bc, h_out, ng_out, upd)
+                loss = window_grad_classes(x[None], y[None], h, ng, *param_args(self.p), self.ci.word_class,
+                                           self.ci.class_starts, self.act, self.independent, self.eos, self.h_init,
+                                           threads, concurrent_workers(threads), g.emb, g.rec, g.bh, g.out_w,
+                                           g.bo, g.cls_w, g.bc, h_out, ng_out, upd)
                 return loss, h_out, ng_out
             groups = min(threads, x.shape[1])
             if self._groups.shape[0] != groups:
@@ -250,10 +247,10 @@ class BatchStepper:
                                       self.act, self.cost, self.independent, self.eos, self.h_init, self.dorder,
                                       g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, g.direct, h_out, ng_out, upd)
             else:
-                loss = K.window_grad_classes(X, Y, h, ng, *param_args(self.p), self.ci.word_class,
-                                             self.ci.class_starts, self.act, self.independent, self.eos, self.h_init,
-                                             threads, concurrent_workers(threads), g.emb, g.rec, g.bh, g.out_w,
-                                             g.bo, g.cls_w, g.bc, h_out, ng_out, upd)
+                loss = window_grad_classes(X, Y, h, ng, *param_args(self.p), self.ci.word_class,
+                                           self.ci.class_starts, self.act, self.independent, self.eos, self.h_init,
+                                           threads, concurrent_workers(threads), g.emb, g.rec, g.bh, g.out_w,
+                                           g.bo, g.cls_w, g.bc, h_out, ng_out, upd)
         return loss, h_out, ng_out
 
     def apply(self, x: np.ndarray, y: np.ndarray, lr: float, beta: float, clip: float, scale: float) -> float:
@@ -273,10 +270,8 @@ class BatchStepper:
                 np.empty(len(pieces)))
         if self._threads() == 1:
             norm, used = K.sgd_pieces(*args)
-        elif self._on_python_threads():
-            norm, used = sgd_pieces_threads(*args, self._threads())
         else:
-            norm, used = K.sgd_pieces_par(*args, self._threads())
+            norm, used = sgd_pieces_threads(*args, self._threads())
         if fused:
             self._pending = None
             if not self.bias:   # the unused bias gradients the groups accumulated

@@ -30,11 +30,11 @@ How each figure is taken:
   sgemm          NumPy float32 2048 x 2048 matrix product, GFLOP/s (median of 5) on 1 and 2 threads;
                  the roofline of (c) is sgemm / (6 * H * V) tokens/s (forward, output gradient and
                  hidden error: three products of H x V per token).
-  sync probe     microseconds per launch of a Numba parallel loop of trivial tasks on the most
-                 threads, at the start and at the end, and in the multi-thread rows' own processes
-                 just before and after each timed run (printed under the table with each run's
-                 words/s): the cost each parallel phase pays to start and join, which shows when a
-                 core is slow to answer (a busy VM neighbour).
+  sync probe     microseconds per round of the most threads of rnnlm's pool meeting at a barrier
+                 with nothing between (launch_probe), at the start and at the end, and in the
+                 multi-thread rows' own processes just before and after each timed run (printed under
+                 the table with each run's words/s): what each phase of the threaded kernels pays to
+                 hand over work, which shows when a core is slow to answer (a busy VM neighbour).
 Each row runs in its own process (`--worker`). The rows that differ only in their thread count are
 measured together: their processes are set up one after the other, then take their timed runs in
 turn (run 1 of each, then run 2, ...), so that the two medians behind the 2-thread speed-up printed
@@ -174,10 +174,9 @@ def finish(spec: dict, res: dict) -> dict:
     return {k: v for k, v in res.items() if k not in ("mcfg", "params", "tok", "test_ids")}
 
 
-# seconds between the probe and the timed run: after a parallel loop, the OpenMP threads spin for a
-# while before they sleep, and took a core from the per-word schedule's Python threads (measured: a
-# 0.2 s run of the 2-thread per-word schedule 4% slower right after a probe, 1% after 50 ms, not at
-# all after 300 ms)
+# seconds between the probe and the timed run (the OpenMP probe of earlier versions left threads
+# spinning that took a core from the timed run: 4% slower right after it, 1% after 50 ms, not at all
+# after 300 ms; the pool's threads spin about a millisecond)
 PROBE_SETTLE = 0.3
 
 
@@ -341,28 +340,27 @@ def warm_start(model: str, tiny: str) -> float:
 
 
 def launch_probe(threads: int):
-    """probe() -> microseconds per launch of a Numba parallel loop of trivial tasks on `threads`
-    threads (compiled here): what each of the batch schedule's phases pays to start and join. On
-    this VM it reads about 0.8 µs, and 2-3 µs in spells of seconds to a minute in which the 2-thread
-    training rows slow down too."""
-    import numba
+    """probe() -> microseconds per round of `threads` threads of rnnlm's pool (rnnlm.threads.run_pieces)
+    meeting at a barrier (kernels.sync._barrier) with nothing between: what each phase of the
+    threaded kernels pays to hand over work. On this VM it reads about 0.03 µs, and several times
+    more in spells of seconds to a minute in which the 2-thread training rows slow down too."""
     import numpy as np
-    from numba import njit, prange
-    numba.set_num_threads(threads)
+    from numba import njit
 
-    @njit(parallel=True)
-    def launches(a, reps):
+    from rnnlm.kernels.sync import _barrier
+    from rnnlm.threads import run_pieces
+
+    @njit(nogil=True)
+    def rounds(bar, n, reps):
         for r in range(reps):
-            for i in prange(a.shape[0]):
-                a[i] += 1.0
+            _barrier(bar, (r + 1) * n, 1 << 40)
 
-    a = np.zeros(threads)
-    launches(a, 1)
-
-    def probe(reps: int = 5000) -> float:
+    def probe(reps: int = 20000) -> float:
+        bar = np.zeros(16, np.int64)
         t0 = time.perf_counter()
-        launches(a, reps)
+        run_pieces(lambda q: rounds(bar, threads, reps), threads)
         return (time.perf_counter() - t0) / reps * 1e6
+    probe(10)
     return probe
 
 
@@ -482,8 +480,8 @@ def main() -> int:
     print("sgemm (NumPy float32 2048^3): " + ", ".join(f"{gemm[n]:.0f} GFLOP/s on {n} thread{'s' * (n > 1)}"
                                                        for n in args.threads))
     if par > 1:
-        print(f"{par}-thread sync probe (a parallel loop of trivial tasks): {probe0:.1f} µs per launch at the "
-              f"start, {probe1:.1f} at the end (about 0.8 on a quiet 2-core VM here; more means the threads "
+        print(f"{par}-thread sync probe (threads meeting at a barrier): {probe0:.2f} µs per round at the "
+              f"start, {probe1:.2f} at the end (about 0.05 on a quiet 2-core VM here; more means the threads "
               f"waited for a busy core, and every {par}-thread figure suffers)")
     print()
     print("| configuration | training | threads | train words/s | eval words/s | peak RSS | cold start | warm start |")
@@ -517,7 +515,7 @@ def main() -> int:
         print("sync probe around each timed run of the multi-thread rows (µs, the larger of just before and "
               "just after), with that run's train words/s, in run order:")
         for row, res in multi:
-            cells = ", ".join(f"{p:.1f} ({w:,.0f})" for p, w in zip(res["probes"], res["runs_wps"]))
+            cells = ", ".join(f"{p:.2f} ({w:,.0f})" for p, w in zip(res["probes"], res["runs_wps"]))
             print(f"- {LABEL[row['model']]}, {row['kind']}, {row['threads']} threads: {cells}")
     return 0
 

@@ -2,12 +2,12 @@
 """The batch schedule's 2-thread speed-up, window chunk by window chunk, the VM's slow spells told apart.
 
     python scripts/thread_pairs.py [--data DIR] [--hidden 100] [--seconds 60] [--windows 200]
-                                   [--quiet 1.2]
+                                   [--quiet 0.1]
 
 One process holds two trainers of the same model (hidden H, 100 classes, 32 streams x 4 steps, PTB
 from ../shared/corpora/ptb or --data DIR), one on 1 thread and one on 2, and trains them in turn on
 the same chunk of windows (1 thread, then 2), reading the sync probe (bench.launch_probe: µs per
-launch of a trivial parallel loop) before and after each pair. Prints the medians over the pairs
+barrier round of the pool's threads) before and after each pair. Prints the medians over the pairs
 whose two probes read below --quiet µs and over the others: µs per window on 1 and on 2 threads and
 the ratio of each pair. (bench.py times runs of 100,000 words and cannot separate the spells, in
 which the 2-thread windows slow down while the 1-thread ones do not.)
@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--windows", type=int, default=200, help="windows per timed chunk")
-    ap.add_argument("--quiet", type=float, default=1.2, help="probe reading (µs) below which a pair is quiet")
+    ap.add_argument("--quiet", type=float, default=0.1, help="probe reading (µs) below which a pair is quiet")
     args = ap.parse_args()
     if not os.path.exists(os.path.join(args.data, "train.txt")):
         sys.exit(f"thread_pairs.py: {args.data}/train.txt not found; give a corpus directory with --data DIR")

@@ -12,6 +12,7 @@ import pytest
 import reference as ref
 from rnnlm import kernels as K
 from rnnlm.step import BatchStepper, param_args
+from rnnlm.threads import run_pieces, sgd_pieces_threads, window_grad_classes
 from tiny import ACT, tiny_classes, tiny_model
 
 N, M = 23, 5
@@ -173,7 +174,7 @@ def _uneven_pieces(P):
     return np.array(small + large, np.int64)
 
 
-def test_parallel_update_kernel_is_bit_identical_to_serial():
+def test_threaded_update_is_bit_identical_to_serial():
     rng = np.random.default_rng(3)
     P = 50_000
     p = rng.standard_normal(P).astype(np.float32)
@@ -185,7 +186,7 @@ def test_parallel_update_kernel_is_bit_identical_to_serial():
             ra = K.sgd_pieces(*a, pieces, 0.1, 0.5, 1e-3, clip, 2.0, np.empty(len(pieces)))
             for threads in (1, 2, 3, 7):
                 b = (p.copy(), g.copy(), G.copy())
-                rb = K.sgd_pieces_par(*b, pieces, 0.1, 0.5, 1e-3, clip, 2.0, np.empty(len(pieces)), threads)
+                rb = sgd_pieces_threads(*b, pieces, 0.1, 0.5, 1e-3, clip, 2.0, np.empty(len(pieces)), threads)
                 assert ra == rb
                 for u, v in zip(a, b):
                     assert u.tobytes() == v.tobytes()
@@ -330,7 +331,7 @@ def test_parallel_step_kernel_matches_serial(G, P, B, indep):
         for x, y in wins:
             ho, no = np.empty_like(h), np.empty_like(ng)
             if parallel:
-                loss = K.window_grad_classes(x[None], y[None], h, ng, *param_args(p), ci.word_class, ci.class_starts,
+                loss = window_grad_classes(x[None], y[None], h, ng, *param_args(p), ci.word_class, ci.class_starts,
                                              ACT["sigmoid"], indep, 0, 0.7, G, P, g.emb, g.rec, g.bh, g.out_w,
                                              g.bo, g.cls_w, g.bc, ho, no, upd)
             else:
@@ -362,7 +363,7 @@ def test_many_windows_in_one_call_give_the_same_bits(G, indep):
             return K.windows_grad(Xs, Ys, h, ng, *param_args(p), ci.word_class, ci.class_starts, ACT["sigmoid"], 0,
                                   indep, 0, 0.7, 3, g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, g.direct, ho,
                                   no, upd)
-        return K.window_grad_classes(Xs, Ys, h, ng, *param_args(p), ci.word_class, ci.class_starts, ACT["sigmoid"],
+        return window_grad_classes(Xs, Ys, h, ng, *param_args(p), ci.word_class, ci.class_starts, ACT["sigmoid"],
                                      indep, 0, 0.7, G, P, g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, ho, no,
                                      upd)
 
@@ -397,7 +398,7 @@ def test_parallel_kernel_bits_do_not_depend_on_the_workers():
         for P in (1, TWO):
             p, g, h, ng = _fresh_run(base, B)
             ho, no = np.empty_like(h), np.empty_like(ng)
-            loss = K.window_grad_classes(X, Y, h, ng, *param_args(p), ci.word_class, ci.class_starts, ACT["sigmoid"],
+            loss = window_grad_classes(X, Y, h, ng, *param_args(p), ci.word_class, ci.class_starts, ACT["sigmoid"],
                                          True, 0, 0.7, 3, P, g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, ho,
                                          no, upd)
             out.append((p.flat.copy(), g.flat.copy(), ho, no, loss))
@@ -407,40 +408,44 @@ def test_parallel_kernel_bits_do_not_depend_on_the_workers():
         assert np.abs(out[0][0] - base.flat).max() > 1e-3 if upd.size else np.abs(out[0][1]).max() > 1e-3
 
 
-def test_concurrent_workers_never_exceed_the_threads():
-    """The parallel kernel's workers wait for each other: never more of them than threads running at
-    once (one under a layer that does not promise that)."""
+def test_concurrent_workers_never_exceed_the_cores():
+    """The class-softmax workers wait for each other: never more of them than cores to run them."""
+    import os
+
     from rnnlm.step import concurrent_workers
     assert concurrent_workers(1) == 1
-    want = min(5, numba.get_num_threads()) if numba.threading_layer() in ("omp", "workqueue") else 1
-    assert concurrent_workers(5) == want
+    assert concurrent_workers(5) == min(5, len(os.sched_getaffinity(0)))
 
 
 def test_barrier_waits_for_every_worker_and_times_out():
-    """sync._barrier: P workers pass the k-th barrier only when all P arrived (a worker's writes
-    before it are seen after it); one that waits for a worker that never comes raises after its
-    timeout instead of hanging."""
-    from numba import njit, prange
+    """sync._barrier: P workers (Python threads, as the class-softmax step runs them) pass the k-th
+    barrier only when all P arrived (a worker's writes before it are seen after it); one that waits
+    for a worker that never comes raises after its timeout instead of hanging, and run_pieces
+    re-raises it once every worker is done."""
+    from numba import njit
 
     from rnnlm.kernels.sync import _barrier
 
-    @njit(parallel=True)
-    def rounds(P, R, out, bar):
-        for i in prange(P):
-            for r in range(R):
-                out[r, i] = r + 1                      # each worker's value for round r ...
-                _barrier(bar, (2 * r + 1) * P, 1 << 40)
-                s = 0
-                for q in range(P):                     # ... seen by every worker after the barrier
-                    s += out[r, q]
-                out[r, P + i] = s
-                _barrier(bar, (2 * r + 2) * P, 1 << 40)
+    @njit(nogil=True)
+    def rounds(i, P, R, out, bar, timeout):
+        for r in range(R):
+            out[r, i] = r + 1                      # each worker's value for round r ...
+            _barrier(bar, (2 * r + 1) * P, timeout)
+            s = 0
+            for q in range(P):                     # ... seen by every worker after the barrier
+                s += out[r, q]
+            out[r, P + i] = s
+            _barrier(bar, (2 * r + 2) * P, timeout)
 
-    P, R = TWO, 200
+    P, R = 2, 200
     out = np.zeros((R, 2 * P), np.int64)
     bar = np.zeros(16, np.int64)
-    rounds(P, R, out, bar)
+    run_pieces(lambda i: rounds(i, P, R, out, bar, 1 << 40), P)
     assert bar[0] == 2 * R * P
     np.testing.assert_array_equal(out[:, P:], np.repeat(np.arange(1, R + 1)[:, None] * P, P, axis=1))
     with pytest.raises(RuntimeError, match="did not reach the barrier"):
         _barrier(np.zeros(16, np.int64), 2, 1 << 20)   # the second worker never arrives
+    bar[0] = 0
+    with pytest.raises(RuntimeError, match="did not reach the barrier"):   # worker 1 stops after round 0
+        run_pieces(lambda i: rounds(i, P, R if i == 0 else 1, out, bar, 1 << 22), P)
+    assert bar[0] == 2 * P + 1   # worker 0 arrived once more, and gave up

@@ -1,5 +1,5 @@
 """The optimiser: SGD with L2 on the touched weights, global-norm clipping, over flat pieces of the
-parameter buffer (serial and on threads).
+parameter buffer (serially, or in pieces for Python threads: pieces_range).
 
 Notation and conventions: see rnnlm/kernels/__init__.py.
 """
@@ -8,9 +8,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from rnnlm.kernels.core import _sq_sum
+from rnnlm.kernels.sync import TIMEOUT_CYCLES, _barrier
 
 
 # ----------------------------------------------------------------------------- optimiser
@@ -155,6 +156,21 @@ def pieces_range(p, g, Gbuf, pieces, i0, i1, mode, lr, scale, beta, partial):
             _sgd_piece(p, g, pieces[i, 0], pieces[i, 1], lr, scale, beta)
 
 
+@njit(cache=True, nogil=True)
+def clipped_pieces_range(p, g, Gbuf, pieces, i0, i1, n, lr, scale, beta, clip, extra_sq, partial, bar, out):
+    """Pieces i0 : i1 of sgd_pieces with clipping (clip > 0), for one of n Python threads: reduce
+    them, wait at a barrier (bar) until every thread has, work out the norm and the clipped scale
+    from all the pieces (in order: every thread gets the same), then apply. out = (norm, scale)."""
+    pieces_range(p, g, Gbuf, pieces, i0, i1, 1, lr, scale, beta, partial)
+    _barrier(bar, n, TIMEOUT_CYCLES)
+    norm = _norm(partial, extra_sq, scale)
+    if norm > clip:
+        scale = scale * clip / norm
+    pieces_range(p, g, Gbuf, pieces, i0, i1, 2, lr, scale, beta, partial)
+    out[0] = norm
+    out[1] = scale
+
+
 @njit(cache=True)
 def piece_cuts(pieces, G):
     """Cut the pieces into G contiguous runs of about equal work (entries, not piece count: a window's
@@ -176,28 +192,6 @@ def piece_cuts(pieces, G):
         cuts[q] = i
     cuts[G] = n
     return cuts
-
-
-@njit(cache=True, parallel=True)
-def sgd_pieces_par(p, g, Gbuf, pieces, lr, scale, beta, clip, extra_sq, partial, G):
-    """sgd_pieces with the pieces shared among G threads in runs of equal work (the same result, bit
-    for bit)."""
-    cuts = piece_cuts(pieces, G)
-    if clip > 0:
-        for qq in prange(G):
-            q = np.int64(qq)
-            pieces_range(p, g, Gbuf, pieces, cuts[q], cuts[q + 1], 1, lr, scale, beta, partial)
-        norm = _norm(partial, extra_sq, scale)
-        if norm > clip:
-            scale = scale * clip / norm
-        for qq in prange(G):
-            q = np.int64(qq)
-            pieces_range(p, g, Gbuf, pieces, cuts[q], cuts[q + 1], 2, lr, scale, beta, partial)
-        return norm, scale
-    for qq in prange(G):    # no clipping: one sweep, each piece reduced and updated while in cache
-        q = np.int64(qq)
-        pieces_range(p, g, Gbuf, pieces, cuts[q], cuts[q + 1], 0, lr, scale, beta, partial)
-    return _norm(partial, extra_sq, scale), scale
 
 
 @njit(cache=True)

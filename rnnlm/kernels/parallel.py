@@ -1,14 +1,15 @@
-"""The class softmax's window kernel on threads, `window_grad_classes`: the recurrence and BPTT by
-groups of streams, the output layer by bins of classes dealt by work, the updates by blocks of rows,
-in parallel phases of one prange loop (the toolkit's only parallel kernel). Its serial pieces are
-batch.py's.
+"""The kernels of the class softmax's threaded window step (rnnlm.threads.window_grad_classes): the
+recurrence and BPTT by groups of streams, the output layer by bins of classes dealt by work, the
+updates by blocks of rows, in phases separated by barriers. `classes_setup` prepares a call's
+windows, `classes_worker` is one worker's share (nogil, one Python thread each). Its serial pieces
+are batch.py's.
 
 Notation and conventions: see rnnlm/kernels/__init__.py.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from rnnlm.kernels.batch import (_clear, _deltas, _fold_embedding, _fold_recurrent, _step_embedding,
                                  _step_rows)
@@ -44,53 +45,21 @@ def _class_bins(cnt, class_starts, G, bins):
         acc += w
 
 
-# parallel=True would also turn the kernel's array expressions into parallel loops (slow to compile,
-# tiny work here): only the explicit prange loops are parallel
-PRANGE_ONLY = dict(prange=True, reduction=False, comprehension=False, setitem=False, numpy=False, stencil=False,
-                   fusion=False, inplace_binop=False)
-
-
-@njit(cache=True, parallel=PRANGE_ONLY)
-def window_grad_classes(X, Y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
-                        act, independent, eos, h_init, G, P,
-                        g_emb, g_rec, g_bh, g_out, g_bo, g_cls, g_bc, h_out, ng_out, upd):
-    """window_grad of a class softmax (cross-entropy, no direct connections) in G parts, on P <= G
-    workers (threads), for the windows X[w], Y[w] (X, Y (nw, T, B)) one after the other, each
-    starting from the state and history the one before left (the first from h0, ng0); returns their
-    summed loss, the last state in h_out, ng_out. One call for many windows: the work arrays are
-    allocated once, and neither Python nor the dispatcher runs between the windows.
-    Each window runs in four phases: 0, the recurrence, by groups of streams; 1, the output layer,
-    in G parts; 2, BPTT by groups of streams, then the class layer's step (or gradient sums) by
-    blocks of classes; 3, the step of U, theta_j (then the same rows of recT and u_init) by blocks of
-    rows and of the embedding rows of the words v with v % Gs == q (or, without upd, the sums of
-    their gradients). The recurrence and BPTT: Gs = min(G, B) groups of streams (their dL/dU,
-    dL/dtheta_j in buffers of their own, summed in order). The output layer: part q takes the q-th
-    block of rows for the class layer (its dL/dW_c in a buffer of its own, summed in order by the
-    BPTT phase) and a bin of classes for the word layer (classes dealt by work, _class_work; every
-    row of W, theta_k, and every row of the word layer's dL/ds and ln p, written by the one part that
-    owns the row's class). The bits depend on G only: not on P, nor on how many windows come in one
-    call.
-    The P workers are the iterations of the kernel's one parallel loop, each running its share of
-    every phase's tasks and meeting the others at a barrier between phases (sync._barrier): P must
-    not exceed the threads that run at once (numba.get_num_threads() under the OpenMP and workqueue
-    layers; P = 1 under TBB). Every window's setup (the rows' history, grouped by class, the classes
-    dealt to the parts) is done first, serially.
-    upd: the whole SGD step of each window, as window_grad: the output rows in the output phase
-    (each part updates the rows it owns), the class layer in the BPTT phase, U, theta_j and the
-    embedding rows in a fourth phase; the g_* arrays are not written (g_emb's rows of the input words
-    serve as work space: zero on entry, zero again on return). Without upd the gradients of all the
-    windows add up (the fourth phase adds the groups' dL/dU, dL/dtheta_j, dL/dV)."""
+@njit(cache=True)
+def classes_setup(X, Y, h0, ng0, emb, rec, cls_w, word_class, class_starts, independent, eos, h_init, G, fused,
+                  ng_out):
+    """The serial part of window_grad_classes before its workers start: the work arrays, U^T (recT)
+    and the reset input (u_init), and every window's setup (its rows' history, the rows grouped by
+    class, the classes dealt to the parts: bins). Returns the arrays classes_worker takes after upd;
+    the last window's history goes to ng_out."""
     nw, T, B = X.shape
     M = rec.shape[0]
     n = T * B
     C = cls_w.shape[0]
     dt = emb.dtype
     Gs = min(G, B)
-    P = max(1, min(P, G))
-    fused = upd.shape[0] > 0
     # work arrays, each cleared (or written whole) by the task that uses it, in every window
     H = np.empty((T + 1, B, M), dtype=dt)
-    S = H[1:].reshape((n, M))
     dSc = np.empty((n, M), dtype=dt)
     dSw = np.empty((n, M), dtype=dt)   # one array for all parts: each row's class is in one bin
     logc = np.empty(n, dtype=np.float64)
@@ -105,8 +74,6 @@ def window_grad_classes(X, Y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
     bar = np.zeros(16, dtype=np.int64)        # the barrier's counter, bar[0]
     recT = _rec_t(rec, (B + Gs - 1) // Gs)    # the largest group; kept up to date by the U step
     u_init = _reset_input(rec, h_init, independent)
-    # every window's setup first, serially: its rows' history, the rows grouped by class, the classes
-    # dealt to the parts of the output layer
     Hist = np.empty((nw, n, ng0.shape[1]), dtype=np.int64)
     order = np.empty((nw, n), dtype=np.int64)
     cnt = np.empty((nw, C + 1), dtype=np.int64)
@@ -118,89 +85,97 @@ def window_grad_classes(X, Y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
         _group_rows(Y[w].reshape(n), word_class, order[w], cnt[w])
         _class_bins(cnt[w], class_starts, G, bins[w])
     _copy_rows(H[T], h0)
+    return H, dSc, dSw, logc, logw, Gcls, Gbc, Delta, Grec, Gbh, seen, losses, bar, recT, u_init, Hist, order, cnt, bins
+
+
+@njit(cache=True, nogil=True)
+def classes_worker(p, P, X, Y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts, act,
+                   independent, eos, h_init, G, g_emb, g_rec, g_bh, g_out, g_bo, g_cls, g_bc, upd, step_bias,
+                   H, dSc, dSw, logc, logw, Gcls, Gbc, Delta, Grec, Gbh, seen, losses, bar, recT, u_init, Hist,
+                   order, cnt, bins):
+    """Worker p of P (threads that run at once) of window_grad_classes: the tasks p, p + P, ... of
+    every phase of every window, meeting the other workers at a barrier (sync._barrier) after each
+    phase. The arrays after step_bias come from classes_setup; step_bias: upd given and the biases
+    in use. nogil: the workers are Python threads (rnnlm.threads.window_grad_classes)."""
+    nw, T, B = X.shape
+    M = rec.shape[0]
+    n = T * B
+    C = cls_w.shape[0]
+    Gs = min(G, B)
+    fused = upd.shape[0] > 0
+    S = H[1:].reshape((n, M))
     no_direct = 0 * n      # run-time values, not literals: the helpers' serial builds are reused
     grad = n >= 0
-    step_bias = fused and upd[3] != 0.0   # here, not in the loop: Numba hoists loop-invariant reads out of
-    #                                       a parallel loop, where upd[3] would be read even without upd
-    for i in prange(P):   # the kernel's one parallel loop: worker p runs the tasks p, p + P, ... of every
-        p = np.int64(i)   # phase of every window, and meets the others at a barrier after each phase
-        take = np.empty(C, dtype=np.bool_)   # the classes of the worker's bin
-        for f in range(4 * nw):
-            wi = f // 4
-            phase = f % 4
-            x = X[wi]
-            yv = Y[wi].reshape(n)
-            # the phases' code is here, not in a function of its own: Numba optimises a callee's code
-            # again in every compiled caller, and one level less saves seconds of cold start
-            for q in range(p, G if phase == 1 else Gs, P):
-                b0 = q * B // Gs
-                b1 = (q + 1) * B // Gs
-                j0 = q * M // Gs
-                j1 = (q + 1) * M // Gs
-                if phase == 0:     # the recurrence of stream group q, from where its streams ended
-                    _copy_rows(H[0, b0:b1], H[T, b0:b1])
-                    _hidden_streams(x, H, b0, b1, emb, rec, recT, bh, act, independent, eos, u_init)
-                    for t in range(T):
-                        _clear(dSw[t * B + b0:t * B + b1])
-                        for r in range(t * B + b0, t * B + b1):
-                            logw[r] = 0.0
-                elif phase == 1:   # part q of the output layer: the class layer of the q-th block of
-                    r0 = q * n // G    # rows, the word layer of the classes of bin q
-                    r1 = (q + 1) * n // G
-                    _clear(Gcls[q])
-                    _clear(Gbc[q:q + 1])
-                    _class_layer(S[r0:r1], yv[r0:r1], Hist[wi, r0:r1], cls_w, bc, direct, no_direct, word_class, grad,
-                                 dSc[r0:r1], Gcls[q], Gbc[q], direct, logc[r0:r1])
-                    for c in range(C):
-                        take[c] = bins[wi, c] == q
-                    _word_layer(S, yv, Hist[wi], out_w, bo, direct, no_direct, class_starts, order[wi], cnt[wi],
-                                take, grad, dSw, g_out, g_bo, direct, logw, upd)
-                elif phase == 2:   # BPTT of stream group q; the step of the q-th block of the class layer
-                    if q == 0:
-                        loss = 0.0   # the window's loss, then their sum: the bits of one call per window
-                        for r in range(n):
-                            loss -= logc[r] + logw[r]
-                        losses[wi] = loss
-                    for t in range(T):
-                        for r in range(t * B + b0, t * B + b1):
-                            for j in range(M):
-                                dSc[r, j] += dSw[r, j]
-                    _deltas(x, H, dSc, rec, act, independent, eos, b0, b1, Delta)
-                    _fold_recurrent(x, H, Delta, b0, b1, independent, eos, h_init, Grec[q], Gbh[q], B >= 0)
-                    k0 = q * C // Gs
-                    k1 = (q + 1) * C // Gs
-                    if fused:
-                        _step_rows(cls_w, Gcls, k0, k1, upd)
-                        if step_bias:
-                            _step_rows(bc.reshape((C, 1 + 0 * C)), Gbc.reshape((G, C, 1 + 0 * C)), k0, k1, upd)
-                    else:
-                        for k in range(k0, k1):   # in part order, as one thread would
-                            for part in range(G):
-                                g_bc[k] += Gbc[part, k]
-                                for j in range(M):
-                                    g_cls[k, j] += Gcls[part, k, j]
-                elif not fused:    # the gradients of rows j0:j1 of U and of the words v % Gs == q
-                    for j in range(j0, j1):   # in group order, as one thread would
-                        for g in range(Gs):
-                            g_bh[j] += Gbh[g, j]
-                            for h in range(M):
-                                g_rec[j, h] += Grec[g, j, h]
-                    _fold_embedding(x, Delta, g_emb, q, Gs)
-                else:              # the step of rows j0:j1 of U and of the words v % Gs == q
-                    _step_rows(rec, Grec, j0, j1, upd)
-                    _refresh_rows(rec, h_init, j0, j1, recT, u_init)
+    take = np.empty(C, dtype=np.bool_)   # the classes of the worker's bin
+    for f in range(4 * nw):
+        wi = f // 4
+        phase = f % 4
+        x = X[wi]
+        yv = Y[wi].reshape(n)
+        for q in range(p, G if phase == 1 else Gs, P):
+            b0 = q * B // Gs
+            b1 = (q + 1) * B // Gs
+            j0 = q * M // Gs
+            j1 = (q + 1) * M // Gs
+            if phase == 0:     # the recurrence of stream group q, from where its streams ended
+                _copy_rows(H[0, b0:b1], H[T, b0:b1])
+                _hidden_streams(x, H, b0, b1, emb, rec, recT, bh, act, independent, eos, u_init)
+                for t in range(T):
+                    _clear(dSw[t * B + b0:t * B + b1])
+                    for r in range(t * B + b0, t * B + b1):
+                        logw[r] = 0.0
+            elif phase == 1:   # part q of the output layer: the class layer of the q-th block of
+                r0 = q * n // G    # rows, the word layer of the classes of bin q
+                r1 = (q + 1) * n // G
+                _clear(Gcls[q])
+                _clear(Gbc[q:q + 1])
+                _class_layer(S[r0:r1], yv[r0:r1], Hist[wi, r0:r1], cls_w, bc, direct, no_direct, word_class, grad,
+                             dSc[r0:r1], Gcls[q], Gbc[q], direct, logc[r0:r1])
+                for c in range(C):
+                    take[c] = bins[wi, c] == q
+                _word_layer(S, yv, Hist[wi], out_w, bo, direct, no_direct, class_starts, order[wi], cnt[wi],
+                            take, grad, dSw, g_out, g_bo, direct, logw, upd)
+            elif phase == 2:   # BPTT of stream group q; the step of the q-th block of the class layer
+                if q == 0:
+                    loss = 0.0   # the window's loss, then their sum: the bits of one call per window
+                    for r in range(n):
+                        loss -= logc[r] + logw[r]
+                    losses[wi] = loss
+                for t in range(T):
+                    for r in range(t * B + b0, t * B + b1):
+                        for j in range(M):
+                            dSc[r, j] += dSw[r, j]
+                _deltas(x, H, dSc, rec, act, independent, eos, b0, b1, Delta)
+                _fold_recurrent(x, H, Delta, b0, b1, independent, eos, h_init, Grec[q], Gbh[q], B >= 0)
+                k0 = q * C // Gs
+                k1 = (q + 1) * C // Gs
+                if fused:
+                    _step_rows(cls_w, Gcls, k0, k1, upd)
                     if step_bias:
-                        _step_rows(bh.reshape((M, 1 + 0 * M)), Gbh.reshape((Gs, M, 1 + 0 * M)), j0, j1, upd)
-                    _fold_embedding(x, Delta, g_emb, q, Gs)
-                    _step_embedding(x, emb, g_emb, q, Gs, seen, upd)
-                    for t in range(T):   # seen is all False again for the next window
-                        for b in range(B):
-                            if x[t, b] % Gs == q:
-                                seen[x[t, b]] = False
-            if f + 1 < 4 * nw:
-                _barrier(bar, (f + 1) * P, TIMEOUT_CYCLES)
-    total = 0.0
-    for w in range(nw):
-        total += losses[w]
-    _copy_rows(h_out, H[T])
-    return total
+                        _step_rows(bc.reshape((C, 1 + 0 * C)), Gbc.reshape((G, C, 1 + 0 * C)), k0, k1, upd)
+                else:
+                    for k in range(k0, k1):   # in part order, as one thread would
+                        for part in range(G):
+                            g_bc[k] += Gbc[part, k]
+                            for j in range(M):
+                                g_cls[k, j] += Gcls[part, k, j]
+            elif not fused:    # the gradients of rows j0:j1 of U and of the words v % Gs == q
+                for j in range(j0, j1):   # in group order, as one thread would
+                    for g in range(Gs):
+                        g_bh[j] += Gbh[g, j]
+                        for h in range(M):
+                            g_rec[j, h] += Grec[g, j, h]
+                _fold_embedding(x, Delta, g_emb, q, Gs)
+            else:              # the step of rows j0:j1 of U and of the words v % Gs == q
+                _step_rows(rec, Grec, j0, j1, upd)
+                _refresh_rows(rec, h_init, j0, j1, recT, u_init)
+                if step_bias:
+                    _step_rows(bh.reshape((M, 1 + 0 * M)), Gbh.reshape((Gs, M, 1 + 0 * M)), j0, j1, upd)
+                _fold_embedding(x, Delta, g_emb, q, Gs)
+                _step_embedding(x, emb, g_emb, q, Gs, seen, upd)
+                for t in range(T):   # seen is all False again for the next window
+                    for b in range(B):
+                        if x[t, b] % Gs == q:
+                            seen[x[t, b]] = False
+        if f + 1 < 4 * nw:
+            _barrier(bar, (f + 1) * P, TIMEOUT_CYCLES)

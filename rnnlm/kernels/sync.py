@@ -1,12 +1,12 @@
-"""A spin barrier for the workers of one parallel loop (`_barrier`), from atomic operations written as
-LLVM IR (Numba has none of its own).
+"""Synchronisation of threads through int64 counters, from atomic operations written as LLVM IR
+(Numba has none of its own): `signal` (add one), `wait_for` (spin until a count is reached) and the
+spin barrier `_barrier`.
 
-window_grad_classes runs its phases inside one parallel loop, one iteration per worker, and waits
-at a barrier between phases instead of starting a parallel loop per phase: a loop's start and end
-cost about 1.5 us each on the development VM, a barrier a fraction of that. It relies on the P
-iterations running at once on P threads, which holds for Numba's OpenMP and workqueue threading
-layers when P <= numba.get_num_threads() (each thread takes one chunk of the iteration space);
-the caller passes P = 1 under TBB, whose scheduler does not promise it.
+The class softmax's window step (rnnlm.threads.window_grad_classes) starts its P workers once per
+call of many windows and meets them at a barrier between phases, a fraction of a microsecond, where
+waking a sleeping thread costs 20-30 us on the development VM. The barrier relies on the P workers
+running at once (P threads, no more than the cores). rnnlm.threads' pool hands work to its threads
+through `signal` and `wait_for` too, spinning for a moment before it sleeps.
 
 Notation and conventions: see rnnlm/kernels/__init__.py.
 """
@@ -22,6 +22,9 @@ from numba.core.extending import intrinsic
 SPINS_BEFORE_YIELD = 4096        # pauses before a waiting worker gives its core to the scheduler
 TIMEOUT_CYCLES = 1 << 35         # 7-11 s at 3-5 GHz (a phase takes well under 1 ms): a worker that never
                                  # arrives is an error, not a hang
+GRACE_CYCLES = 10000             # 2-4 us: how long a thread that was handed work waits before it takes the
+                                 # GIL (to call its kernel), so that the thread handing it over, still in
+                                 # Python until it enters its own kernel, has let go of the GIL by then
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
 
@@ -33,26 +36,25 @@ def _counter(context, builder, sig, args):
 
 
 @intrinsic
-def _arrive(typingctx, arr):
-    """arr[0] += 1, atomically (sequentially consistent: the writes before it are visible to a worker
-    that sees the new count); returns the old value."""
-    if not (isinstance(arr, types.Array) and arr.dtype == types.int64 and arr.ndim == 1):
+def _add(typingctx, arr, v):
+    """arr[0] += v, atomically (sequentially consistent: the writes before it are visible to a thread
+    that sees the new value); returns the old value."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.int64 and arr.ndim == 1 and v == types.int64):
         return None
 
     def codegen(context, builder, sig, args):
-        return builder.atomic_rmw("add", _counter(context, builder, sig, args), ir.Constant(ir.IntType(64), 1),
-                                  "seq_cst")
-    return types.int64(arr), codegen
+        return builder.atomic_rmw("add", _counter(context, builder, sig, args), args[1], "seq_cst")
+    return types.int64(arr, v), codegen
 
 
 @intrinsic
 def _count(typingctx, arr):
-    """arr[0], read atomically with acquire ordering (never hoisted out of a wait loop)."""
+    """arr[0], read atomically (sequentially consistent, never hoisted out of a wait loop)."""
     if not (isinstance(arr, types.Array) and arr.dtype == types.int64 and arr.ndim == 1):
         return None
 
     def codegen(context, builder, sig, args):
-        return builder.load_atomic(_counter(context, builder, sig, args), "acquire", 8)
+        return builder.load_atomic(_counter(context, builder, sig, args), "seq_cst", 8)
     return types.int64(arr), codegen
 
 
@@ -81,19 +83,54 @@ def _relax(typingctx, cycles):
 
 
 @njit(cache=True, nogil=True)
-def _barrier(bar, target, timeout):
-    """Arrive at a barrier and wait until bar[0] (zero when the loop started; every arrival adds one)
-    reaches `target` (the k-th barrier of P workers: k * P). A worker spins with `pause` and yields
-    its core every SPINS_BEFORE_YIELD spins (more threads than cores). Raises RuntimeError after
-    `timeout` cycles of waiting (TIMEOUT_CYCLES in the kernel): a worker has died (an exception in
-    another iteration) or the iterations do not run at once."""
-    _arrive(bar)
-    if _count(bar) >= target:
-        return
+def wait_for(sig, target, timeout):
+    """Wait until sig[0] (an int64 counter that only grows) reaches `target`: spin with `pause`,
+    yielding the core every SPINS_BEFORE_YIELD spins (more threads than cores). False after
+    `timeout` cycles of waiting."""
+    if _count(sig) >= target:
+        return True
     start = _relax(0 * target)
     spins = 0
-    while _count(bar) < target:
+    while _count(sig) < target:
         spins += 1
         now = _relax(-1 if spins % SPINS_BEFORE_YIELD == 0 else 0 * target)
         if now - start > timeout:
-            raise RuntimeError("window_grad_classes: a worker did not reach the barrier")
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def signal(sig, v):
+    """sig[0] += v, atomically (the writes before it are visible to a thread that sees the new
+    value); returns the old value."""
+    return _add(sig, v)
+
+
+@njit(cache=True, nogil=True)
+def signal_and_wait(done, sleepers, sig, target, timeout):
+    """signal(done, 1); then, unless sleepers[0] > 0 (someone sleeps until `done` grows: returns 2,
+    wake them), wait_for(sig, target, timeout) and GRACE_CYCLES more (returns 1 if reached, else 0).
+    In one call: a thread that ends its work and waits for more never holds the GIL in between (a
+    thread waiting for the GIL sleeps, and waking it costs tens of microseconds). Either this call
+    sees the sleeper, or the sleeper, which counts itself in sleepers before it looks at `done`, sees
+    the new count."""
+    _add(done, 1 + 0 * target)
+    if _count(sleepers) > 0:
+        return 2
+    if not wait_for(sig, target, timeout):
+        return 0
+    start = _relax(0 * target)
+    while _relax(0 * target) - start < GRACE_CYCLES:
+        pass
+    return 1
+
+
+@njit(cache=True, nogil=True)
+def _barrier(bar, target, timeout):
+    """Arrive at a barrier and wait until bar[0] (zero when the workers started; every arrival adds
+    one) reaches `target` (the k-th barrier of P workers: k * P), as wait_for. Raises RuntimeError
+    after `timeout` cycles of waiting (TIMEOUT_CYCLES in the kernel): a worker has died (an
+    exception) or the workers do not run at once."""
+    _add(bar, 1 + 0 * target)
+    if not wait_for(bar, target, timeout):
+        raise RuntimeError("window_grad_classes: a worker did not reach the barrier")
