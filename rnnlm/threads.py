@@ -7,10 +7,10 @@ disjoint range of a shared array), and partial results are combined in a fixed o
 depends on the number of pieces, never on scheduling.
 
 The pool hands work over through atomic counters (kernels.sync): a thread that finished a piece
-spins for about a millisecond (`SPIN_CYCLES`, yielding its core now and then) before it sleeps on a
-condition variable, so that the next call starts within microseconds; waking a sleeping thread
-costs 20-30 us on the development VM, and the class-softmax step with clipping calls the pool three
-times per window.
+spins for a millisecond or two (`SPIN_CYCLES`, yielding its core now and then) before it sleeps on
+a condition variable, so that the next call starts within microseconds (waking a sleeping thread
+costs 20-30 us on the development VM, and the class-softmax step with clipping calls the pool twice
+per window), and each run pins its threads to CPUs of their own (`_pin`).
 """
 from __future__ import annotations
 
@@ -20,8 +20,7 @@ import threading
 
 import numpy as np
 
-SPIN_CYCLES = 1 << 22   # about 1 ms at 3-4 GHz: how long a thread spins for work, or for its helpers,
-#                         before it sleeps
+SPIN_CYCLES = 1 << 22   # 1-2 ms: how long a thread spins for work, or for its helpers, before it sleeps
 
 
 class _Pool:

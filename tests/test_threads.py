@@ -449,3 +449,36 @@ def test_barrier_waits_for_every_worker_and_times_out():
     with pytest.raises(RuntimeError, match="did not reach the barrier"):   # worker 1 stops after round 0
         run_pieces(lambda i: rounds(i, P, R if i == 0 else 1, out, bar, 1 << 22), P)
     assert bar[0] == 2 * P + 1   # worker 0 arrived once more, and gave up
+
+
+def test_pool_threads_that_slept_still_take_and_report_their_pieces():
+    """run_pieces when the threads stop spinning: a helper whose piece outlasts the caller's spin
+    (the caller sleeps until woken), a helper that slept between runs (woken by the next run), an
+    error in a helper (re-raised once the others are done), and runs of more pieces than before."""
+    import time
+
+    out = []
+
+    def piece(q, slow):
+        if q == slow:
+            time.sleep(0.02)
+        out.append(q)
+
+    for n, slow in ((2, 1), (2, 0), (3, 2), (2, -1)):
+        out.clear()
+        run_pieces(lambda q: piece(q, slow), n)
+        assert sorted(out) == list(range(n))
+        time.sleep(0.02)   # longer than the threads spin: they sleep before the next run
+
+    def failing(q):
+        if q == 1:
+            raise ValueError("piece 1 failed")
+        out.append(q)
+
+    out.clear()
+    with pytest.raises(ValueError, match="piece 1 failed"):
+        run_pieces(failing, 3)
+    assert sorted(out) == [0, 2]
+    out.clear()
+    run_pieces(lambda q: out.append(q), 3)   # the pool still works
+    assert sorted(out) == [0, 1, 2]
