@@ -1,6 +1,6 @@
 """Synchronisation of threads through int64 counters, from atomic operations written as LLVM IR
-(Numba has none of its own): `signal` (add one), `wait_for` (spin until a count is reached) and the
-spin barrier `_barrier`.
+(Numba has none of its own): `signal` (add to a counter), `wait_for` (spin until a count is reached)
+and the spin barrier `_barrier`.
 
 The class softmax's window step (rnnlm.threads.window_grad_classes) starts its P workers once per
 call of many windows and meets them at a barrier between phases, a fraction of a microsecond, where
@@ -133,4 +133,5 @@ def _barrier(bar, target, timeout):
     exception) or the workers do not run at once."""
     _add(bar, 1 + 0 * target)
     if not wait_for(bar, target, timeout):
-        raise RuntimeError("window_grad_classes: a worker did not reach the barrier")
+        raise RuntimeError("rnnlm threads: a worker did not reach the barrier (an error in another, or more "
+                           "workers than cores)")
