@@ -111,9 +111,10 @@ class _Pool:
                         self.cv.wait()
                     signal(self.sleepers, -1)
             self.fn = None
-            for e in self.errors:
-                if e is not None:
-                    raise e
+            errors = [e for e in self.errors if e is not None]
+            if errors:   # the cause rather than the workers left waiting for the one that failed
+                from rnnlm.kernels.sync import BarrierTimeout
+                raise next((e for e in errors if not isinstance(e, BarrierTimeout)), errors[0])
 
     def stop(self) -> None:
         """Ends the helpers (at exit)."""
@@ -169,7 +170,8 @@ os.register_at_fork(after_in_child=_new_pool_after_fork)
 
 def run_pieces(fn, n: int) -> None:
     """fn(0), ..., fn(n - 1), at once on n threads (this one runs piece 0); waits for all of them,
-    then re-raises the error of the lowest piece that failed."""
+    then re-raises the error of the lowest piece that failed (one that is not a barrier's timeout,
+    kernels.sync.BarrierTimeout, if there is one: the others waited for that piece)."""
     if n <= 1:
         fn(0)
         return

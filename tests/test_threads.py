@@ -424,7 +424,7 @@ def test_barrier_waits_for_every_worker_and_times_out():
     re-raises it once every worker is done."""
     from numba import njit
 
-    from rnnlm.kernels.sync import _barrier
+    from rnnlm.kernels.sync import BarrierTimeout, _barrier
 
     @njit(nogil=True)
     def rounds(i, P, R, out, bar, timeout):
@@ -446,9 +446,18 @@ def test_barrier_waits_for_every_worker_and_times_out():
     with pytest.raises(RuntimeError, match="did not reach the barrier"):
         _barrier(np.zeros(16, np.int64), 2, 1 << 20)   # the second worker never arrives
     bar[0] = 0
-    with pytest.raises(RuntimeError, match="did not reach the barrier"):   # worker 1 stops after round 0
+    with pytest.raises(BarrierTimeout, match="did not reach the barrier"):   # worker 1 stops after round 0
         run_pieces(lambda i: rounds(i, P, R if i == 0 else 1, out, bar, 1 << 22), P)
     assert bar[0] == 2 * P + 1   # worker 0 arrived once more, and gave up
+
+    def fails_first(i):
+        if i == 1:
+            raise ValueError("worker 1 failed")
+        rounds(i, P, R, out, bar, 1 << 22)
+
+    bar[0] = 0
+    with pytest.raises(ValueError, match="worker 1 failed"):   # the cause, not worker 0's timeout
+        run_pieces(fails_first, P)
 
 
 def test_pool_threads_that_slept_still_take_and_report_their_pieces():

@@ -25,6 +25,10 @@ TIMEOUT_CYCLES = 1 << 35         # 7-11 s at 3-5 GHz (a phase takes well under 1
 GRACE_CYCLES = 10000             # 2-4 us: how long a thread that was handed work waits before it takes the
                                  # GIL (to call its kernel), so that the thread handing it over, still in
                                  # Python until it enters its own kernel, has let go of the GIL by then
+class BarrierTimeout(RuntimeError):
+    """A worker waited TIMEOUT_CYCLES at a barrier for another that never came."""
+
+
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
 
@@ -128,10 +132,10 @@ def signal_and_wait(done, sleepers, sig, target, timeout):
 @njit(cache=True, nogil=True)
 def _barrier(bar, target, timeout):
     """Arrive at a barrier and wait until bar[0] (zero when the workers started; every arrival adds
-    one) reaches `target` (the k-th barrier of P workers: k * P), as wait_for. Raises RuntimeError
+    one) reaches `target` (the k-th barrier of P workers: k * P), as wait_for. Raises BarrierTimeout
     after `timeout` cycles of waiting (TIMEOUT_CYCLES in the kernel): a worker has died (an
     exception) or the workers do not run at once."""
     _add(bar, 1 + 0 * target)
     if not wait_for(bar, target, timeout):
-        raise RuntimeError("rnnlm threads: a worker did not reach the barrier (an error in another, or more "
-                           "workers than cores)")
+        raise BarrierTimeout("rnnlm threads: a worker did not reach the barrier (an error in another, or "
+                             "more workers than cores)")
