@@ -42,6 +42,7 @@ class _Pool:
         self.errors: list = []
         self.stopping = False
         self.cpus: list[int] = []    # the CPU of each piece in the current run (empty: no pinning)
+        self.base = -1               # the caller's CPU at its first pinned run: cpus start there
 
     def _grow(self, helpers: int) -> None:
         for q in range(len(self.go), helpers):
@@ -81,15 +82,22 @@ class _Pool:
             else:
                 ready = state == 1
 
-    def run(self, fn, n: int) -> None:
+    def run(self, fn, n: int, pin: bool) -> None:
         from rnnlm.kernels.sync import signal, wait_for
         with self.lock:
             self._grow(n - 1)
             self.fn = fn
             self.errors = [None] * n
             self.expected += n - 1
-            mask = _own_cpus()
-            self.cpus = sorted(mask)[:n] if mask is not None and len(mask) >= n else []
+            mask = _own_cpus() if pin else None
+            self.cpus = []
+            if mask is not None and len(mask) >= n:
+                if self.base not in mask:
+                    self.base = _cpu_now()
+                if self.base in mask:
+                    order = sorted(mask)
+                    at = order.index(self.base)
+                    self.cpus = (order[at:] + order[:at])[:n]
             for q in range(1, n):
                 signal(self.go[q - 1], 1)
             if self.asleep:
@@ -137,12 +145,36 @@ def _own_cpus() -> set | None:
         return None
 
 
+def _cpu_now() -> int:
+    """The CPU this thread runs on (sched_getcpu), or -1."""
+    try:
+        return int(_libc().sched_getcpu())
+    except (AttributeError, OSError, TypeError):
+        return -1
+
+
+_LIBC = []
+
+
+def _libc():
+    if not _LIBC:
+        import ctypes
+        _LIBC.append(ctypes.CDLL(None))
+    return _LIBC[0]
+
+
 def _pin(cpu: int) -> None:
-    """Keep this thread on one CPU. The threads of a run spin at barriers: two of them that the
-    scheduler put on one CPU pass each barrier only by yielding it to each other (0.5 us a barrier
-    instead of 0.03), and Linux does not move a thread that ran a moment ago (it counts as cache-hot),
-    so such a pairing lasted whole runs on the development VM. A run therefore puts each of its
-    threads on a CPU of its own, and the caller's thread back on all of its CPUs afterwards."""
+    """Keep this thread on one CPU for a run. The threads of a run spin at barriers: two of them that
+    the scheduler put on one CPU pass each barrier only by yielding it to each other (0.5 us a barrier
+    instead of 0.03), and Linux does not move a thread that ran a moment ago (it counts as
+    cache-hot), so such a pairing lasted whole runs on the development VM. So a run puts its n
+    threads on n CPUs in a row from `base`, the CPU the caller was on at its first run (so that
+    several processes, placed by the scheduler, do not all take CPUs 0 and 1): the caller for the
+    run (it may run anywhere again afterwards; about 4.5 us a run), each helper until the CPUs
+    change. (Pinning each thread where the scheduler had it instead made runs slower: threads
+    that met on one CPU swapped places from run to run.) Only runs that ask for it (run_pieces'
+    pin: the class-softmax step over a chunk of windows) pin: pinning and unpinning the caller cost
+    about 20 us a run, more than a clipped window's run can spare."""
     try:
         os.sched_setaffinity(0, {cpu})
     except (AttributeError, OSError):
@@ -168,14 +200,16 @@ def _new_pool_after_fork() -> None:
 os.register_at_fork(after_in_child=_new_pool_after_fork)
 
 
-def run_pieces(fn, n: int) -> None:
+def run_pieces(fn, n: int, pin: bool = False) -> None:
     """fn(0), ..., fn(n - 1), at once on n threads (this one runs piece 0); waits for all of them,
     then re-raises the error of the lowest piece that failed (one that is not a barrier's timeout,
-    kernels.sync.BarrierTimeout, if there is one: the others waited for that piece)."""
+    kernels.sync.BarrierTimeout, if there is one: the others waited for that piece). pin: keep the
+    threads on CPUs of their own during the run (_pin), for long runs whose pieces meet at barriers;
+    it costs the caller about 20 us a run on the development VM."""
     if n <= 1:
         fn(0)
         return
-    _POOL.run(fn, n)
+    _POOL.run(fn, n, pin)
 
 
 def window_grad_classes(X, Y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
@@ -218,7 +252,8 @@ def window_grad_classes(X, Y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
     step_bias = bool(fused and upd[3] != 0.0)
     run_pieces(lambda p: KP.classes_worker(p, P, X, Y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class,
                                            class_starts, act, independent, eos, h_init, G, g_emb, g_rec, g_bh,
-                                           g_out, g_bo, g_cls, g_bc, upd, step_bias, *work), P)
+                                           g_out, g_bo, g_cls, g_bc, upd, step_bias, *work),
+               P, pin=X.shape[0] > 1)
     h_out[...] = work[0][T]
     total = 0.0
     for v in work[11].tolist():   # the windows' losses, added in order

@@ -358,7 +358,7 @@ def launch_probe(threads: int):
     def probe(reps: int = 20000) -> float:
         bar = np.zeros(16, np.int64)
         t0 = time.perf_counter()
-        run_pieces(lambda q: rounds(bar, threads, reps), threads)
+        run_pieces(lambda q: rounds(bar, threads, reps), threads, pin=True)
         return (time.perf_counter() - t0) / reps * 1e6
     probe(10)
     return probe

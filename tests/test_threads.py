@@ -440,7 +440,7 @@ def test_barrier_waits_for_every_worker_and_times_out():
     P, R = 2, 200
     out = np.zeros((R, 2 * P), np.int64)
     bar = np.zeros(16, np.int64)
-    run_pieces(lambda i: rounds(i, P, R, out, bar, 1 << 40), P)
+    run_pieces(lambda i: rounds(i, P, R, out, bar, 1 << 40), P, pin=True)   # each on a CPU of its own
     assert bar[0] == 2 * R * P
     np.testing.assert_array_equal(out[:, P:], np.repeat(np.arange(1, R + 1)[:, None] * P, P, axis=1))
     with pytest.raises(RuntimeError, match="did not reach the barrier"):
