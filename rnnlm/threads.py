@@ -10,7 +10,8 @@ The pool hands work over through atomic counters (kernels.sync): a thread that f
 spins for a millisecond or two (`SPIN_CYCLES`, yielding its core now and then) before it sleeps on
 a condition variable, so that the next call starts within microseconds (waking a sleeping thread
 costs 20-30 us on the development VM, and the class-softmax step with clipping calls the pool twice
-per window), and each run pins its threads to CPUs of their own (`_pin`).
+per window); the class-softmax step's runs over a chunk of windows pin their threads to CPUs of
+their own (`_pin`).
 """
 from __future__ import annotations
 
