@@ -198,7 +198,8 @@ def _new_pool_after_fork() -> None:
     _POOL = _Pool()   # a forked child has none of the parent's threads
 
 
-os.register_at_fork(after_in_child=_new_pool_after_fork)
+if hasattr(os, "register_at_fork"):   # POSIX
+    os.register_at_fork(after_in_child=_new_pool_after_fork)
 
 
 def run_pieces(fn, n: int, pin: bool = False) -> None:

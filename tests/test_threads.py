@@ -491,3 +491,25 @@ def test_pool_threads_that_slept_still_take_and_report_their_pieces():
     out.clear()
     run_pieces(lambda q: out.append(q), 3)   # the pool still works
     assert sorted(out) == [0, 1, 2]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork on this platform")
+def test_pool_works_in_a_forked_child():
+    """A child forked after the pool has started has none of its threads: it gets a pool of its own
+    (run_pieces would otherwise wait for helpers that do not exist)."""
+    import os
+
+    out = []
+    run_pieces(lambda q: out.append(q), 2)
+    pid = os.fork()
+    if pid == 0:   # the child: exit code 0 only if both pieces ran
+        import signal
+        signal.alarm(30)   # a child that waits for helpers it does not have dies instead of hanging
+        res = []
+        try:
+            run_pieces(lambda q: res.append(q), 2)
+        finally:
+            os._exit(0 if sorted(res) == [0, 1] else 3)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert sorted(out) == [0, 1]
