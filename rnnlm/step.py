@@ -25,7 +25,8 @@ import numpy as np
 
 from rnnlm import kernels as K
 from rnnlm.model import Params
-from rnnlm.threads import reduce_pieces_threads, sgd_pieces_threads, window_grad_classes, window_grad_groups
+from rnnlm.threads import (own_cpus, reduce_pieces_threads, sgd_pieces_threads, window_grad_classes,
+                           window_grad_groups)
 
 
 class ClassInfo:
@@ -104,10 +105,8 @@ def num_threads() -> int:
 def concurrent_workers(parts: int) -> int:
     """How many workers threads.window_grad_classes may run its `parts` on: no more than the cores
     this process may use (the workers wait for each other at barriers, kernels.sync._barrier)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
+    mask = own_cpus()
+    cores = len(mask) if mask else (os.cpu_count() or 1)
     return max(1, min(parts, cores))
 
 

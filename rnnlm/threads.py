@@ -90,7 +90,7 @@ class _Pool:
             self.fn = fn
             self.errors = [None] * n
             self.expected += n - 1
-            mask = _own_cpus() if pin else None
+            mask = own_cpus() if pin else None
             self.cpus = []
             if mask is not None and len(mask) >= n:
                 if self.base not in mask:
@@ -138,7 +138,7 @@ class _Pool:
             t.join()
 
 
-def _own_cpus() -> set | None:
+def own_cpus() -> set | None:
     """The CPUs this thread may run on (None where the platform cannot tell or pin)."""
     try:
         return os.sched_getaffinity(0)
@@ -171,11 +171,12 @@ def _pin(cpu: int) -> None:
     cache-hot), so such a pairing lasted whole runs on the development VM. So a run puts its n
     threads on n CPUs in a row from `base`, the CPU the caller was on at its first run (so that
     several processes, placed by the scheduler, do not all take CPUs 0 and 1): the caller for the
-    run (it may run anywhere again afterwards; about 4.5 us a run), each helper until the CPUs
-    change. (Pinning each thread where the scheduler had it instead made runs slower: threads
-    that met on one CPU swapped places from run to run.) Only runs that ask for it (run_pieces'
-    pin: the class-softmax step over a chunk of windows) pin: pinning and unpinning the caller cost
-    about 20 us a run, more than a clipped window's run can spare."""
+    run (it may run anywhere again afterwards), each helper until the CPUs change. (Pinning each
+    thread where the scheduler had it instead made runs slower: threads that met on one CPU swapped
+    places from run to run.) Only runs that ask for it (run_pieces' pin: the class-softmax step over
+    a chunk of windows) pin: the caller's two sched_setaffinity calls take 4.5 us, and a run of
+    empty pieces went from 6 to about 26 us with pinning, more than a clipped window's runs can
+    spare."""
     try:
         os.sched_setaffinity(0, {cpu})
     except (AttributeError, OSError):
