@@ -225,11 +225,13 @@ class Trainer:
         return lp, n
 
     def _train_shards(self, params, sstate, lr, a, b, data):
-        """Chunk [a, b) of every shard on its own thread (threads.rnnlm_train_shards)."""
+        """Chunk [a, b) of every shard on its own thread (threads.rnnlm_train_shards). The shards'
+        replicas of the weights come with the epoch's data: equal to params when the epoch starts,
+        and again after every chunk (its last merge writes every weight a shard changed into params
+        and every replica), so they are not copied again for each chunk (32 MB at hidden 200)."""
         t, m = self.tcfg, self.mcfg
-        X, Y, lens = data
+        X, Y, lens, reps = data
         n_c = np.clip(lens - a, 0, b - a).astype(np.int64)
-        reps = np.ascontiguousarray(np.broadcast_to(params.flat, (self.shards, params.flat.size)))
         logp = np.zeros((self.shards, b - a), dtype=np.float64)
         rnnlm_train_shards(np.ascontiguousarray(X[:, a:b]), np.ascontiguousarray(Y[:, a:b]), n_c,
                               min(SYNC_WORDS, b - a), params.flat, reps, m.vocab_size, m.hidden, m.classes,
@@ -251,7 +253,7 @@ class Trainer:
             for s in range(T):   # contiguous shards; the last may be shorter
                 xs, ys = x[s * L:(s + 1) * L], y[s * L:(s + 1) * L]
                 X[s, :len(xs)], Y[s, :len(ys)], lens[s] = xs, ys, len(xs)
-            return X, Y, lens
+            return X, Y, lens, np.ascontiguousarray(np.broadcast_to(params.flat, (T, params.flat.size)))
         if t.schedule == "rnnlm":
             return inputs_targets(self.train_ids, self.eos)
         xs, ys, _ = streams(self.train_ids, self.eos, t.batch_size)

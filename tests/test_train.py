@@ -9,6 +9,7 @@ import pytest
 from rnnlm import train as train_mod
 from rnnlm.config import ModelConfig, TrainConfig
 from rnnlm.evaluate import stream_logprobs
+from rnnlm.model import Params
 from rnnlm.textio import read_lines
 from rnnlm.tokenizer import WordVocab
 from rnnlm.train import Trainer
@@ -105,6 +106,29 @@ def test_resume_refuses_other_data(data, tmp_path):
     from rnnlm.errors import RnnlmError
     with pytest.raises(RnnlmError, match="other training/validation data"):
         make(vocab, tr[:-50], va, tmp_path / "m.rnnlm", max_epochs=1).run(resume=True)
+
+
+def test_shard_replicas_are_kept_across_chunks(data, tmp_path, monkeypatch):
+    """The rnnlm schedule on 2 threads keeps its shards' replicas of the weights from chunk to chunk
+    (they come with the epoch's data): after every chunk each replica equals the weights, and the
+    chunks give the same bits as with replicas copied afresh from the weights for every chunk."""
+    vocab, tr, va = data
+    monkeypatch.setattr(train_mod, "SYNC_WORDS", 300)
+    runs = []
+    for fresh in (False, True):
+        t = make(vocab, tr, va, tmp_path / "m.rnnlm", threads=2, seed=5)
+        params = Params.init(t.mcfg, np.random.default_rng(5))
+        sstate = t._fresh_stream_state()
+        X, Y, lens, reps = t._epoch_data(params)
+        units = t._units()
+        for a in range(0, units, 1000):   # chunks of 1000 words of each shard: 3-4 merges each
+            if fresh:
+                reps = np.ascontiguousarray(np.broadcast_to(params.flat, reps.shape))
+            t._train_chunk(params, sstate, 0.1, a, min(units, a + 1000), (X, Y, lens, reps))
+            assert (reps == params.flat).all()
+        runs.append(params.flat.copy())
+    assert t.shards == 2 and units > 3000
+    assert np.array_equal(runs[0], runs[1])
 
 
 def test_divergence_is_rolled_back_and_training_continues(data, tmp_path, monkeypatch):
