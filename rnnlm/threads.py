@@ -226,8 +226,8 @@ def window_grad_classes(X, Y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
     Each window runs in four phases: 0, the recurrence, by groups of streams; 1, the output layer,
     in G parts; 2, BPTT by groups of streams, then the class layer's step (or gradient sums) by
     blocks of classes; 3, the step of U, theta_j (then the same rows of recT and u_init) by blocks of
-    rows and of the embedding rows of the words v with v % Gs == q (or, without upd, the sums of
-    their gradients). The recurrence and BPTT: Gs = min(G, B) groups of streams (their dL/dU,
+    rows and of the embedding rows of share q of the words (kernels.batch._emb_share: blocks of 16
+    words dealt in turn) (or, without upd, the sums of their gradients). The recurrence and BPTT: Gs = min(G, B) groups of streams (their dL/dU,
     dL/dtheta_j in buffers of their own, summed in order). The output layer: part q takes the q-th
     block of rows for the class layer (its dL/dW_c in a buffer of its own, summed in order by the
     BPTT phase); then each worker takes the word layer's classes of its own bin (a run of classes of

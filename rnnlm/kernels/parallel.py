@@ -118,7 +118,7 @@ def classes_setup(X, Y, h0, ng0, emb, rec, cls_w, word_class, class_starts, inde
     Delta = np.empty((n, M), dtype=dt)
     Grec = np.empty((Gs, M, M), dtype=dt)
     Gbh = np.empty((Gs, M), dtype=dt)
-    seen = np.zeros(emb.shape[0] if fused else 0, dtype=np.bool_)
+    seen = np.zeros((Gs, emb.shape[0] if fused else 0), dtype=np.bool_)   # one row per share of the words
     losses = np.zeros(nw)
     bar = np.zeros(16, dtype=np.int64)        # the barrier's counter, bar[0]
     recT = _rec_t(rec, (B + Gs - 1) // Gs)    # the largest group; kept up to date by the U step
@@ -216,24 +216,23 @@ def classes_worker(p, P, X, Y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_
                             g_bc[k] += Gbc[part, k]
                             for j in range(M):
                                 g_cls[k, j] += Gcls[part, k, j]
-            elif not fused:    # the gradients of rows j0:j1 of U and of the words v % Gs == q
+            elif not fused:    # the gradients of rows j0:j1 of U and of the words of share q
                 for j in range(j0, j1):   # in group order, as one thread would
                     for g in range(Gs):
                         g_bh[j] += Gbh[g, j]
                         for h in range(M):
                             g_rec[j, h] += Grec[g, j, h]
                 _fold_embedding(x, Delta, g_emb, q, Gs)
-            else:              # the step of rows j0:j1 of U and of the words v % Gs == q
+            else:              # the step of rows j0:j1 of U and of the words of share q
                 _step_rows(rec, Grec, j0, j1, upd)
                 _refresh_rows(rec, h_init, j0, j1, recT, u_init)
                 if step_bias:
                     _step_rows(bh.reshape((M, 1 + 0 * M)), Gbh.reshape((Gs, M, 1 + 0 * M)), j0, j1, upd)
                 _fold_embedding(x, Delta, g_emb, q, Gs)
-                _step_embedding(x, emb, g_emb, q, Gs, seen, upd)
+                _step_embedding(x, emb, g_emb, q, Gs, seen[q], upd)
                 for t in range(T):   # seen is all False again for the next window
                     for b in range(B):
-                        if x[t, b] % Gs == q:
-                            seen[x[t, b]] = False
+                        seen[q, x[t, b]] = False
         for v in range(P if phase == 1 else 0):   # then the word layer: the worker's own tasks, then
             own = (p + v) % P                      # what is left of the others' (taken one at a time)
             k = first[wi, own] + _add(taken[wi, own], one)
