@@ -225,7 +225,7 @@ def window_grad_classes(X, Y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
     allocated once, and Python runs only before and after them.
     Each window runs in four phases: 0, the recurrence, by groups of streams; 1, the output layer,
     in G parts; 2, BPTT by groups of streams, then the class layer's step (or gradient sums) by
-    blocks of classes; 3, the step of U, theta_j (then the same rows of recT and u_init) by blocks of
+    blocks of classes; 3, the step of U, theta_j (then the same entries of u_init) by blocks of
     rows and of the embedding rows of share q of the words (kernels.batch._emb_share: blocks of 16
     words dealt in turn) (or, without upd, the sums of their gradients). The recurrence and BPTT: Gs = min(G, B) groups of streams (their dL/dU,
     dL/dtheta_j in buffers of their own, summed in order). The output layer: part q takes the q-th

@@ -95,9 +95,22 @@ def _class_tasks(cnt, class_starts, P, tasks, cuts, first):
 
 
 @njit(cache=True)
+def _transpose_into(a, out):
+    """out <- a^T (square), reading a's rows in order (another thread wrote them: one pass over
+    each), writing into out's columns (this thread's own copy)."""
+    M = a.shape[0]
+    for j in range(M):
+        r = a[j]
+        for h in range(M):
+            out[h, j] = r[h]
+
+
+@njit(cache=True)
 def classes_setup(X, Y, h0, ng0, emb, rec, cls_w, word_class, class_starts, independent, eos, h_init, G, P,
                   fused, ng_out):
-    """The serial part of window_grad_classes before its workers start: the work arrays, U^T (recT)
+    """The serial part of window_grad_classes before its workers start: the work arrays, a copy of
+    U^T for each group of streams (recT: after a step of U each group's thread makes its own again
+    before its recurrence, rather than both threads writing columns of one, and reading the other's)
     and the reset input (u_init), and every window's setup (its rows' history, the rows grouped by
     class, the word layer's tasks: _class_tasks). Returns the arrays classes_worker takes after upd;
     the last window's history goes to ng_out."""
@@ -121,7 +134,10 @@ def classes_setup(X, Y, h0, ng0, emb, rec, cls_w, word_class, class_starts, inde
     seen = np.zeros((Gs, emb.shape[0] if fused else 0), dtype=np.bool_)   # one row per share of the words
     losses = np.zeros(nw)
     bar = np.zeros(16, dtype=np.int64)        # the barrier's counter, bar[0]
-    recT = _rec_t(rec, (B + Gs - 1) // Gs)    # the largest group; kept up to date by the U step
+    rt = _rec_t(rec, (B + Gs - 1) // Gs)      # for the largest group (or empty: not needed)
+    recT = np.empty((Gs,) + rt.shape, dtype=dt)   # each group's own copy, refreshed by its thread
+    for g in range(Gs):
+        _copy_rows(recT[g], rt)
     u_init = _reset_input(rec, h_init, independent)
     Hist = np.empty((nw, n, ng0.shape[1]), dtype=np.int64)
     order = np.empty((nw, n), dtype=np.int64)
@@ -180,7 +196,9 @@ def classes_worker(p, P, X, Y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_
             j1 = (q + 1) * M // Gs
             if phase == 0:     # the recurrence of stream group q, from where its streams ended
                 _copy_rows(H[0, b0:b1], H[T, b0:b1])
-                _hidden_streams(x, H, b0, b1, emb, rec, recT, bh, act, independent, eos, u_init)
+                if fused and wi > 0 and recT.shape[1] > 0:   # U changed: the group's own U^T again
+                    _transpose_into(rec, recT[q])
+                _hidden_streams(x, H, b0, b1, emb, rec, recT[q], bh, act, independent, eos, u_init)
                 for t in range(T):
                     _clear(dSw[t * B + b0:t * B + b1])
                     for r in range(t * B + b0, t * B + b1):
@@ -225,7 +243,7 @@ def classes_worker(p, P, X, Y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_
                 _fold_embedding(x, Delta, g_emb, q, Gs)
             else:              # the step of rows j0:j1 of U and of the words of share q
                 _step_rows(rec, Grec, j0, j1, upd)
-                _refresh_rows(rec, h_init, j0, j1, recT, u_init)
+                _refresh_rows(rec, h_init, j0, j1, rec[:0], u_init)
                 if step_bias:
                     _step_rows(bh.reshape((M, 1 + 0 * M)), Gbh.reshape((Gs, M, 1 + 0 * M)), j0, j1, upd)
                 _fold_embedding(x, Delta, g_emb, q, Gs)
