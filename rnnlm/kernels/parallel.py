@@ -1,9 +1,8 @@
 """The kernels of the class softmax's threaded window step (rnnlm.threads.window_grad_classes): the
 recurrence and BPTT by groups of streams, the class layer by blocks of rows, the word layer by
 classes taken in turn by whichever worker is free, the updates by blocks of rows, in phases
-separated by barriers. `classes_setup` prepares a call's
-windows, `classes_worker` is one worker's share (nogil, one Python thread each). Its serial pieces
-are batch.py's.
+separated by barriers. `classes_setup` prepares a call's windows, `classes_worker` is one worker's
+share (nogil, one Python thread each). Its serial pieces are batch.py's.
 
 Notation and conventions: see rnnlm/kernels/__init__.py.
 """
