@@ -223,37 +223,35 @@ def window_grad_classes(X, Y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
     starting from the state and history the one before left (the first from h0, ng0); returns their
     summed loss, the last state in h_out, ng_out. One call for many windows: the work arrays are
     allocated once, and Python runs only before and after them.
-    Each window runs in four phases: 0, the recurrence, by groups of streams; 1, the output layer, in G
-    parts; 2, BPTT by groups of streams, then the class layer's step (or gradient sums) by blocks of
-    classes; 3, the step of U, theta_j (then the same entries of u_init) by blocks of rows and of the
-    embedding rows of share q of the words (kernels.batch._emb_share: blocks of 16 words dealt in turn;
-    or, without upd, the sums of their gradients). The recurrence and BPTT: Gs = min(G, B) groups of
-    streams (their dL/dU, dL/dtheta_j in buffers of their own, summed in order). The output layer: part
-    q takes the q-th block of rows for the class layer (its dL/dW_c in a buffer of its own, summed in
-    order by the BPTT phase); then each worker takes the word layer's classes of its own bin (a run of
-    classes of about equal work, kernels.parallel._class_tasks) largest first, one task at a time, and
-    then what the others have not yet taken (the load evens out, also when one core runs slower), and a
-    class's rows of W, theta_k, and of the word layer's dL/ds and ln p are written only by the worker
-    that took it, in the same arithmetic whoever that is. The bits depend on G only: not on P, on which
-    worker took which class, nor on how many windows come in one call.
+    Each window runs in four phases: 0, the recurrence, by groups of streams; 1, the output layer,
+    in G parts; 2, BPTT by groups of streams, then the class layer's step (or gradient sums) by
+    blocks of classes; 3, the step of U, theta_j (then the same rows of recT and u_init) by blocks of
+    rows and of the embedding rows of the words v with v % Gs == q (or, without upd, the sums of
+    their gradients). The recurrence and BPTT: Gs = min(G, B) groups of streams (their dL/dU,
+    dL/dtheta_j in buffers of their own, summed in order). The output layer: part q takes the q-th
+    block of rows for the class layer (its dL/dW_c in a buffer of its own, summed in order by the
+    BPTT phase) and a bin of classes for the word layer (classes dealt by work,
+    kernels.parallel._class_work; every row of W, theta_k, and every row of the word layer's dL/ds
+    and ln p, written by the one part that owns the row's class). The bits depend on G only: not on
+    P, nor on how many windows come in one call.
     The P workers are Python threads, each running kernels.parallel.classes_worker (nogil) over its
     share of every phase's tasks and meeting the others at a barrier between phases
     (kernels.sync._barrier): one start per call rather than per phase, and no parallel kernel to
     compile (Numba compiles a parallel loop's body three more times, in its wrappers). P must not
     exceed the cores free to run them at once (step.concurrent_workers); more only wait longer at
-    the barriers. Every window's setup (the rows' history, grouped by class, the word layer's
-    tasks) runs first, serially (kernels.parallel.classes_setup).
-    upd: the whole SGD step of each window, as window_grad: the output rows in the output phase (each
-    worker updates the rows of the classes it took), the class layer in the BPTT phase, U, theta_j and
-    the embedding rows in a fourth phase; the g_* arrays are not written (g_emb's rows of the input
-    words serve as work space: zero on entry, zero again on return). Without upd the gradients of all
-    the windows add up (the fourth phase adds the groups' dL/dU, dL/dtheta_j, dL/dV)."""
+    the barriers. Every window's setup (the rows' history, grouped by class, the classes dealt to
+    the parts) runs first, serially (kernels.parallel.classes_setup).
+    upd: the whole SGD step of each window, as window_grad: the output rows in the output phase
+    (each part updates the rows it owns), the class layer in the BPTT phase, U, theta_j and the
+    embedding rows in a fourth phase; the g_* arrays are not written (g_emb's rows of the input words
+    serve as work space: zero on entry, zero again on return). Without upd the gradients of all the
+    windows add up (the fourth phase adds the groups' dL/dU, dL/dtheta_j, dL/dV)."""
     from rnnlm.kernels import parallel as KP
     T = X.shape[1]
     P = max(1, min(int(P), int(G)))
     fused = upd.shape[0] > 0
     work = KP.classes_setup(X, Y, h0, ng0, emb, rec, cls_w, word_class, class_starts, independent, eos, h_init,
-                            G, P, fused, ng_out)
+                            G, fused, ng_out)
     step_bias = bool(fused and upd[3] != 0.0)
     run_pieces(lambda p: KP.classes_worker(p, P, X, Y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class,
                                            class_starts, act, independent, eos, h_init, G, g_emb, g_rec, g_bh,

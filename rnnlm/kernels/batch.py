@@ -81,27 +81,16 @@ def _fold_recurrent(x, H, Delta, b0, b1, independent, eos, h_init, g_rec, g_bh, 
             g_bh[j] += D[r, j]
 
 
-EMB_BLOCK = 16   # embedding rows a share of the threaded step owns in a row (_emb_share)
-
-
-@njit(cache=True)
-def _emb_share(w, P):
-    """The share (of P) that owns embedding row w: rows in blocks of EMB_BLOCK words, dealt in turn,
-    so that two shares meet at few cache lines (a row of hidden 100 or 200 float32 weights ends
-    inside a line)."""
-    return (w // EMB_BLOCK) % P
-
-
 @njit(cache=True)
 def _fold_embedding(x, Delta, g_emb, q, P):
     """g_emb[x(t, b)] += Delta[t * B + b] (the rows of the input words), in the order of (t, b), for
-    the words of share q of P (_emb_share: the shares write disjoint rows)."""
+    the words w with w % P == q (share q of P: the shares write disjoint rows)."""
     T, B = x.shape
     M = g_emb.shape[1]
     for t in range(T):
         for b in range(B):
             w = x[t, b]
-            if _emb_share(w, P) != q:
+            if w % P != q:
                 continue
             d = Delta[t * B + b]
             for j in range(M):
@@ -111,8 +100,8 @@ def _fold_embedding(x, Delta, g_emb, q, P):
 @njit(cache=True)
 def _step_embedding(x, emb, g_emb, q, P, seen, upd):
     """The optimiser's step (optim._sgd_piece; upd = lr, scale, beta, bias) on the embedding rows of
-    the input words of share q of P (_emb_share), each once; their gradient rows cleared. seen (N,)
-    False on entry for those words (the share's own array: no cache line written by two shares)."""
+    the input words w with w % P == q, each once; their gradient rows cleared. seen (N,) False on
+    entry for those words."""
     T, B = x.shape
     N, M = emb.shape
     e = emb.reshape(N * M)
@@ -120,7 +109,7 @@ def _step_embedding(x, emb, g_emb, q, P, seen, upd):
     for t in range(T):
         for b in range(B):
             w = x[t, b]
-            if _emb_share(w, P) != q or seen[w]:
+            if w % P != q or seen[w]:
                 continue
             seen[w] = True
             _sgd_piece(e, g, w * M, (w + 1) * M, upd[0], upd[1], upd[2])

@@ -178,37 +178,23 @@ def _word_layer(S, yv, Hist, out_w, bo, direct, K, class_starts, order, cnt, tak
     """The word factor P(w|c(w),s) for the rows of the classes c with take[c] (rows grouped by
     `_group_by_class`): adds its log into logp[r] and, with want_grad, dL/ds into dS[r] and dL/dW,
     dL/dtheta_k (rows of those classes only) into g_out, g_bo. Returns minus the summed logp of the
-    rows (their loss, both factors). Class by class (_word_class), with work buffers sized once
-    (_word_buffers).
+    rows (their loss, both factors). A class with at least GEMM_ROWS rows is one matrix product per
+    pass (BLAS), one with fewer is done row by row (dot products and row updates, no call overhead).
 
     upd = (lr, scale, beta, bias) (or empty), with want_grad: instead of storing dL/dW, dL/dtheta_k,
     each class's rows take their SGD step as soon as its dL/ds is formed (_rows_step, _block_step: one
     pass over the weights instead of three); g_out, g_bo are not touched. Valid when each class is met
     once per update and nothing after reads these rows; the caller's update leaves them out."""
+    M = S.shape[1]
     C = class_starts.shape[0] - 1
+    dt = S.dtype
+    size = direct.shape[0]
     fused = want_grad and upd.shape[0] > 0
-    zsize, maxm, maxsz = _word_sizes(cnt, class_starts, take, fused)
-    bufs = _word_buffers(zsize, maxm, maxsz, S.shape[1], want_grad, fused, S[:0, 0])
     hs = np.zeros(max(K, 1), dtype=np.int64)
-    loss = 0.0
-    for c in range(C):
-        if take[c]:
-            loss += _word_class(c, S, yv, Hist, out_w, bo, direct, K, class_starts, order, cnt, want_grad,
-                                dS, g_out, g_bo, g_direct, logp, upd, bufs[0], bufs[1], bufs[2], bufs[3],
-                                bufs[4], hs)
-    return loss
-
-
-@njit(cache=True)
-def _word_sizes(cnt, class_starts, take, fused):
-    """What _word_class's work buffers must hold for the classes with take[c] met by rows (cnt, as
-    _group_by_class): (largest rows x class size of a block, most rows, largest class) of the classes
-    done as matrix products; a class with fewer than GEMM_ROWS rows needs class size (times its rows
-    when fused)."""
-    zsize = 0
+    zsize = 0      # work buffers sized by the largest block actually met (rows x class size)
     maxm = 0
     maxsz = 0
-    for c in range(class_starts.shape[0] - 1):
+    for c in range(C):
         m = cnt[c + 1] - cnt[c]
         sz = class_starts[c + 1] - class_starts[c]
         if take[c] and m > 0:
@@ -218,85 +204,68 @@ def _word_sizes(cnt, class_starts, take, fused):
                 maxsz = max(maxsz, sz)
             else:
                 zsize = max(zsize, (m if fused else 1) * sz)
-    return zsize, maxm, maxsz
-
-
-@njit(cache=True)
-def _word_buffers(zsize, maxm, maxsz, M, want_grad, fused, like):
-    """_word_class's work buffers (Z_buf, Sg_buf, dg_buf, gw_buf, acc) for _word_sizes' sizes, of
-    like's dtype."""
-    dt = like.dtype
-    return (np.empty(zsize, dtype=dt), np.empty(maxm * M, dtype=dt),
-            np.empty(maxm * M if want_grad else 0, dtype=dt), np.empty(maxsz * M if want_grad else 0, dtype=dt),
-            np.empty(M if fused else 0, dtype=dt))
-
-
-@njit(cache=True)
-def _word_class(c, S, yv, Hist, out_w, bo, direct, K, class_starts, order, cnt, want_grad,
-                dS, g_out, g_bo, g_direct, logp, upd, Z_buf, Sg_buf, dg_buf, gw_buf, acc, hs):
-    """_word_layer's work on class c: the rows whose target is in c (order[cnt[c]:cnt[c + 1]]), in
-    work buffers of _word_sizes' sizes at least. Writes only those rows of logp and dS, and c's rows
-    of out_w, bo (or g_out, g_bo): classes may run in any order, on any thread. Returns minus the
-    summed logp of the rows. A class with at least GEMM_ROWS rows is one matrix product per pass
-    (BLAS), one with fewer is done row by row (dot products and row updates, no call overhead)."""
-    M = S.shape[1]
-    fused = want_grad and upd.shape[0] > 0
-    lo = cnt[c]
-    m = cnt[c + 1] - lo
+    Z_buf = np.empty(zsize, dtype=dt)
+    Sg_buf = np.empty(maxm * M, dtype=dt)
+    dg_buf = np.empty(maxm * M if want_grad else 0, dtype=dt)
+    gw_buf = np.empty(maxsz * M if want_grad else 0, dtype=dt)
+    acc = np.empty(M if fused else 0, dtype=dt)
     loss = 0.0
-    if m == 0:
-        return loss
-    cs = class_starts[c]
-    sz = class_starts[c + 1] - cs
-    if m < GEMM_ROWS:
-        for i in range(m):
-            r = order[lo + i]
-            s = S[r]
-            z = Z_buf[i * sz:(i + 1) * sz] if fused else Z_buf[:sz]
-            _rows_dot(out_w, cs, sz, s, z)
-            logp[r] += _word_row(z, sz, r, c, cs, yv, Hist, bo, direct, K, want_grad, g_direct, hs)
-            loss -= logp[r]
-            if not want_grad or fused:
-                continue
-            _rows_backprop(out_w, g_out, cs, sz, z, s, dS[r])
-            gb = g_bo[cs:cs + sz]
-            for k in range(sz):
-                gb[k] += z[k]
-        if fused:
-            _rows_step(out_w, bo, cs, sz, Z_buf, m, S, order, lo, dS, acc, upd)
-        return loss
-    Wc = out_w[cs:cs + sz]
-    Sg = Sg_buf[:m * M].reshape((m, M))
-    for i in range(m):
-        r = order[lo + i]
-        for j in range(M):
-            Sg[i, j] = S[r, j]
-    Z = Z_buf[:m * sz].reshape((m, sz))
-    np.dot(Sg, Wc.T, Z)
-    for i in range(m):
-        r = order[lo + i]
-        logp[r] += _word_row(Z[i], sz, r, c, cs, yv, Hist, bo, direct, K, want_grad, g_direct, hs)
-        loss -= logp[r]
-    if want_grad:
-        gw = gw_buf[:sz * M].reshape((sz, M))
-        np.dot(Z.T, Sg, gw)
-        if not fused:
-            go = g_out[cs:cs + sz]
-            for k in range(sz):
-                for j in range(M):
-                    go[k, j] += gw[k, j]
-            gb = g_bo[cs:cs + sz]
+    for c in range(C):
+        lo = cnt[c]
+        m = cnt[c + 1] - lo
+        if m == 0 or not take[c]:
+            continue
+        cs = class_starts[c]
+        sz = class_starts[c + 1] - cs
+        if m < GEMM_ROWS:
             for i in range(m):
+                r = order[lo + i]
+                s = S[r]
+                z = Z_buf[i * sz:(i + 1) * sz] if fused else Z_buf[:sz]
+                _rows_dot(out_w, cs, sz, s, z)
+                logp[r] += _word_row(z, sz, r, c, cs, yv, Hist, bo, direct, K, want_grad, g_direct, hs)
+                loss -= logp[r]
+                if not want_grad or fused:
+                    continue
+                _rows_backprop(out_w, g_out, cs, sz, z, s, dS[r])
+                gb = g_bo[cs:cs + sz]
                 for k in range(sz):
-                    gb[k] += Z[i, k]
-        dg = dg_buf[:m * M].reshape((m, M))
-        np.dot(Z, Wc, dg)
+                    gb[k] += z[k]
+            if fused:
+                _rows_step(out_w, bo, cs, sz, Z_buf, m, S, order, lo, dS, acc, upd)
+            continue
+        Wc = out_w[cs:cs + sz]
+        Sg = Sg_buf[:m * M].reshape((m, M))
         for i in range(m):
             r = order[lo + i]
-            for j in range(M):
-                dS[r, j] += dg[i, j]
-        if fused:
-            _block_step(out_w, bo, cs, sz, gw, Z, upd)
+            for j in range(S.shape[1]):
+                Sg[i, j] = S[r, j]
+        Z = Z_buf[:m * sz].reshape((m, sz))
+        np.dot(Sg, Wc.T, Z)
+        for i in range(m):
+            r = order[lo + i]
+            logp[r] += _word_row(Z[i], sz, r, c, cs, yv, Hist, bo, direct, K, want_grad, g_direct, hs)
+            loss -= logp[r]
+        if want_grad:
+            gw = gw_buf[:sz * M].reshape((sz, M))
+            np.dot(Z.T, Sg, gw)
+            if not fused:
+                go = g_out[cs:cs + sz]
+                for k in range(sz):
+                    for j in range(M):
+                        go[k, j] += gw[k, j]
+                gb = g_bo[cs:cs + sz]
+                for i in range(m):
+                    for k in range(sz):
+                        gb[k] += Z[i, k]
+            dg = dg_buf[:m * M].reshape((m, M))
+            np.dot(Z, Wc, dg)
+            for i in range(m):
+                r = order[lo + i]
+                for j in range(M):
+                    dS[r, j] += dg[i, j]
+            if fused:
+                _block_step(out_w, bo, cs, sz, gw, Z, upd)
     return loss
 
 
