@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The batch schedule of the working tree against that of a git revision, in one process, the VM's slow spells told apart.
+"""The batch schedule of the working tree against a git revision, in one process, slow spells told apart.
 
     python scripts/ab_revisions.py REV [--data DIR] [--hidden 100] [--threads 2] [--seconds 300]
                                        [--windows 100] [--quiet 0.1]
@@ -9,10 +9,12 @@ imports rewritten to match), builds the same model in both versions (hidden H, 1
 streams x 4 steps, PTB from ../shared/corpora/ptb or --data DIR, the same initial weights) and
 trains the two in turn on the same chunks of --windows windows through Trainer's chunk function,
 the order alternating from pair to pair, reading the sync probe (bench.launch_probe) before and
-after each pair. Prints, over the pairs whose probes read below --quiet µs and over the others, the
-median µs per window of each version and the median of their ratio per pair, then whether the two
-models ended with the same bits. Two runs of one version minutes apart differ by more than most
-changes on this VM; alternating them in one process is what makes a small difference visible.
+after each pair, for --seconds or one pass over the training text, whichever ends first (about
+7,200 windows: half a minute at hidden 100). Prints, over the pairs whose probes read below
+--quiet µs and over the others, the median µs per window of each version and the median of their
+ratio per pair, then whether the two models ended with the same bits. Two runs of one version
+minutes apart differ by more than most changes on this VM; alternating them in one process is what
+makes a small difference visible (the same code on both sides reads within about 2%).
 The first call of each version compiles it (REV's copy from scratch: about 20 s).
 """
 from __future__ import annotations
@@ -21,7 +23,6 @@ import argparse
 import io
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tarfile
@@ -71,25 +72,11 @@ def main() -> None:
     import numpy as np
 
     from bench import launch_probe
+    from thread_pairs import batch_run, report
     tmp = tempfile.mkdtemp()
     import_revision(args.rev, tmp)
-    versions = {}
-    for name in ("rnnlm_rev", "rnnlm"):
-        cfg = __import__(f"{name}.config", fromlist=["x"])
-        corpus = __import__(f"{name}.corpus", fromlist=["x"])
-        model = __import__(f"{name}.model", fromlist=["x"])
-        train = __import__(f"{name}.train", fromlist=["x"])
-        pc = corpus.prepare(*(os.path.join(args.data, f"{s}.txt") for s in ("train", "valid", "test")),
-                            num_classes=100)
-        mcfg = cfg.ModelConfig(vocab_size=len(pc.tokenizer), hidden=args.hidden, classes=100)
-        tcfg = cfg.TrainConfig(schedule="batch", bptt=4, batch_size=32, lr=1.0, threads=args.threads)
-        tr = train.Trainer(mcfg, tcfg, pc.tokenizer, np.ascontiguousarray(pc["train"], dtype=np.int32), pc["valid"],
-                           os.path.join(tmp, f"{name}.rnnlm"), log=lambda s: None, progress=False)
-        params = model.Params.init(mcfg, np.random.default_rng(1))
-        state = tr._fresh_stream_state()
-        data = tr._epoch_data(params)
-        tr._train_chunk(params, state, 0.1, 0, 2, data)       # compiles
-        versions[name] = (tr, params, state, data)
+    versions = {name: batch_run(name, args.data, args.hidden, args.threads, os.path.join(tmp, f"{name}.rnnlm"))
+                for name in ("rnnlm_rev", "rnnlm")}
     probe = launch_probe(args.threads)
     units = versions["rnnlm"][0]._units()
     pairs = {"quiet": [], "slow": []}
@@ -112,15 +99,7 @@ def main() -> None:
         pairs["quiet" if max(before, after) < args.quiet else "slow"].append((us["rnnlm_rev"], us["rnnlm"]))
     print(f"{args.rev} against the working tree: hidden {args.hidden}, 100 classes, batch 32 x 4, {args.threads} "
           f"thread(s); {turn} pairs of {args.windows} windows ({time.strftime('%Y-%m-%d %H:%M')})")
-    for kind, got in pairs.items():
-        if not got:
-            print(f"{kind} probes: no pairs")
-            continue
-        old = statistics.median(p[0] for p in got)
-        new = statistics.median(p[1] for p in got)
-        ratio = statistics.median(p[0] / p[1] for p in got)
-        print(f"{kind} probes: {len(got)} pairs, µs per window {old:.1f} at {args.rev}, {new:.1f} now; "
-              f"speed-up median {ratio:.3f}x")
+    report(pairs, f"at {args.rev}", "now", "{:.1f}", "{:.3f}")
     same = np.array_equal(versions["rnnlm_rev"][1].flat, versions["rnnlm"][1].flat)
     print("the two models ended with the same bits" if same else "the two models differ")
 

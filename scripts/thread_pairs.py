@@ -25,6 +25,42 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 
+def batch_run(pkg: str, data_dir: str, hidden: int, threads: int, path: str):
+    """(trainer, weights, stream state, epoch data) of package `pkg` (rnnlm, or a copy of it under
+    another name) for the batch schedule on PTB at data_dir: hidden H, 100 classes, 32 streams x 4
+    steps, weights from seed 1; its first chunk already trained (the kernels compiled)."""
+    import importlib
+
+    import numpy as np
+    cfg = importlib.import_module(f"{pkg}.config")
+    corpus = importlib.import_module(f"{pkg}.corpus")
+    model = importlib.import_module(f"{pkg}.model")
+    train = importlib.import_module(f"{pkg}.train")
+    pc = corpus.prepare(*(os.path.join(data_dir, f"{s}.txt") for s in ("train", "valid", "test")), num_classes=100)
+    mcfg = cfg.ModelConfig(vocab_size=len(pc.tokenizer), hidden=hidden, classes=100)
+    tcfg = cfg.TrainConfig(schedule="batch", bptt=4, batch_size=32, lr=1.0, threads=threads)
+    tr = train.Trainer(mcfg, tcfg, pc.tokenizer, np.ascontiguousarray(pc["train"], dtype=np.int32), pc["valid"], path,
+                       log=lambda s: None, progress=False)
+    params = model.Params.init(mcfg, np.random.default_rng(1))
+    state = tr._fresh_stream_state()
+    data = tr._epoch_data(params)
+    tr._train_chunk(params, state, 0.1, 0, 2, data)       # compiles
+    return tr, params, state, data
+
+
+def report(pairs: dict, first: str, second: str, us_fmt: str, ratio_fmt: str) -> None:
+    """For each kind of pair (quiet / slow probes: lists of (µs per window of the first, of the
+    second)): the medians of each and of their ratio per pair."""
+    for kind, got in pairs.items():
+        if not got:
+            print(f"{kind} probes: no pairs")
+            continue
+        a = us_fmt.format(statistics.median(p[0] for p in got))
+        b = us_fmt.format(statistics.median(p[1] for p in got))
+        ratio = ratio_fmt.format(statistics.median(p[0] / p[1] for p in got))
+        print(f"{kind} probes: {len(got)} pairs, µs per window {a} {first}, {b} {second}; speed-up median {ratio}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=os.path.join(HERE, "..", "..", "shared", "corpora", "ptb"))
@@ -36,31 +72,15 @@ def main() -> None:
     if not os.path.exists(os.path.join(args.data, "train.txt")):
         sys.exit(f"thread_pairs.py: {args.data}/train.txt not found; give a corpus directory with --data DIR")
     import numba
-    import numpy as np
 
     from bench import launch_probe
-    from rnnlm.config import ModelConfig, TrainConfig
-    from rnnlm.corpus import prepare
-    from rnnlm.model import Params
-    from rnnlm.train import Trainer
     if numba.config.NUMBA_NUM_THREADS < 2:
         sys.exit("thread_pairs.py: needs 2 threads")
-    pc = prepare(*(os.path.join(args.data, f"{s}.txt") for s in ("train", "valid", "test")), num_classes=100)
-    tok = pc.tokenizer
-    ids = np.ascontiguousarray(pc["train"], dtype=np.int32)
-    mcfg = ModelConfig(vocab_size=len(tok), hidden=args.hidden, classes=100)
     tmp = tempfile.mkdtemp()
     runs = {}
     for threads in (1, 2):
         numba.set_num_threads(threads)
-        tcfg = TrainConfig(schedule="batch", bptt=4, batch_size=32, lr=1.0, threads=threads)
-        tr = Trainer(mcfg, tcfg, tok, ids, pc["valid"], os.path.join(tmp, f"m{threads}.rnnlm"), log=lambda s: None,
-                     progress=False)
-        params = Params.init(mcfg, np.random.default_rng(1))
-        state = tr._fresh_stream_state()
-        data = tr._epoch_data(params)
-        tr._train_chunk(params, state, 0.1, 0, 2, data)       # compiles
-        runs[threads] = (tr, params, state, data)
+        runs[threads] = batch_run("rnnlm", args.data, args.hidden, threads, os.path.join(tmp, f"m{threads}.rnnlm"))
     probe = launch_probe(2)
     units = runs[1][0]._units()
     quiet, slow = [], []
@@ -83,16 +103,7 @@ def main() -> None:
         (quiet if max(before, after) < args.quiet else slow).append((us[1], us[2]))
     print(f"hidden {args.hidden}, 100 classes, batch 32 x 4; {args.seconds:.0f} s of pairs of {args.windows} windows "
           f"({time.strftime('%Y-%m-%d %H:%M')})")
-    for name, pairs in (("quiet probes", quiet), ("slow probes", slow)):
-        if not pairs:
-            print(f"{name}: no pairs")
-            continue
-        one = statistics.median(p[0] for p in pairs)
-        two = statistics.median(p[1] for p in pairs)
-        ratio = statistics.median(p[0] / p[1] for p in pairs)
-        print(f"{name}: {len(pairs)} pairs, µs per window {one:.0f} on 1 thread, {two:.0f} on 2; "
-              f"speed-up median {ratio:.2f}x")
-
+    report({"quiet": quiet, "slow": slow}, "on 1 thread", "on 2", "{:.0f}", "{:.2f}")
 
 if __name__ == "__main__":
     main()
