@@ -8,7 +8,7 @@ Copies the package as it was at REV (`git archive`) into a temporary directory a
 imports rewritten to match), builds the same model in both versions (hidden H, 100 classes, 32
 streams x 4 steps, PTB from ../shared/corpora/ptb or --data DIR, the same initial weights) and
 trains the two in turn on the same chunks of --windows windows through Trainer's chunk function,
-the order alternating from pair to pair, reading the sync probe (bench.launch_probe) before and
+the order alternating from pair to pair, reading the sync probe (baselines.launch_probe) before and
 after each pair, for --seconds or one pass over the training text, whichever ends first (about
 7,200 windows: half a minute at hidden 100). Prints, over the pairs whose probes read below
 --quiet µs and over the others, the median µs per window of each version and the median of their
@@ -71,7 +71,7 @@ def main() -> None:
         sys.exit(f"ab_revisions.py: {args.data}/train.txt not found; give a corpus directory with --data DIR")
     import numpy as np
 
-    from bench import launch_probe
+    from baselines import launch_probe
     from thread_pairs import batch_run, report
     tmp = tempfile.mkdtemp()
     import_revision(args.rev, tmp)

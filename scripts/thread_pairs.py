@@ -6,7 +6,7 @@
 
 One process holds two trainers of the same model (hidden H, 100 classes, 32 streams x 4 steps, PTB
 from ../shared/corpora/ptb or --data DIR), one on 1 thread and one on 2, and trains them in turn on
-the same chunk of windows (1 thread, then 2), reading the sync probe (bench.launch_probe: µs per
+the same chunk of windows (1 thread, then 2), reading the sync probe (baselines.launch_probe: µs per
 barrier round of the pool's threads) before and after each pair. Prints the medians over the pairs
 whose two probes read below --quiet µs and over the others: µs per window on 1 and on 2 threads and
 the ratio of each pair. (bench.py times runs of 100,000 words and cannot separate the spells, in
@@ -73,7 +73,7 @@ def main() -> None:
         sys.exit(f"thread_pairs.py: {args.data}/train.txt not found; give a corpus directory with --data DIR")
     import numba
 
-    from bench import launch_probe
+    from baselines import launch_probe
     if numba.config.NUMBA_NUM_THREADS < 2:
         sys.exit("thread_pairs.py: needs 2 threads")
     tmp = tempfile.mkdtemp()
