@@ -159,12 +159,15 @@ class BatchStepper:
         return np.full((batch, history_width(self.dorder)), self.eos, dtype=np.int32)
 
     def gradient(self, x: np.ndarray, y: np.ndarray, h: np.ndarray, ng: np.ndarray,
-                 upd: np.ndarray = _NO_UPDATE) -> tuple[float, np.ndarray, np.ndarray]:
+                 upd: np.ndarray = _NO_UPDATE, clip: float = 0.0) -> tuple[float, np.ndarray, np.ndarray]:
         """Accumulate dL/dparam of one (T, B) window into self.g; returns (loss, final state,
-        final direct-connection history). upd: see `step` (class softmax only)."""
+        final direct-connection history). upd, clip: see `step` (class softmax only; clip on several
+        threads only)."""
         h_out = np.empty_like(h)
         ng_out = np.empty_like(ng)
         threads = self._threads()
+        if clip > 0 and upd.size and (threads == 1 or self.p.direct.size):
+            raise ValueError("a clipped step in the kernel needs several threads and no direct connections")
         self._flush()
         g = self._g
         with blas_single_thread():
@@ -178,7 +181,8 @@ class BatchStepper:
                 loss = window_grad_classes(x[None], y[None], h, ng, *param_args(self.p), self.ci.word_class,
                                            self.ci.class_starts, self.act, self.independent, self.eos, self.h_init,
                                            threads, concurrent_workers(threads), g.emb, g.rec, g.bh, g.out_w,
-                                           g.bo, g.cls_w, g.bc, h_out, ng_out, upd)
+                                           g.bo, g.cls_w, g.bc, h_out, ng_out, upd, clip,
+                                           (self.p.flat, g.flat, self._offs))
                 return loss, h_out, ng_out
             groups = min(threads, x.shape[1])
             if self._groups.shape[0] != groups:
@@ -209,14 +213,23 @@ class BatchStepper:
         output rows as soon as its dL/ds is formed, the rest once the gradient is complete (on
         several threads, in parallel phases). The same update up to rounding (the output rows' sums
         in another order), with one pass over the output rows instead of several (they are most of
-        the update at hidden 100 - 200) and no call into the optimiser. Returns gradient's (loss,
-        state, history). Expects the gradient buffers clear, as after `apply` (no `gradient` call
-        since the last update)."""
-        if clip > 0 or self.ci.num_classes == 0 or x.size > 1024:   # (pending groups: full softmax only)
+        the update at hidden 100 - 200) and no call into the optimiser. With clipping on several
+        threads (no direct connections) the kernel takes the clipped step in a phase of its own
+        (threads.window_grad_classes). Returns gradient's (loss, state, history). Expects the
+        gradient buffers clear, as after `apply` (no `gradient` call since the last update)."""
+        if not self._kernel_steps(x.size, clip):   # (pending groups: full softmax only)
             out = self.gradient(x, y, h, ng)
             self.apply(x, y, lr, beta, clip, scale)
             return out
-        return self.gradient(x, y, h, ng, np.array([lr, scale, beta, 1.0 if self.bias else 0.0]))
+        return self.gradient(x, y, h, ng, np.array([lr, scale, beta, 1.0 if self.bias else 0.0]), clip)
+
+    def _kernel_steps(self, window: int, clip: float) -> bool:
+        """Whether the gradient kernel takes the whole step of a window of `window` tokens: a class
+        softmax, at most 1024 tokens (one chunk of the output layer), and without clipping, or with
+        it on several threads without direct connections (window_grad_classes)."""
+        if self.ci.num_classes == 0 or window > 1024:
+            return False
+        return clip <= 0 or (self._threads() > 1 and not self.p.direct.size)
 
     def step_windows(self, X: np.ndarray, Y: np.ndarray, h: np.ndarray, ng: np.ndarray, lr: float, beta: float,
                      clip: float, scale: float) -> tuple[float, np.ndarray, np.ndarray]:
@@ -225,11 +238,10 @@ class BatchStepper:
         gradient kernel takes the whole step (a class softmax, no clipping; on several threads, no
         direct connections), one kernel call takes all the windows (kernels.windows_grad,
         window_grad_classes: the same bits as one call per window, without the Python and dispatch
-        work between them); else one `step` each."""
+        work between them; with clipping, on several threads only); else one `step` each."""
         nw, T, B = X.shape
-        fused = clip <= 0 and self.ci.num_classes > 0 and T * B <= 1024   # as in `step`
         threads = self._threads()
-        if not fused or nw == 0 or (threads > 1 and self.p.direct.size):
+        if not self._kernel_steps(T * B, clip) or nw == 0 or (threads > 1 and self.p.direct.size):
             loss = 0.0
             for w in range(nw):
                 lw, h, ng = self.step(X[w], Y[w], h, ng, lr, beta, clip, scale)
@@ -249,7 +261,8 @@ class BatchStepper:
                 loss = window_grad_classes(X, Y, h, ng, *param_args(self.p), self.ci.word_class,
                                            self.ci.class_starts, self.act, self.independent, self.eos, self.h_init,
                                            threads, concurrent_workers(threads), g.emb, g.rec, g.bh, g.out_w,
-                                           g.bo, g.cls_w, g.bc, h_out, ng_out, upd)
+                                           g.bo, g.cls_w, g.bc, h_out, ng_out, upd, clip,
+                                           (self.p.flat, g.flat, self._offs))
         return loss, h_out, ng_out
 
     def apply(self, x: np.ndarray, y: np.ndarray, lr: float, beta: float, clip: float, scale: float) -> float:

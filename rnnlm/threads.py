@@ -217,17 +217,18 @@ def run_pieces(fn, n: int, pin: bool = False) -> None:
 
 def window_grad_classes(X, Y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
                         act, independent, eos, h_init, G, P,
-                        g_emb, g_rec, g_bh, g_out, g_bo, g_cls, g_bc, h_out, ng_out, upd) -> float:
+                        g_emb, g_rec, g_bh, g_out, g_bo, g_cls, g_bc, h_out, ng_out, upd, clip: float = 0.0,
+                        flat: tuple = ()) -> float:
     """window_grad of a class softmax (cross-entropy, no direct connections) in G parts, on P <= G
     workers (threads), for the windows X[w], Y[w] (X, Y (nw, T, B)) one after the other, each
     starting from the state and history the one before left (the first from h0, ng0); returns their
     summed loss, the last state in h_out, ng_out. One call for many windows: the work arrays are
     allocated once, and Python runs only before and after them.
-    Each window runs in four phases: 0, the recurrence, by groups of streams; 1, the output layer,
-    in G parts; 2, BPTT by groups of streams, then the class layer's step (or gradient sums) by
-    blocks of classes; 3, the step of U, theta_j (then the same rows of recT and u_init) by blocks of
-    rows and of the embedding rows of the words v with v % Gs == q (or, without upd, the sums of
-    their gradients). The recurrence and BPTT: Gs = min(G, B) groups of streams (their dL/dU,
+    Each window runs in four phases (five with clipping, below): 0, the recurrence, by groups of
+    streams; 1, the output layer, in G parts; 2, BPTT by groups of streams, then the class layer's
+    step (or gradient sums) by blocks of classes; 3, the step of U, theta_j (then the same rows of
+    recT and u_init) by blocks of rows and of the embedding rows of the words v with v % Gs == q
+    (or, without upd, the sums of their gradients). The recurrence and BPTT: Gs = min(G, B) groups of streams (their dL/dU,
     dL/dtheta_j in buffers of their own, summed in order). The output layer: part q takes the q-th
     block of rows for the class layer (its dL/dW_c in a buffer of its own, summed in order by the
     BPTT phase) and a bin of classes for the word layer (classes dealt by work,
@@ -245,21 +246,35 @@ def window_grad_classes(X, Y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
     (each part updates the rows it owns), the class layer in the BPTT phase, U, theta_j and the
     embedding rows in a fourth phase; the g_* arrays are not written (g_emb's rows of the input words
     serve as work space: zero on entry, zero again on return). Without upd the gradients of all the
-    windows add up (the fourth phase adds the groups' dL/dU, dL/dtheta_j, dL/dV)."""
+    windows add up (the fourth phase adds the groups' dL/dU, dL/dtheta_j, dL/dV).
+    upd with clip > 0: the clipped step of each window (as BatchStepper.apply with `clip`): its
+    gradient is formed in the g_* arrays (zero on entry) as without upd, each part adds up the
+    squared norm of the weights it owns (its classes' output rows; for the first Gs parts a block of
+    the class layer, rows of U and the input words v % Gs == q; the biases only with upd[3] != 0),
+    and a fifth phase scales the step to a global norm of at most clip and takes it on those
+    weights, clearing their gradient (the unused biases' gradient is dropped). The norm is summed
+    part by part, so the bits depend on G only, as above. It takes the flat buffers whose blocks
+    the weights and gradients are: flat = (p_flat, g_flat, offs), block i starting at offs[i] (in
+    the order emb, rec, bh, out_w, bo, cls_w, bc: BatchStepper's p.flat, g.flat, _offs)."""
     from rnnlm.kernels import parallel as KP
     T = X.shape[1]
     P = max(1, min(int(P), int(G)))
-    fused = upd.shape[0] > 0
+    steps = upd.shape[0] > 0
     work = KP.classes_setup(X, Y, h0, ng0, emb, rec, cls_w, word_class, class_starts, independent, eos, h_init,
-                            G, fused, ng_out)
-    step_bias = bool(fused and upd[3] != 0.0)
+                            G, steps, ng_out)
+    step_bias = bool(steps and upd[3] != 0.0)
+    clipping = None
+    if steps and clip > 0:
+        if len(flat) != 3:
+            raise ValueError("window_grad_classes: a clipped step needs flat = (p_flat, g_flat, offs)")
+        clipping = (float(clip), *flat)
     run_pieces(lambda p: KP.classes_worker(p, P, X, Y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class,
                                            class_starts, act, independent, eos, h_init, G, g_emb, g_rec, g_bh,
-                                           g_out, g_bo, g_cls, g_bc, upd, step_bias, *work),
+                                           g_out, g_bo, g_cls, g_bc, upd, step_bias, clipping, *work),
                P, pin=X.shape[0] > 1)
     h_out[...] = work[0][T]
     total = 0.0
-    for v in work[11].tolist():   # the windows' losses, added in order
+    for v in work[12].tolist():   # the windows' losses, added in order
         total += v
     return total
 

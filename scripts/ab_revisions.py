@@ -1,18 +1,18 @@
 #!/usr/bin/env python
 """The batch schedule of the working tree against a git revision, in one process, slow spells told apart.
 
-    python scripts/ab_revisions.py REV [--data DIR] [--hidden 100] [--threads 2] [--seconds 300]
+    python scripts/ab_revisions.py REV [--data DIR] [--hidden 100] [--threads 2] [--clip 0] [--seconds 300]
                                        [--windows 100] [--quiet 0.1]
 
 Copies the package as it was at REV (`git archive`) into a temporary directory as `rnnlm_rev` (its
 imports rewritten to match), builds the same model in both versions (hidden H, 100 classes, 32
-streams x 4 steps, PTB from ../shared/corpora/ptb or --data DIR, the same initial weights) and
-trains the two in turn on the same chunks of --windows windows through Trainer's chunk function,
-the order alternating from pair to pair, reading the sync probe (baselines.launch_probe) before and
-after each pair, for --seconds or one pass over the training text, whichever ends first (about
-7,200 windows: half a minute at hidden 100). Prints, over the pairs whose probes read below
---quiet µs and over the others, the median µs per window of each version and the median of their
-ratio per pair, then whether the two models ended with the same bits. Two runs of one version
+streams x 4 steps, gradient clipping --clip (0: none), PTB from ../shared/corpora/ptb or --data DIR,
+the same initial weights) and trains the two in turn on the same chunks of --windows windows
+through Trainer's chunk function, the order alternating from pair to pair, reading the sync probe
+(baselines.launch_probe) before and after each pair, for --seconds or one pass over the training
+text, whichever ends first (about 7,200 windows: half a minute at hidden 100). Prints, over the
+pairs whose probes read below --quiet µs and over the others, the median µs per window of each
+version and the median of their ratio per pair, then whether the two models ended with the same bits. Two runs of one version
 minutes apart differ by more than most changes on this VM; alternating them in one process is what
 makes a small difference visible (the same code on both sides reads within about 2%).
 The first call of each version compiles it (REV's copy from scratch: about 20 s).
@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "corpora", "ptb"))
     ap.add_argument("--hidden", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--clip", type=float, default=0.0, help="gradient clipping (TrainConfig.clip; 0: none)")
     ap.add_argument("--seconds", type=float, default=300.0)
     ap.add_argument("--windows", type=int, default=100, help="windows per timed chunk")
     ap.add_argument("--quiet", type=float, default=0.1, help="probe reading (µs) below which a pair is quiet")
@@ -75,7 +76,8 @@ def main() -> None:
     from thread_pairs import batch_run, report
     tmp = tempfile.mkdtemp()
     import_revision(args.rev, tmp)
-    versions = {name: batch_run(name, args.data, args.hidden, args.threads, os.path.join(tmp, f"{name}.rnnlm"))
+    versions = {name: batch_run(name, args.data, args.hidden, args.threads, os.path.join(tmp, f"{name}.rnnlm"),
+                                args.clip)
                 for name in ("rnnlm_rev", "rnnlm")}
     probe = launch_probe(args.threads)
     units = versions["rnnlm"][0]._units()
@@ -98,7 +100,7 @@ def main() -> None:
         turn += 1
         pairs["quiet" if max(before, after) < args.quiet else "slow"].append((us["rnnlm_rev"], us["rnnlm"]))
     print(f"{args.rev} against the working tree: hidden {args.hidden}, 100 classes, batch 32 x 4, {args.threads} "
-          f"thread(s); {turn} pairs of {args.windows} windows ({time.strftime('%Y-%m-%d %H:%M')})")
+          f"thread(s), clip {args.clip:g}; {turn} pairs of {args.windows} windows ({time.strftime('%Y-%m-%d %H:%M')})")
     report(pairs, f"at {args.rev}", "now", "{:.1f}", "{:.3f}")
     same = np.array_equal(versions["rnnlm_rev"][1].flat, versions["rnnlm"][1].flat)
     print("the two models ended with the same bits" if same else "the two models differ")

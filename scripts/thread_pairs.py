@@ -25,10 +25,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 
-def batch_run(pkg: str, data_dir: str, hidden: int, threads: int, path: str):
+def batch_run(pkg: str, data_dir: str, hidden: int, threads: int, path: str, clip: float = 0.0):
     """(trainer, weights, stream state, epoch data) of package `pkg` (rnnlm, or a copy of it under
     another name) for the batch schedule on PTB at data_dir: hidden H, 100 classes, 32 streams x 4
-    steps, weights from seed 1; its first chunk already trained (the kernels compiled)."""
+    steps, weights from seed 1, gradient clipping `clip` (0: none); its first chunk already trained
+    (the kernels compiled)."""
     import importlib
 
     import numpy as np
@@ -38,7 +39,7 @@ def batch_run(pkg: str, data_dir: str, hidden: int, threads: int, path: str):
     train = importlib.import_module(f"{pkg}.train")
     pc = corpus.prepare(*(os.path.join(data_dir, f"{s}.txt") for s in ("train", "valid", "test")), num_classes=100)
     mcfg = cfg.ModelConfig(vocab_size=len(pc.tokenizer), hidden=hidden, classes=100)
-    tcfg = cfg.TrainConfig(schedule="batch", bptt=4, batch_size=32, lr=1.0, threads=threads)
+    tcfg = cfg.TrainConfig(schedule="batch", bptt=4, batch_size=32, lr=1.0, threads=threads, clip=clip)
     tr = train.Trainer(mcfg, tcfg, pc.tokenizer, np.ascontiguousarray(pc["train"], dtype=np.int32), pc["valid"], path,
                        log=lambda s: None, progress=False)
     params = model.Params.init(mcfg, np.random.default_rng(1))

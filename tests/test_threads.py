@@ -390,17 +390,18 @@ def test_many_windows_in_one_call_give_the_same_bits(G, indep):
 
 def test_parallel_kernel_bits_do_not_depend_on_the_workers():
     """window_grad_classes for G = 3 parts on one worker and on two (fewer workers than parts), with
-    and without the step: the same bits."""
-    B = 6
-    base, ci, X, Y = _random_windows(31, 3, 3, B)
-    for upd in (np.array([0.4, 1 / B, 1e-3, 1.0]), np.empty(0)):
+    and without the step, and with the clipped step (also for fewer streams than parts): the same
+    bits."""
+    for B, upd, clip in ((6, np.array([0.4, 1 / 6, 1e-3, 1.0]), 0.0), (6, np.empty(0), 0.0),
+                         (6, np.array([0.4, 1 / 6, 1e-3, 1.0]), 0.05), (2, np.array([0.4, 1 / 2, 1e-3, 0.0]), 0.05)):
+        base, ci, X, Y = _random_windows(31, 3, 3, B)
         out = []
         for P in (1, TWO):
             p, g, h, ng = _fresh_run(base, B)
             ho, no = np.empty_like(h), np.empty_like(ng)
             loss = window_grad_classes(X, Y, h, ng, *param_args(p), ci.word_class, ci.class_starts, ACT["sigmoid"],
                                          True, 0, 0.7, 3, P, g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, ho,
-                                         no, upd)
+                                         no, upd, clip, (p.flat, g.flat, _offsets(p)))
             out.append((p.flat.copy(), g.flat.copy(), ho, no, loss))
         for o in out[1:]:
             for a, b in zip(o, out[0]):
@@ -513,3 +514,115 @@ def test_pool_works_in_a_forked_child():
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert sorted(out) == [0, 1]
+
+
+def _offsets(p):
+    """Where each block of p starts in p.flat (BatchStepper._offs)."""
+    return np.array([p.offsets[n][0] for n in p.names] + [p.flat.size], np.int64)
+
+
+def _no_bias(p):
+    """p without biases (ModelConfig bias=False, the bias blocks zero)."""
+    q = type(p)(p.cfg.__class__(**{**p.cfg.to_dict(), "bias": False}), p.flat.copy())
+    for name in ("bh", "bo", "bc"):
+        q.block(name)[...] = 0.0
+    return q
+
+
+@pytest.mark.parametrize("bias,indep,B", [(True, False, 8), (False, True, 8), (True, True, 2)])
+def test_parallel_clipped_step_matches_serial(bias, indep, B, monkeypatch):
+    """A clipped step (--clip) of a class softmax on two threads is taken inside the kernel
+    (window_grad_classes' fifth phase; no call to apply()) and ends where one thread's gradient() +
+    apply() does (1e-12 in float64), over several windows, with and without biases, with one stream
+    per group too (B = 2); the clipping did act (the
+    weights differ from the unclipped step's), a clip above every norm gives the unclipped step,
+    and step_windows (one kernel call) gives the bits of one step() per window."""
+    T, C = 3, 4
+    base, ci, X, Y = _random_windows(41, 4, T, B, C)
+    if not bias:
+        base = _no_bias(base)
+    applied = []
+    real_apply = BatchStepper.apply
+
+    def spy(self, *a, **k):
+        applied.append(self._threads())
+        return real_apply(self, *a, **k)
+
+    monkeypatch.setattr(BatchStepper, "apply", spy)
+
+    def run(threads, clip, together=False):
+        p = base.copy()
+        st = BatchStepper(p, ci, ACT["sigmoid"], 0, indep, 0, 0.7, threads=threads)
+        h, ng = np.full((B, M), 0.3), np.zeros((B, 2), np.int32)
+        if together:
+            loss, h, ng = st.step_windows(X, Y, h, ng, 0.5, 1e-3, clip, 1 / B)
+            losses = [loss]
+        else:
+            losses = []
+            for w in range(X.shape[0]):
+                loss, h, ng = st.step(X[w], Y[w], h, ng, 0.5, 1e-3, clip, 1 / B)
+                losses.append(loss)
+        assert not st.g.flat.any(), "the gradient buffers are left clear"
+        return p.flat.copy(), h, losses
+
+    serial = run(1, 0.05)
+    assert applied and set(applied) == {1}
+    applied.clear()
+    two = run(TWO, 0.05)
+    if TWO > 1:
+        assert not applied, "two threads take the clipped step in the kernel"
+    np.testing.assert_allclose(two[0], serial[0], rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(two[1], serial[1], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(two[2], serial[2], rtol=1e-12)
+    unclipped = run(TWO, 0.0)
+    assert np.abs(unclipped[0] - two[0]).max() > 1e-3, "the clipping acted"
+    np.testing.assert_allclose(run(TWO, 1e9)[0], unclipped[0], rtol=1e-12, atol=1e-13)
+    together = run(TWO, 0.05, together=True)
+    assert together[0].tobytes() == two[0].tobytes() and together[1].tobytes() == two[1].tobytes()
+    assert together[2][0] == sum(two[2])
+    if not bias:
+        for name, (a, b) in base.offsets.items():
+            if name in ("bh", "bo", "bc"):
+                assert not two[0][a:b].any(), "no bias moves without biases"
+
+
+def test_parallel_clipped_kernel_with_more_parts_than_streams():
+    """window_grad_classes' clipped step for G = 3 parts over B = 2 streams (a part that owns output
+    rows only) ends where one thread's gradient() + apply() does (1e-12 in float64)."""
+    B, C = 2, 4
+    base, ci, X, Y = _random_windows(51, 3, 3, B, C)
+    upd = np.array([0.5, 1 / B, 1e-3, 1.0])
+    p1 = base.copy()
+    st = BatchStepper(p1, ci, ACT["sigmoid"], 0, False, 0, 0.7, threads=1)
+    p2, g, h2, ng2 = _fresh_run(base, B)
+    h1, ng1 = h2.copy(), ng2.copy()
+    norms = []
+    for w in range(X.shape[0]):
+        _, h1, ng1 = st.gradient(X[w], Y[w], h1, ng1)
+        norms.append(st.apply(X[w], Y[w], lr=0.5, beta=1e-3, clip=0.05, scale=1 / B))
+        ho, no = np.empty_like(h2), np.empty_like(ng2)
+        window_grad_classes(X[w:w + 1], Y[w:w + 1], h2, ng2, *param_args(p2), ci.word_class, ci.class_starts,
+                            ACT["sigmoid"], False, 0, 0.7, 3, TWO, g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc,
+                            ho, no, upd, 0.05, (p2.flat, g.flat, _offsets(p2)))
+        h2, ng2 = ho, no
+        assert not g.flat.any()
+    assert min(norms) > 0.05, "every step was clipped"
+    np.testing.assert_allclose(p2.flat, p1.flat, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(h2, h1, rtol=1e-12, atol=1e-14)
+
+
+def test_clipped_kernel_step_is_refused_where_it_cannot_be_taken():
+    """The kernel's clipped step needs the flat buffers, and BatchStepper.gradient does not take
+    one on a single thread (its kernel would step unclipped)."""
+    B = 4
+    base, ci, X, Y = _random_windows(61, 1, 3, B)
+    p, g, h, ng = _fresh_run(base, B)
+    upd = np.array([0.5, 1 / B, 1e-3, 1.0])
+    with pytest.raises(ValueError, match="flat"):
+        window_grad_classes(X, Y, h, ng, *param_args(p), ci.word_class, ci.class_starts, ACT["sigmoid"], False, 0,
+                            0.7, 2, 1, g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, np.empty_like(h),
+                            np.empty_like(ng), upd, 0.05)
+    st = BatchStepper(p, ci, ACT["sigmoid"], 0, False, 0, 0.7, threads=1)
+    with pytest.raises(ValueError, match="several threads"):
+        st.gradient(X[0], Y[0], h, ng, upd, 0.05)
+    assert np.array_equal(p.flat, base.flat), "nothing moved"
