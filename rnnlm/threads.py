@@ -9,7 +9,7 @@ depends on the number of pieces, never on scheduling.
 The pool hands work over through atomic counters (kernels.sync): a thread that finished a piece
 spins for a millisecond or two (`SPIN_CYCLES`, yielding its core now and then) before it sleeps on
 a condition variable, so that the next call starts within microseconds (waking a sleeping thread
-costs 20-30 us on the development VM, and the class-softmax step with clipping calls the pool twice
+costs 20-30 us on the development VM, and the full softmax's step on threads calls the pool twice
 per window); the class-softmax step's runs over a chunk of windows pin their threads to CPUs of
 their own (`_pin`).
 """
@@ -175,8 +175,8 @@ def _pin(cpu: int) -> None:
     thread where the scheduler had it instead made runs slower: threads that met on one CPU swapped
     places from run to run.) Only runs that ask for it (run_pieces' pin: the class-softmax step over
     a chunk of windows) pin: the caller's two sched_setaffinity calls take 4.5 us, and a run of
-    empty pieces went from 6 to about 26 us with pinning, more than a clipped window's runs can
-    spare."""
+    empty pieces went from 6 to about 26 us with pinning, more than the full softmax's two runs a
+    window can spare."""
     try:
         os.sched_setaffinity(0, {cpu})
     except (AttributeError, OSError):
@@ -228,8 +228,8 @@ def window_grad_classes(X, Y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
     streams; 1, the output layer, in G parts; 2, BPTT by groups of streams, then the class layer's
     step (or gradient sums) by blocks of classes; 3, the step of U, theta_j (then the same rows of
     recT and u_init) by blocks of rows and of the embedding rows of the words v with v % Gs == q
-    (or, without upd, the sums of their gradients). The recurrence and BPTT: Gs = min(G, B) groups of streams (their dL/dU,
-    dL/dtheta_j in buffers of their own, summed in order). The output layer: part q takes the q-th
+    (or, without upd, the sums of their gradients). The recurrence and BPTT: Gs = min(G, B) groups
+    of streams (their dL/dU, dL/dtheta_j in buffers of their own, summed in order). The output layer: part q takes the q-th
     block of rows for the class layer (its dL/dW_c in a buffer of its own, summed in order by the
     BPTT phase) and a bin of classes for the word layer (classes dealt by work,
     kernels.parallel._class_work; every row of W, theta_k, and every row of the word layer's dL/ds

@@ -12,9 +12,10 @@ through Trainer's chunk function, the order alternating from pair to pair, readi
 (baselines.launch_probe) before and after each pair, for --seconds or one pass over the training
 text, whichever ends first (about 7,200 windows: half a minute at hidden 100). Prints, over the
 pairs whose probes read below --quiet µs and over the others, the median µs per window of each
-version and the median of their ratio per pair, then whether the two models ended with the same bits. Two runs of one version
-minutes apart differ by more than most changes on this VM; alternating them in one process is what
-makes a small difference visible (the same code on both sides reads within about 2%).
+version and the median of their ratio per pair, then whether the two models ended with the same
+bits. Two runs of one version minutes apart differ by more than most changes on this VM;
+alternating them in one process is what makes a small difference visible (the same code on both
+sides reads within about 2%).
 The first call of each version compiles it (REV's copy from scratch: about 20 s).
 """
 from __future__ import annotations
