@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -158,14 +159,23 @@ def read_lines(path: str | os.PathLike, *, allow_empty: bool = False) -> TextLin
 
 def atomic_write(path: str | os.PathLike, write) -> None:
     """Call `write(fh)` on a temp file next to `path`, fsync, then os.replace (readers never see
-    halves; on any failure the old file is untouched and the temp file removed)."""
-    p = Path(path)
-    if p.is_dir():
-        raise RnnlmError(f"{p}: is a directory")
+    halves; on any failure the old file is untouched and the temp file removed).
+
+    A symlink at `path` is kept: its target is replaced. The new file keeps the permission bits of
+    the file it replaces, else gets the usual 0666 minus the umask (not mkstemp's 0600)."""
+    shown = Path(path)
+    if shown.is_dir():
+        raise RnnlmError(f"{shown}: is a directory")
+    p = Path(os.path.realpath(path)) if shown.is_symlink() else shown
+    try:
+        mode = stat.S_IMODE(os.stat(p).st_mode)
+    except OSError:
+        mode = 0o666 & ~_umask()
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
         try:
+            os.fchmod(fd, mode)
             with os.fdopen(fd, "wb") as f:
                 write(f)
                 f.flush()
@@ -176,7 +186,7 @@ def atomic_write(path: str | os.PathLike, write) -> None:
                 os.unlink(tmp)
             raise
     except OSError as exc:
-        raise RnnlmError(f"{p}: cannot write: {exc.strerror or exc}") from None
+        raise RnnlmError(f"{shown}: cannot write: {exc.strerror or exc}") from None
     try:  # make the rename itself durable
         dfd = os.open(p.parent, os.O_RDONLY)
         try:
@@ -185,6 +195,20 @@ def atomic_write(path: str | os.PathLike, write) -> None:
             os.close(dfd)
     except OSError:
         pass
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where /proc allows (os.umask is a set-and-get)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
