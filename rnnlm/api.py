@@ -107,6 +107,7 @@ class LanguageModel:
     def _sentence(self, sentence: str, bos: bool, eos: bool):
         """(log10 p, oov, scored) arrays of the tokens `full_scores` reports."""
         from rnnlm.align import align_lines
+        sentence = _as_text(sentence, "sentence")
         from rnnlm.scoring import text_logprobs
         al = align_lines(self.tokenizer, [sentence])
         lp = text_logprobs(self, al, carry=False) / LN10
@@ -197,6 +198,12 @@ class LanguageModel:
         >>> for w in "the cat sat </s>".split():                         # doctest: +SKIP
         ...     lp, s = m.step(s, w)
         """
+        if not isinstance(state, State):
+            raise TypeError(f"state must be a State from this model's begin() or step(), "
+                            f"not {type(state).__name__}")
+        if state._model is not self:
+            raise ValueError(f"state belongs to another model ({state._model.path!r}), not {self.path!r}")
+        word = _as_text(word, "word")
         total = 0.0
         for i in self.token_ids(word):
             total += math.log10(state.prob(i))
@@ -208,6 +215,8 @@ class LanguageModel:
 
         >>> top = sorted(m.next_logprobs(m.begin()).items(), key=lambda kv: -kv[1])[:3]  # doctest: +SKIP
         """
+        if not isinstance(state, State) or state._model is not self:
+            raise ValueError("state must be a State from this model's begin() or step()")
         with np.errstate(divide="ignore"):
             lp = np.log10(state.probs)
         return dict(zip(self.tokenizer.words, lp.tolist()))
@@ -230,9 +239,11 @@ class LanguageModel:
             raise RnnlmError(f"--temperature must be positive, got {temperature}")
         if top_k < 0:
             raise RnnlmError(f"--top-k must be >= 0, got {top_k}")
+        if seed is not None and not (isinstance(seed, (int, np.integer)) and 0 <= seed < 2 ** 63):
+            raise RnnlmError(f"--seed must be a whole number in 0..2**63-1, got {seed}")
         tok = self.tokenizer
         pre: list[int] = []
-        for w in prefix.split():
+        for w in _as_text(prefix, "prefix").split():
             ids = self.token_ids(w)
             if not ids:
                 raise RnnlmError(f"prefix word {w!r} is not in the vocabulary (and it has no <unk>)")
@@ -247,6 +258,19 @@ class LanguageModel:
                                    top_k=top_k, banned=banned)
             out.append(tok.decode(np.array(ids, dtype=np.int64)).strip() if ids else "")
         return out
+
+
+def _as_text(x, what: str) -> str:
+    """`x` as str: bytes are decoded as UTF-8 (invalid bytes raise ValueError); other types raise
+    TypeError (None, lists and numbers are not sentences)."""
+    if isinstance(x, str):
+        return x
+    if isinstance(x, (bytes, bytearray, memoryview)):
+        try:
+            return bytes(x).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{what}: bytes are not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    raise TypeError(f"{what} must be str (or UTF-8 bytes), not {type(x).__name__}")
 
 
 def load(path: str | os.PathLike) -> LanguageModel:

@@ -54,7 +54,9 @@ def add_convert_commands(sub) -> None:
     e.set_defaults(func=cmd_export)
 
 
-def _check_out(path: str, force: bool) -> None:
+def _check_out(path: str, force: bool, source: str) -> None:
+    from rnnlm.outputs import refuse_inputs
+    refuse_inputs(path, [source])
     if os.path.isdir(path):
         raise RnnlmError(f"{path}: is a directory")
     if os.path.exists(path) and not force:
@@ -69,11 +71,13 @@ def _notes(notes) -> None:
 def cmd_import(args) -> int:
     from rnnlm.model import save_model
     from rnnlm.convert04b import import_model
-    _check_out(args.new, args.force)
+    from rnnlm.outputs import OutputLock
+    _check_out(args.new, args.force, args.old)
     if not os.path.exists(args.old):
         raise RnnlmError(f"{args.old}: no such file")
     mf, notes = import_model(args.old, args.mode)
-    save_model(args.new, mf)
+    with OutputLock(args.new):
+        save_model(args.new, mf)
     c, h = mf.config, mf.meta["rnnlm04b"]["header"]
     _notes(notes)
     print(f"{args.old}: rnnlm-0.4b {'binary' if h['file_format'] else 'text'} model, vocabulary "
@@ -87,9 +91,11 @@ def cmd_import(args) -> int:
 def cmd_export(args) -> int:
     from rnnlm.evaluate import load_for_eval
     from rnnlm.convert04b import export_model
-    _check_out(args.out, args.force)
+    from rnnlm.outputs import OutputLock
+    _check_out(args.out, args.force, args.model)
     mf, tok, _, _ = load_for_eval(args.model)
-    notes = export_model(mf, tok, args.out, binary=args.binary)
+    with OutputLock(args.out):
+        notes = export_model(mf, tok, args.out, binary=args.binary)
     _notes(notes)
     print(f"saved {args.out} (rnnlm-0.4b {'binary' if args.binary else 'text'} format)")
     return 0

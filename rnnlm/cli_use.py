@@ -174,8 +174,8 @@ def cmd_eval(args) -> int:
 
     if (args.lm_prob or args.ngram) and len(args.texts) > 1:
         raise RnnlmError("--lm-prob / --ngram take one TEXT at a time")
-    if args.dynamic is not None and not args.dynamic > 0:
-        raise RnnlmError(f"--dynamic learning rate must be positive, got {args.dynamic}")
+    if args.dynamic is not None and not (args.dynamic > 0 and math.isfinite(args.dynamic)):
+        raise RnnlmError(f"--dynamic learning rate must be a positive finite number, got {args.dynamic}")
     m = load(args.model)
     for path in args.texts:
         lines = read_lines(path)

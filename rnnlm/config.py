@@ -5,6 +5,7 @@ Both round-trip through plain dicts (`to_dict` / `from_dict`) for the model file
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from rnnlm.errors import RnnlmError
@@ -126,15 +127,20 @@ class TrainConfig:
             raise RnnlmError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.cost not in COSTS:
             raise RnnlmError(f"--cost must be one of {', '.join(COSTS)}, got {self.cost!r}")
-        if not self.lr > 0:
-            raise RnnlmError(f"--lr must be positive, got {self.lr}")
-        if self.beta < 0 or self.clip < 0:
-            raise RnnlmError("--beta and --clip must be >= 0")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise RnnlmError(f"--lr must be a positive finite number, got {self.lr}")
+        for name, v in (("--beta", self.beta), ("--clip", self.clip)):
+            if not (v >= 0 and math.isfinite(v)):
+                raise RnnlmError(f"{name} must be a finite number >= 0, got {v}")
+        if not 0 <= self.seed < 2 ** 63:
+            raise RnnlmError(f"--seed must be in 0..2**63-1, got {self.seed}")
+        if self.checkpoint_words < 0:
+            raise RnnlmError(f"--checkpoint-words must be >= 0, got {self.checkpoint_words}")
         if self.bptt < 1 or self.bptt_block < 1 or self.batch_size < 1:
             raise RnnlmError("--bptt, --bptt-block and --batch-size must be >= 1")
         if self.max_epochs < 1:
             raise RnnlmError(f"--max-epochs must be >= 1, got {self.max_epochs}")
-        if not self.min_improvement >= 1.0:
+        if not (self.min_improvement >= 1.0 and math.isfinite(self.min_improvement)):
             raise RnnlmError(f"--min-improvement must be >= 1, got {self.min_improvement}")
         if not 0 < self.lr_decay < 1:
             raise RnnlmError(f"--lr-decay must be in (0, 1), got {self.lr_decay}")

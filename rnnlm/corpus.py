@@ -278,6 +278,10 @@ def prepare(train=None, valid=None, test=None, *, dataset: str | None = None,
                 arr = _load_npy(npy, stats.n_tokens)
                 if arr.dtype != np.int32 or arr.ndim != 1 or len(arr) != stats.n_tokens:
                     raise ValueError("stale cache entry")
+                if len(arr) and (int(arr.min()) < 0 or int(arr.max()) >= len(tok)):
+                    print(f"rnnlm: note: {npy}: damaged cache (ids outside the vocabulary of "
+                          f"{len(tok):,}); rebuilt from {src.display}", file=sys.stderr)
+                    raise ValueError("damaged cache entry")
                 stats.reused, stats.cache_path, stats.oov_policy = True, str(npy), tok.oov_policy
             except (OSError, ValueError, TypeError):
                 stats = None

@@ -116,8 +116,8 @@ def dynamic_logprobs(cfg: ModelConfig, params: Params, classes: ClassInfo, ids: 
     from rnnlm.kernels import seq as KS
     if cfg.compat:
         raise RnnlmError("dynamic evaluation is not available for models evaluated as rnnlm-0.4b")
-    if not lr > 0:
-        raise RnnlmError(f"--dynamic learning rate must be positive, got {lr}")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise RnnlmError(f"--dynamic learning rate must be a positive finite number, got {lr}")
     p = params.copy()
     x, y = inputs_targets(ids, eos)
     n = len(y)
@@ -136,6 +136,12 @@ def dynamic_logprobs(cfg: ModelConfig, params: Params, classes: ClassInfo, ids: 
                               cfg.activation_code, float(lr), float(beta), float(clip), int(block),
                               bool(independent), int(eos), float(cfg.reset_hidden), cfg.direct_order,
                               bool(cfg.bias), 1, 0.0, 0.0, 0, h, hist, hs, err, ng, istate, out[a:b])
+        bad = ~np.isfinite(out[a:b])
+        if bad.any() or not np.isfinite(p.flat).all():
+            at = a + int(np.argmax(bad)) if bad.any() else b
+            raise RnnlmError(f"dynamic evaluation with learning rate {lr:g} diverged (non-finite "
+                             f"{'log probability' if bad.any() else 'weights'} at token {at + 1:,} of {n:,}); "
+                             f"use a smaller --dynamic learning rate")
         if progress is not None:
             progress(b - a)
     return out

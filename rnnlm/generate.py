@@ -20,7 +20,11 @@ class Stepper:
         self.cfg, self.p, self.ci, self.eos = cfg, params, classes, int(eos)
         self.independent = bool(independent)
         dt = params.flat.dtype
-        self.h = np.full(cfg.hidden, cfg.init_hidden, dtype=dt)
+        # the state a text starts from: the saved one (params.h0, as scoring uses) or init_hidden
+        h0 = getattr(params, "h0", None)
+        self.h0 = (np.array(h0, dtype=dt) if h0 is not None
+                   else np.full(cfg.hidden, cfg.init_hidden, dtype=dt))
+        self.h = self.h0.copy()
         self._h2 = np.empty_like(self.h)
         self.probs = np.empty(cfg.vocab_size, dtype=np.float64)
         self.ng = np.full(max(cfg.direct_order - 1, 1), self.eos, dtype=np.int32)  # direct-connection history
@@ -32,7 +36,7 @@ class Stepper:
 
     def reset(self) -> None:
         """Back to the state a text starts from (before its first `</s>` is read)."""
-        self.h[:] = self.cfg.init_hidden
+        self.h[:] = self.h0
         self.ng[:] = self.eos
 
     def get_state(self):

@@ -110,6 +110,8 @@ class _Tokenizer:
             raise RnnlmError("tokenizer data: the tokens are not distinct strings")
         self.counts = np.asarray(counts, dtype=np.int64)
         self.requested_classes = int(requested_classes)
+        if self.requested_classes < 0:
+            raise RnnlmError(f"--classes must be >= 0 (0 = full softmax), got {self.requested_classes}")
         self.class_mode = class_mode
         self.eos_id = self._index[EOS]
         self.unk_id = self._index.get(UNK)
