@@ -7,6 +7,8 @@ Exit codes: 0 success, 1 user error (one line on stderr), 2 usage error (argpars
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 
 from rnnlm.cli_convert import add_convert_commands
@@ -109,6 +111,12 @@ def cmd_prepare(args) -> int:
     from rnnlm.tokenizer import save_tokenizer
     if args.train is None and not args.dataset:
         raise RnnlmError("prepare needs a TRAIN file or --dataset NAME (see rnnlm prepare --help)")
+    if args.out:
+        from rnnlm.outputs import check_writable, refuse_inputs
+        refuse_inputs(args.out, [args.train, args.valid, args.test], what="tokenizer file (--out)")
+        if os.path.isdir(args.out):
+            raise RnnlmError(f"{args.out}: is a directory")
+        check_writable(args.out)
     pc = prepare(args.train, args.valid, args.test, dataset=args.dataset,
                  dataset_config=args.dataset_config, tokenizer=args.tokenizer,
                  min_count=args.min_count, max_size=args.max_size, num_classes=args.classes,
@@ -221,7 +229,6 @@ def add_model_commands(sub) -> None:
 def default_threads() -> int:
     """--threads when not given: $RNNLM_THREADS if set, else the cores this process may run on (its
     CPU affinity); at most Numba's thread limit."""
-    import os
     import numba
     env = os.environ.get("RNNLM_THREADS", "").strip()
     if env:
@@ -229,10 +236,7 @@ def default_threads() -> int:
             raise RnnlmError(f"RNNLM_THREADS={env!r}: expected a whole number >= 1")
         n = int(env)
     else:
-        try:
-            n = len(os.sched_getaffinity(0))
-        except AttributeError:   # not on Linux
-            n = os.cpu_count() or 1
+        n = _cores()
     return max(1, min(n, numba.config.NUMBA_NUM_THREADS))
 
 
@@ -244,19 +248,48 @@ def _threads(n: int) -> None:
 
 
 def cmd_train(args) -> int:
-    import os
-    from rnnlm.config import ModelConfig, TrainConfig
-    from rnnlm.corpus import prepare
-    from rnnlm.model import load_model
-    from rnnlm.tokenizer import tokenizer_from_bytes
-    from rnnlm.train import Trainer
-
+    from rnnlm.outputs import OutputLock, check_writable, refuse_inputs
     if not args.train and not args.dataset:
         raise RnnlmError("give --train FILE and --valid FILE, or --dataset NAME")
     if args.train and not args.valid:
         raise RnnlmError("--valid FILE is required (it drives the learning-rate schedule)")
     if os.path.isdir(args.model):
         raise RnnlmError(f"{args.model}: is a directory")
+    if args.threads is not None:
+        args.threads = _cap_threads(args.threads)
+    for suffix in ("", ".ckpt", ".log.jsonl", ".png"):   # MODEL and the files written beside it
+        refuse_inputs(args.model + suffix, [args.train, args.valid], what="model" if not suffix else f"{suffix} file")
+    check_writable(args.model)
+    with OutputLock(args.model):   # one writer of MODEL (and its .ckpt, .log.jsonl, .png) at a time
+        return _train(args)
+
+
+def _cap_threads(n: int) -> int:
+    """--threads above the cores this process may use is capped there, with a note (more threads
+    than cores only wait for each other, and the rnnlm schedule's shards learn less)."""
+    import numba
+    cores = max(1, min(_cores(), numba.config.NUMBA_NUM_THREADS))
+    if n > cores:
+        print(f"rnnlm: note: --threads {n} is more than the {cores} core(s) this process may use; "
+              f"training with {cores}", file=sys.stderr)
+        return cores
+    return n
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:   # not on Linux
+        return os.cpu_count() or 1
+
+
+def _train(args) -> int:
+    from rnnlm.config import ModelConfig, TrainConfig
+    from rnnlm.corpus import prepare
+    from rnnlm.model import load_model
+    from rnnlm.tokenizer import tokenizer_from_bytes
+    from rnnlm.train import Trainer
+
     if args.resume:
         ck = load_model(args.model + ".ckpt") if os.path.exists(args.model + ".ckpt") else None
         if ck is None:
@@ -319,22 +352,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside training: unwinds like Ctrl-C (temporary files are removed, no output is
+    left half written) and exits with 143."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:   # not the main thread
+        old_term = None
+    try:
         return int(args.func(args) or 0)
     except RnnlmError as exc:
-        if type(exc).__name__ == "TrainingInterrupted":   # Ctrl-C during training, checkpoint written
+        if type(exc).__name__ == "TrainingInterrupted":   # SIGINT/SIGTERM in training, checkpoint written
             print(f"rnnlm: {exc}", file=sys.stderr)
-            return 130
+            return 128 + exc.signum
         print(f"rnnlm: error: {exc}", file=sys.stderr)
         return 1
+    except Terminated:
+        print("rnnlm: terminated (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("rnnlm: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@
 - `OutputLock(path)`: an advisory lock (flock) on `PATH.lock` beside the resolved output path, held
   while a command writes PATH and its companions (`.ckpt`, `.log.jsonl`, `.png`); a second writer
   gets a one-line error instead of interleaving with the first. The lock file is removed on release.
-- `check_writable(path)`: the directory that will receive `path` (through its symlink, if any)
-  accepts a new file; checked before hours of training rather than after them.
+- `check_writable(path)`: the directory that will receive `path` (through its symlink, if any; or
+  its nearest existing ancestor, where the directories are still to be made) accepts a new file;
+  checked before hours of training rather than after them.
 """
 from __future__ import annotations
 
@@ -55,8 +56,10 @@ def check_writable(path: str | os.PathLike) -> None:
     """Raise a one-line RnnlmError unless a new file can be created where `path` will be written."""
     target = resolve(path)
     parent = target.parent
+    while not parent.exists() and parent != parent.parent:   # directories still to be made
+        parent = parent.parent
     if not parent.is_dir():
-        raise RnnlmError(f"{path}: directory {parent} does not exist")
+        raise RnnlmError(f"{path}: {parent} is not a directory")
     try:
         fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{target.name}.", suffix=".probe")
     except OSError as exc:

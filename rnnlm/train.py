@@ -7,8 +7,14 @@ starts (lr *= lr_decay every epoch from then on); the second time, training stop
 
 Checkpoints (`MODEL.ckpt`) hold the weights, the rollback copy, the stream state and the schedule; they
 are written at fixed positions (multiples of the chunk size) so that a run resumed from any checkpoint
-ends bit-identical to an uninterrupted one (same seed, same thread count). Ctrl-C (SIGINT) stops at
-the next chunk boundary after writing a checkpoint there (`TrainingInterrupted`).
+ends bit-identical to an uninterrupted one (same seed, same thread count). Ctrl-C (SIGINT) and SIGTERM
+stop at the next chunk boundary after writing a checkpoint there (`TrainingInterrupted`, whose
+`signum` the CLI turns into the exit status 128 + signum).
+
+Companion files: `MODEL.log.jsonl` (one JSON line per epoch) and `MODEL.png` (learning curve) are
+rewritten, atomically, each time MODEL is: until a run has written its first model, the previous
+model's three files stay as they were. The epoch lines travel in the checkpoint, so `--resume`
+continues the same log.
 
 Divergence: a chunk with a non-finite loss or non-finite weights, or an epoch whose validation
 entropy is not finite or jumps by more than EXPLODE_BITS, is rolled back to the last good weights and
@@ -34,6 +40,7 @@ from rnnlm.config import ModelConfig, TrainConfig
 from rnnlm.errors import RnnlmError
 from rnnlm.evaluate import stream_logprobs
 from rnnlm.model import ModelFile, Params, load_model, save_model
+from rnnlm.textio import atomic_write, atomic_write_bytes
 from rnnlm.step import BatchStepper, ClassInfo, blas_single_thread, history_width, param_args
 from rnnlm.threads import rnnlm_train_shards
 
@@ -46,32 +53,77 @@ EXPLODE_BITS = 1.0    # validation entropy rising by more than this (bits/word) 
 
 
 class TrainingInterrupted(RnnlmError):
-    """SIGINT during training: a checkpoint was written; `rnnlm train ... --resume` continues."""
+    """SIGINT or SIGTERM during training: a checkpoint was written; `rnnlm train ... --resume`
+    continues. `signum` is the signal that stopped it."""
+
+    def __init__(self, msg: str, signum: int = signal.SIGINT):
+        super().__init__(msg)
+        self.signum = int(signum)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class _SigintFlag:
-    """Turns SIGINT into a flag checked at chunk boundaries (where the state is consistent)."""
+    """Turns SIGINT and SIGTERM into a flag checked at chunk boundaries (where the state is
+    consistent); `signum` remembers which one came first."""
 
     def __init__(self):
         self.hit = False
-        self._old = None
+        self.signum = None
+        self._old = {}
 
     def __enter__(self):
-        try:
-            self._old = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:   # not the main thread: leave SIGINT alone
-            self._old = None
+        for sig in STOP_SIGNALS:
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:   # not the main thread: leave the signals alone
+                pass
         return self
 
     def _handle(self, signum, frame):
-        if self.hit:         # a second Ctrl-C stops at once
+        if self.hit:         # a second signal stops at once
             raise KeyboardInterrupt
-        self.hit = True
+        self.hit, self.signum = True, signum
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
         return False
+
+
+def training_bytes(mcfg: ModelConfig, tcfg: TrainConfig) -> tuple[int, int]:
+    """(parameter count, bytes a training run holds at its peak, estimated): the weights, their
+    rollback copy and the gradient or checkpoint copy, one replica per text shard (the rnnlm schedule
+    on T threads), plus the float64 draws that initialise the largest block."""
+    from rnnlm.model import param_shapes
+    sizes = [int(np.prod(s)) for _, s in param_shapes(mcfg)]
+    n = sum(sizes)
+    shards = tcfg.threads if tcfg.schedule == "rnnlm" and tcfg.threads > 1 else 0
+    return n, n * np.dtype(mcfg.dtype).itemsize * (3 + shards) + 24 * max(sizes)
+
+
+def available_memory() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes (None where it cannot be read)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(mcfg: ModelConfig, tcfg: TrainConfig) -> None:
+    """Refuse, in one line with the figures, a model that cannot fit in the memory available."""
+    n, need = training_bytes(mcfg, tcfg)
+    avail = available_memory()
+    if avail is not None and need > avail:
+        raise RnnlmError(f"a model of {n:,} parameters (vocabulary {mcfg.vocab_size:,}, hidden {mcfg.hidden:,}) "
+                         f"needs about {need / 2**30:.1f} GiB to train, more than the {avail / 2**30:.1f} GiB "
+                         f"of memory available; use a smaller --hidden or vocabulary")
 
 
 def rnnlm_depth(bptt: int, block: int) -> int:
@@ -91,6 +143,11 @@ class Schedule:
     train_logprob: float = 0.0      # ln p summed over the current epoch so far
     train_tokens: int = 0
     history: list = field(default_factory=list)
+
+
+def _learnt(sched: Schedule) -> bool:
+    """At least one epoch ended without diverging (so MODEL holds something learnt)."""
+    return any(not h.get("diverged") for h in sched.history)
 
 
 def _fingerprint(*arrays) -> str:
@@ -113,6 +170,7 @@ class Trainer:
     def __init__(self, mcfg: ModelConfig, tcfg: TrainConfig, tokenizer, train_ids, valid_ids,
                  model_path: str, log=None, progress: bool | None = None):
         self.mcfg, self.tcfg, self.tok = mcfg, tcfg, tokenizer
+        check_memory(mcfg, tcfg)
         self.train_ids = np.ascontiguousarray(train_ids, dtype=np.int32)
         self.valid_ids = np.ascontiguousarray(valid_ids, dtype=np.int32)
         if len(self.train_ids) < 2 or len(self.valid_ids) < 1:
@@ -120,6 +178,7 @@ class Trainer:
         self.model_path = model_path
         self.ckpt_path = model_path + ".ckpt"
         self.log_path = model_path + ".log.jsonl"
+        self.log_entries: list[dict] = []   # MODEL.log.jsonl's lines, written with the model
         self.log = log or (lambda msg: print(msg, flush=True))
         self.progress = _tty(sys.stderr) if progress is None else progress
         self.eos = int(tokenizer.eos_id)
@@ -156,7 +215,7 @@ class Trainer:
     def _save_checkpoint(self, params, saved, sched, sstate):
         meta = self._meta(sched)
         meta["checkpoint"] = dict(schedule={k: v for k, v in sched.__dict__.items() if k != "history"},
-                                  data=self.data_fp)
+                                  data=self.data_fp, log=self.log_entries)
         arrays = {"saved": saved.flat, **{f"stream_{k}": v for k, v in sstate.items()}}
         save_model(self.ckpt_path, ModelFile(self.mcfg, params, self.tok.to_bytes(), meta, arrays))
 
@@ -175,6 +234,10 @@ class Trainer:
             saved = Params(self.mcfg, mf.arrays["saved"].copy())
         except (TypeError, KeyError, RnnlmError) as exc:
             raise RnnlmError(f"{self.ckpt_path}: damaged checkpoint ({exc})") from None
+        log = ck.get("log", [])
+        if not (isinstance(log, list) and all(isinstance(e, dict) for e in log)):
+            raise RnnlmError(f"{self.ckpt_path}: damaged checkpoint (epoch log)")
+        self.log_entries = list(log)
         sstate = {k[len("stream_"):]: v.copy() for k, v in mf.arrays.items() if k.startswith("stream_")}
         fresh = self._fresh_stream_state()
         if (set(sstate) != set(fresh) or not np.isfinite(saved.flat).all()
@@ -273,8 +336,6 @@ class Trainer:
             params = Params.init(self.mcfg, np.random.default_rng(t.seed))
             saved = params.copy()
             sched, sstate = Schedule(lr=t.lr), self._fresh_stream_state()
-            if os.path.exists(self.log_path):
-                os.remove(self.log_path)
         with _SigintFlag() as sigint:
             return self._loop(params, saved, sched, sstate, sigint)
 
@@ -282,6 +343,7 @@ class Trainer:
         t = self.tcfg
         chunks_done = 0
         words_since_ckpt = 0
+        mf = None
         while not sched.done:
             # dropout masks: fresh for every epoch (and every retry of one), the same on --resume
             self.drop_seed = (t.seed * 1_000_003 + len(sched.history) * 7_919 + 1) % (1 << 62)
@@ -316,10 +378,11 @@ class Trainer:
                     self._save_checkpoint(params, saved, sched, sstate)
                     if bar is not None:
                         bar.close()
+                    name = signal.Signals(sigint.signum).name
                     raise TrainingInterrupted(
-                        f"interrupted: checkpoint {self.ckpt_path} written (epoch {sched.epoch + 1}, "
+                        f"interrupted ({name}): checkpoint {self.ckpt_path} written (epoch {sched.epoch + 1}, "
                         f"{sched.position:,} of {units:,} {'words' if t.schedule == 'rnnlm' else 'windows'}); "
-                        f"continue with the same command and --resume")
+                        f"continue with the same command and --resume", sigint.signum)
             seconds = time.perf_counter() - t0
             if bar is not None:
                 bar.close()
@@ -330,8 +393,9 @@ class Trainer:
             sstate = self._fresh_stream_state()
             self._save_checkpoint(params, saved, sched, sstate)
             words_since_ckpt = 0
-            self._write_model(params, sched)
-        return self._write_model(params, sched)
+            if _learnt(sched):   # a run whose every epoch diverged leaves MODEL alone
+                mf = self._write_model(params, sched)
+        return mf if mf is not None else self._write_model(params, sched)
 
     def _end_epoch(self, params, saved, sched: Schedule, seconds: float, words: int):
         t = self.tcfg
@@ -368,9 +432,7 @@ class Trainer:
         self.log(f"epoch {sched.epoch:3d}  lr {lr_used:.6g}  train {train:.4f} bits (ppl {2 ** train:.2f})  "
                  f"valid {valid:.4f} bits (ppl {2 ** valid:.2f})  {wps:,.0f} words/s  {seconds:.1f} s"
                  + ("  [rolled back]" if rolled_back else ""))
-        with open(self.log_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(dict(entry, words_per_second=wps, seconds=seconds)) + "\n")
-        self._plot(sched.history)
+        self.log_entries.append(dict(entry, words_per_second=wps, seconds=seconds))
 
     def _diverged(self, params, saved, sched: Schedule, what: str) -> None:
         """Roll back to the last good weights, lower the rate, restart the epoch (or give up)."""
@@ -382,18 +444,31 @@ class Trainer:
         sched.train_logprob, sched.train_tokens = 0.0, 0
         entry = dict(epoch=sched.epoch + 1, lr=lr_used, diverged=what, rolled_back=True)
         sched.history.append(entry)
-        with open(self.log_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(entry) + "\n")
+        self.log_entries.append(entry)
         self.log(f"epoch {sched.epoch + 1:3d}  lr {lr_used:.6g}  diverged ({what}): rolled back, "
                  f"restarting the epoch with lr {sched.lr:.6g}")
         if sched.failures >= MAX_DIVERGENCES:
-            self._write_model(params, sched)
+            if _learnt(sched):   # a good epoch to keep
+                self._write_model(params, sched)
+                kept = f"{self.model_path} holds the last good weights"
+            else:   # nothing learnt: whatever MODEL was (a previous model, or nothing) stays
+                kept = f"no epoch completed, {self.model_path} was not written"
             raise RnnlmError(f"training diverged {sched.failures} times in a row (last lr {lr_used:g}); "
-                             f"{self.model_path} holds the last good weights; try a smaller --lr or --clip")
+                             f"{kept}; try a smaller --lr or --clip")
 
     def _write_model(self, params, sched) -> ModelFile:
+        """MODEL, then its log and learning curve, each atomically. A failure is one line that
+        names the file and says that the checkpoint (written just before) keeps the work."""
         mf = ModelFile(self.mcfg, params, self.tok.to_bytes(), self._meta(sched))
-        save_model(self.model_path, mf)
+        try:
+            save_model(self.model_path, mf)
+            text = "".join(json.dumps(e) + "\n" for e in self.log_entries)
+            atomic_write_bytes(self.log_path, text.encode("utf-8"))
+            self._plot(sched.history)
+        except RnnlmError as exc:
+            kept = (f"; the training state is in {self.ckpt_path} (continue with --resume)"
+                    if os.path.exists(self.ckpt_path) else "")
+            raise RnnlmError(f"{exc}{kept}") from None
         return mf
 
     def _plot(self, history):
@@ -411,7 +486,7 @@ class Trainer:
         ax.set_xlabel("epoch"); ax.set_ylabel("perplexity"); ax.set_yscale("log"); ax.legend()
         ax.set_title(os.path.basename(self.model_path))
         fig.tight_layout()
-        tmp = self.model_path + ".png.tmp"
-        fig.savefig(tmp, format="png", dpi=100)
-        plt.close(fig)
-        os.replace(tmp, self.model_path + ".png")
+        try:
+            atomic_write(self.model_path + ".png", lambda fh: fig.savefig(fh, format="png", dpi=100))
+        finally:
+            plt.close(fig)

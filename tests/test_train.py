@@ -1,6 +1,7 @@
 """Training: it learns, same seed gives the same bytes, a killed run resumed ends bit-identical."""
 import hashlib
 import math
+import json
 import os
 
 import numpy as np
@@ -165,10 +166,24 @@ def test_repeated_divergence_stops_with_a_clear_error(data, tmp_path):
     from rnnlm.model import load_model
     vocab, tr, va = data
     t = make(vocab, tr, va, tmp_path / "m.rnnlm", schedule="batch", batch_size=4, bptt=5, lr=1e12, max_epochs=3)
-    with pytest.raises(RnnlmError, match="diverged 3 times in a row"):
+    with pytest.raises(RnnlmError, match="diverged 3 times in a row.*no epoch completed"):
         t.run()
-    mf = load_model(str(tmp_path / "m.rnnlm"))           # the last good (here: initial) weights
-    assert np.isfinite(mf.params.flat).all()
+    assert not (tmp_path / "m.rnnlm").exists()           # nothing learnt: no model written
+    assert not (tmp_path / "m.rnnlm.log.jsonl").exists()
+    # after one good epoch, a run that then diverges keeps that epoch's weights
+    t = make(vocab, tr, va, tmp_path / "m2.rnnlm", schedule="batch", batch_size=4, bptt=5, max_epochs=5)
+    real = t._end_epoch
+
+    def end_epoch(params, saved, sched, seconds, words):
+        real(params, saved, sched, seconds, words)
+        sched.lr = 1e12                                   # every later epoch diverges
+    t._end_epoch = end_epoch
+    with pytest.raises(RnnlmError, match="diverged 3 times in a row.*holds the last good weights"):
+        t.run()
+    mf = load_model(str(tmp_path / "m2.rnnlm"))
+    assert np.isfinite(mf.params.flat).all() and not mf.meta["history"][0].get("diverged")
+    log = [json.loads(x) for x in (tmp_path / "m2.rnnlm.log.jsonl").read_text().splitlines()]
+    assert [bool(e.get("diverged")) for e in log] == [False, True, True, True]
 
 
 def test_sigint_writes_a_checkpoint_and_resume_is_bit_identical(data, tmp_path, monkeypatch):
