@@ -3,7 +3,11 @@ shared fixtures, export -> import round trips, and one-line errors on broken fil
 from __future__ import annotations
 
 import math
+import atexit
+import gzip
 import os
+import shutil
+import tempfile
 import re
 
 import numpy as np
@@ -20,11 +24,30 @@ from rnnlm.kernels.rnnlm04b import (PRIMES, compat_logprobs_from, compat_probs_f
                                     fasterexp, rnnlm04b_direct_hashes)
 from rnnlm.tokenizer import WordVocab, assign_classes
 
-FIX = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "fixtures", "rnnlm-0.4b")
-NAMES = ["text-h15-c10.model", "bin-h16-c10.model", "text-h12-c8-direct3.model",
-         "bin-h12-c8-direct4-indep.model"]
-needs_fixtures = pytest.mark.skipif(not os.path.isdir(FIX),
-                                    reason=f"rnnlm-0.4b fixtures not found at {FIX}")
+SHARED_FIX = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "fixtures", "rnnlm-0.4b")
+BUNDLED_FIX = os.path.join(os.path.dirname(__file__), "fixtures", "rnnlm-0.4b")   # gzipped copies of two
+BUNDLED = ["text-h15-c10.model", "bin-h16-c10.model"]
+DIRECT = ["text-h12-c8-direct3.model", "bin-h12-c8-direct4-indep.model"]
+
+
+def _unpack_bundled() -> str:
+    """The bundled fixtures (rnnlm-0.4b's own files and outputs, gzipped in tests/fixtures) unpacked
+    into a temporary directory, so that the equivalence tests run on any clone."""
+    d = tempfile.mkdtemp(prefix="rnnlm04b-fixtures-")
+    atexit.register(shutil.rmtree, d, True)
+    for gz in os.listdir(BUNDLED_FIX):
+        if gz.endswith(".gz"):
+            with gzip.open(os.path.join(BUNDLED_FIX, gz)) as src, open(os.path.join(d, gz[:-3]), "wb") as dst:
+                dst.write(src.read())
+    return d
+
+
+HAVE_SHARED = os.path.isdir(SHARED_FIX)
+FIX = SHARED_FIX if HAVE_SHARED else _unpack_bundled()
+# the two models with direct connections are only in ../shared (4.6 and 6.6 MB)
+needs_fixtures = pytest.mark.skipif(not HAVE_SHARED, reason=f"the direct-connection rnnlm-0.4b fixtures are in "
+                                    f"{SHARED_FIX}, which is absent (the bundled ones still run)")
+NAMES = BUNDLED + [pytest.param(n, marks=needs_fixtures) for n in DIRECT]
 
 
 def _reference(name):
@@ -51,7 +74,15 @@ def _word_probs(mf, tok, classes, independent, text_path):
 
 # ----------------------------------------------------------------------------- the fixtures
 
-@needs_fixtures
+@pytest.mark.skipif(not HAVE_SHARED, reason=f"{SHARED_FIX} is absent: nothing to compare the bundled copies with")
+def test_bundled_fixtures_are_the_shared_ones():
+    names = sorted(os.listdir(BUNDLED_FIX))
+    assert len(names) == 7
+    for gz in names:
+        with gzip.open(os.path.join(BUNDLED_FIX, gz)) as fh:
+            assert fh.read() == open(os.path.join(SHARED_FIX, gz[:-3]), "rb").read(), gz
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_fixture_perplexity_and_every_word_probability(name):
     ref_ids, ref_p, ref_logp, ref_ppl = _reference(name)
@@ -86,7 +117,6 @@ def test_fixture_pieces_carry_state_and_history():
     assert np.array_equal(np.concatenate([a, b]), lp_whole, equal_nan=True)
 
 
-@needs_fixtures
 @pytest.mark.parametrize("name", ["text-h15-c10.model", "bin-h16-c10.model"])
 def test_fixture_rewritten_byte_for_byte(tmp_path, name):
     src = os.path.join(FIX, name)
@@ -104,7 +134,6 @@ def test_fixture_rewritten_byte_for_byte(tmp_path, name):
         assert r1.logprob == r2.logprob
 
 
-@needs_fixtures
 def test_cli_import_then_eval(tmp_path, capsys):
     name = "text-h15-c10.model"
     new = str(tmp_path / "m.rnnlm")
@@ -262,7 +291,6 @@ def _one_line(exc, *parts):
         assert p in msg, msg
 
 
-@needs_fixtures
 def test_truncated_and_corrupted_text(tmp_path):
     data = open(os.path.join(FIX, "text-h15-c10.model"), "rb").read()
     lines = data.split(b"\n")
@@ -299,7 +327,6 @@ def test_truncated_and_corrupted_text(tmp_path):
     _one_line(e, "unexpected data")
 
 
-@needs_fixtures
 def test_truncated_and_corrupted_binary(tmp_path):
     data = open(os.path.join(FIX, "bin-h16-c10.model"), "rb").read()
     bad = tmp_path / "bad.model"
@@ -345,7 +372,6 @@ def test_native_direct_hashes_equal_the_compat_ones():
                     assert a.tolist() == [int(v) for v in b], (size, K, hist, cls)
 
 
-@needs_fixtures
 def test_stepping_a_compat_model_is_refused_clearly():
     from rnnlm import load
     from rnnlm.errors import RnnlmError
