@@ -334,6 +334,37 @@ def _train(args) -> int:
     return 0
 
 
+def train_from_flags(flags: dict) -> None:
+    """`rnnlm train` with its flags given as a dict ({"hidden": 64, "independent": True, ...}): the
+    same parser, checks, lock and messages as the command line; errors raise RnnlmError."""
+    sub = argparse.ArgumentParser(prog="rnnlm.train", add_help=False)
+    sub_all = sub.add_subparsers(dest="command")
+    add_model_commands(sub_all)
+    parser = sub_all.choices["train"]
+    actions = {a.dest: a for a in parser._actions if a.option_strings}
+    argv = []
+    for key, value in flags.items():
+        if key == "no_bias":
+            key, value = "bias", not value
+        action = actions.get(key)
+        if action is None or key == "help":
+            raise TypeError(f"rnnlm.train() got an unknown flag {key!r}; flags are those of `rnnlm train`: "
+                            + ", ".join(sorted(k for k in actions if k != "help")))
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            want = isinstance(action, argparse._StoreTrueAction)
+            if not isinstance(value, bool):
+                raise TypeError(f"rnnlm.train(): {key} takes True or False, not {value!r}")
+            if value == want:
+                argv.append(action.option_strings[0])
+            continue
+        argv += [action.option_strings[0], os.fspath(value) if isinstance(value, os.PathLike) else str(value)]
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:   # argparse has printed the problem
+        raise RnnlmError(f"rnnlm.train(): invalid flags {argv}") from None
+    cmd_train(args)
+
+
 # ---------------------------------------------------------------- entry point
 
 def build_parser() -> argparse.ArgumentParser:
