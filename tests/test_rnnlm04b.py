@@ -378,3 +378,19 @@ def test_stepping_a_compat_model_is_refused_clearly():
     m = load(os.path.join(FIX, "text-h15-c10.model"))
     with pytest.raises(RnnlmError, match="import-rnnlm --as native"):
         m.begin()
+
+
+def test_native_import_steps_from_the_saved_state_as_score_does(tmp_path, capsys):
+    """A model that saves its start state (rnnlm-0.4b's, imported --as native) must step and sample
+    from that state, as scoring does: the words' step log-probabilities add up to score()."""
+    from rnnlm import load
+    new = str(tmp_path / "native.rnnlm")
+    assert main(["import-rnnlm", os.path.join(FIX, "text-h15-c10.model"), new, "--as", "native"]) == 0
+    capsys.readouterr()
+    m = load(new)
+    for sentence in ("the company said", "it is n't clear"):
+        s, total = m.begin(), 0.0
+        for w in sentence.split() + ["</s>"]:
+            lp, s = m.step(s, w)
+            total += lp
+        assert abs(total - m.score(sentence)) < 1e-5, (sentence, total, m.score(sentence))
