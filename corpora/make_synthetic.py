@@ -53,7 +53,7 @@ def ppl(logprobs) -> float:
 
 def baselines(corpus: dict[str, list[list[str]]], vocab: list[str]) -> dict:
     """n-gram baselines fitted on train: KN orders 2-3, add-k (k tuned on valid), unigram."""
-    from rnnlm.ngram import AddK, KneserNey
+    from rnnlm.use.ngram import AddK, KneserNey
 
     w2i = {EOS: 0}
     for w in vocab:

@@ -1,3 +1,3 @@
-from rnnlm.cli import main
+from rnnlm.cli.app import main
 
 raise SystemExit(main())

@@ -46,7 +46,7 @@ def torch_run(V, H, B, T, threads, ids, words):
 
 
 def launch_probe(threads: int):
-    """probe() -> microseconds per round of `threads` threads of rnnlm's pool (rnnlm.threads.run_pieces)
+    """probe() -> microseconds per round of `threads` threads of rnnlm's pool (rnnlm.training.threads.run_pieces)
     meeting at a barrier (kernels.sync._barrier) with nothing between: what each phase of the
     threaded kernels pays to hand over work. On this VM it reads about 0.03 µs, and several times
     more in spells of seconds to a minute in which the 2-thread training rows slow down too."""
@@ -54,7 +54,7 @@ def launch_probe(threads: int):
     from numba import njit
 
     from rnnlm.kernels.sync import _barrier
-    from rnnlm.threads import run_pieces
+    from rnnlm.training.threads import run_pieces
 
     @njit(nogil=True)
     def rounds(bar, n, reps):

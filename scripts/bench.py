@@ -71,7 +71,7 @@ LABEL = {"a": "(a) hidden 100, 100 classes", "b": "(b) hidden 200, 100 classes",
 
 def _rnnlm_threads() -> bool:
     """Whether this version trains the per-word schedule on several threads (text shards)."""
-    from rnnlm.train import Trainer
+    from rnnlm.training.loop import Trainer
     return hasattr(Trainer, "_train_shards")
 
 
@@ -113,7 +113,7 @@ def setup(spec: dict):
     import numpy as np
     H, C = MODELS[spec["model"]]
     words = spec["full_words"] if spec["model"] == "c" else spec["train_words"]
-    from rnnlm.corpus import prepare
+    from rnnlm.data.corpus import prepare
     pc = prepare(*(os.path.join(spec["data"], f"{s}.txt") for s in ("train", "valid", "test")),
                  num_classes=max(C, 1), cache_dir=spec["cache_dir"])
     tok = pc.tokenizer
@@ -125,9 +125,9 @@ def setup(spec: dict):
         return res, run
     import numba
     numba.set_num_threads(spec["threads"])
-    from rnnlm.config import ModelConfig, TrainConfig
-    from rnnlm.model import Params
-    from rnnlm.train import Trainer
+    from rnnlm.model.config import ModelConfig, TrainConfig
+    from rnnlm.model.file import Params
+    from rnnlm.training.loop import Trainer
     mcfg = ModelConfig(vocab_size=len(tok), hidden=H, classes=C)
     schedule = "rnnlm" if spec["kind"] == "rnnlm" else "batch"
     tcfg = TrainConfig(schedule=schedule, bptt=spec["T"], bptt_block=10, batch_size=spec["B"],
@@ -163,15 +163,15 @@ def setup(spec: dict):
 def finish(spec: dict, res: dict) -> dict:
     """The row's evaluation speed (when asked) and peak RSS, as JSON-ready figures."""
     if spec.get("eval"):
-        from rnnlm.evaluate import stream_logprobs
-        from rnnlm.step import ClassInfo
+        from rnnlm.use.evaluate import stream_logprobs
+        from rnnlm.model.layout import ClassInfo
         mcfg, params, tok, test_ids = res["mcfg"], res["params"], res["tok"], res["test_ids"]
         ci = ClassInfo.from_tokenizer(tok, mcfg.classes > 0)
         ev = lambda: len(stream_logprobs(mcfg, params, ci, test_ids, tok.eos_id))
         ev()                                                            # compiles (discarded)
         res["eval_wps"] = _median_rate(ev, spec["runs"])
         if spec.get("save_model"):
-            from rnnlm.model import ModelFile, save_model
+            from rnnlm.model.file import ModelFile, save_model
             save_model(spec["save_model"], ModelFile(mcfg, params, tok.to_bytes(), {}))
     res["rss_mb"] = _peak_rss_mb()
     return {k: v for k, v in res.items() if k not in ("mcfg", "params", "tok", "test_ids")}

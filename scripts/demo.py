@@ -46,13 +46,13 @@ def main() -> int:
 
     import numpy as np
 
-    from rnnlm.config import ModelConfig, TrainConfig
-    from rnnlm.corpus import prepare
+    from rnnlm.model.config import ModelConfig, TrainConfig
+    from rnnlm.data.corpus import prepare
     from rnnlm.errors import RnnlmError
-    from rnnlm.evaluate import stream_logprobs
-    from rnnlm.generate import Stepper, sample_ids
-    from rnnlm.ngram import KneserNey
-    from rnnlm.train import Trainer
+    from rnnlm.use.evaluate import stream_logprobs
+    from rnnlm.use.sample import Stepper, sample_ids
+    from rnnlm.use.ngram import KneserNey
+    from rnnlm.training.loop import Trainer
 
     t_start = time.perf_counter()
     files = [os.path.join(args.data, f"{s}.txt") for s in ("train", "valid", "test")]

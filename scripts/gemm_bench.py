@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit
 
 from rnnlm.kernels.gemm import _gemm
-from rnnlm.step import blas_single_thread
+from rnnlm.runtime import blas_single_thread
 
 
 @njit(cache=True)

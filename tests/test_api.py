@@ -1,5 +1,6 @@
 """The Python API (`rnnlm.load`): KenLM-style scores, streaming states, evaluation, sampling."""
 import math
+import os
 import subprocess
 import sys
 
@@ -21,7 +22,7 @@ def models(use):
 
 
 def test_import_is_cheap():
-    code = ("import sys, rnnlm; from rnnlm.cli import build_parser; build_parser().format_help(); "
+    code = ("import sys, rnnlm; from rnnlm.cli.app import build_parser; build_parser().format_help(); "
             "assert callable(rnnlm.load); assert 'numba' not in sys.modules, 'numba imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -147,3 +148,21 @@ def test_sample_errors(models):
         m.sample(1, prefix="the zebra")
     with pytest.raises(rnnlm.RnnlmError, match="temperature"):
         m.sample(1, temperature=0)
+
+
+def test_train_takes_the_command_line_flags(tmp_path, capsys):
+    import rnnlm
+    from rnnlm.errors import RnnlmError
+    syn = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "corpora", "synthetic")
+    flags = dict(train=os.path.join(syn, "valid.txt"), valid=os.path.join(syn, "test.txt"), hidden=8, classes=5,
+                 max_epochs=1, independent=True, cache_dir=str(tmp_path / "cache"))
+    m = rnnlm.train(model=str(tmp_path / "a.rnnlm"), **flags)
+    assert m.perplexity("the cat sat") > 1 and "saved" in capsys.readouterr().out
+    from rnnlm.model.file import load_model
+    meta = load_model(str(tmp_path / "a.rnnlm")).meta
+    assert meta["train"]["independent"] is True and meta["model"]["hidden"] == 8
+    with pytest.raises(TypeError, match="unknown flag 'hiden'"):
+        rnnlm.train(model=str(tmp_path / "b.rnnlm"), hiden=8)
+    with pytest.raises(RnnlmError, match="exists; use --force"):
+        rnnlm.train(model=str(tmp_path / "a.rnnlm"), **flags)
+    assert rnnlm.train(model=str(tmp_path / "a.rnnlm"), force=True, **flags).perplexity("the cat sat") > 1

@@ -15,7 +15,7 @@ any existing output (--model/--out/NEW/OUT, given with --force where the verb ha
 byte-identical, or in the documented handling of valid input (exit 0): CRLF is the same text as LF,
 a 1 MB line and a 10,001-character word are ordinary text (the long word is an OOV for a model that
 never saw it), all-OOV texts are scored with the OOVs counted, a blank line is an empty sentence for
-`rnnlm score`. Never a traceback. The matrix runs in-process through rnnlm.cli.main; a sample of it
+`rnnlm score`. Never a traceback. The matrix runs in-process through rnnlm.cli.app; a sample of it
 runs again as real subprocesses. `test_matrix_counts` (last) asserts and prints the counts.
 """
 import collections
@@ -33,7 +33,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from rnnlm.cli import main
+from rnnlm.cli.app import main
 
 SYN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "corpora", "synthetic")
 PRECIOUS = b"precious output that a failing command must not touch\n"
@@ -222,7 +222,7 @@ RESULTS: dict = {}   # (role, case) -> "error" | "ok" | "traceback"
 
 
 def run_main(capsys, argv):
-    """(exit code, stdout, stderr, traceback text or None) of rnnlm.cli.main in this process."""
+    """(exit code, stdout, stderr, traceback text or None) of rnnlm.cli.app in this process."""
     tb = None
     try:
         code = main([str(a) for a in argv])

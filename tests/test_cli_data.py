@@ -1,12 +1,12 @@
-"""`rnnlm prepare` and `rnnlm vocab` through rnnlm.cli.main: output and one-line errors."""
+"""`rnnlm prepare` and `rnnlm vocab` through rnnlm.cli.app: output and one-line errors."""
 import io
 import subprocess
 import sys
 
 import pytest
 
-from rnnlm.cli import main
-from rnnlm.tokenizer import load_tokenizer
+from rnnlm.cli.app import main
+from rnnlm.data.tokenizer import load_tokenizer
 
 TRAIN = "the cat sat on the mat\nthe dog sat\n\na cat ran\n"
 
@@ -127,7 +127,7 @@ def test_help_mentions_policy_and_is_cheap():
                              text=True, check=True)
         assert "blank lines are skipped" in res.stdout and "CRLF" in res.stdout
         assert f"rnnlm {cmd} " in res.stdout.split("examples:")[1]
-    probe = ("import sys, rnnlm.cli; rnnlm.cli.build_parser(); "
+    probe = ("import sys, rnnlm.cli.app; rnnlm.cli.app.build_parser(); "
              "print(sorted(m for m in ('numba', 'sentencepiece', 'datasets') if m in sys.modules))")
     res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "[]"

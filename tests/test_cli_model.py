@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from rnnlm.cli import main
+from rnnlm.cli.app import main
 
 SYN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "corpora", "synthetic")
 
@@ -133,8 +133,8 @@ def test_threads_default_all_cores_or_env(texts, capsys, monkeypatch):
     """Without --threads, training uses every core this process may use (or $RNNLM_THREADS), says
     so, and records the count in the model."""
     import numba
-    from rnnlm.cli import default_threads
-    from rnnlm.model import load_model
+    from rnnlm.runtime import default_threads
+    from rnnlm.model.file import load_model
     monkeypatch.delenv("RNNLM_THREADS")
     cores = max(1, min(len(os.sched_getaffinity(0)), numba.config.NUMBA_NUM_THREADS))
     assert default_threads() == cores

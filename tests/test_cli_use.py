@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import rnnlm
-from rnnlm.cli import main
+from rnnlm.cli.app import main
 from use_models import use  # noqa: F401  (fixture)
 
 
@@ -178,7 +178,7 @@ def test_lm_prob_lambda_one_and_zero(use, capsys, tmp_path):
 
 
 def test_kn_prob_file(use, capsys, tmp_path):
-    from rnnlm.ngram import KneserNey
+    from rnnlm.use.ngram import KneserNey
     m = rnnlm.load(use.unk)
     code, out, err = run(capsys, "kn-prob", use.unk, use.train, use.test, "--order", "3")
     assert code == 0, err

@@ -5,9 +5,9 @@ import random
 import numpy as np
 import pytest
 
-from rnnlm.corpus import default_cache_dir, prepare
+from rnnlm.data.corpus import default_cache_dir, prepare
 from rnnlm.errors import RnnlmError
-from rnnlm.textio import decode_lines, read_lines
+from rnnlm.data.text import decode_lines, read_lines
 
 
 def gen_text(n=300, seed=0, vocab=200):

@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from rnnlm.kernels import core as C
-
-
+from rnnlm.kernels import common as C
 @njit(cache=True)
 def _exp_all(x, out):
     for k in range(x.shape[0]):

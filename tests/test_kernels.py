@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import reference as ref
-from rnnlm.step import BatchStepper, param_args
+from rnnlm.model.layout import param_args
+from rnnlm.training.batch_step import BatchStepper
 from rnnlm import kernels as K
 from tiny import ACT, tiny_classes, tiny_model, tiny_window
 
@@ -141,7 +142,7 @@ def test_gradient_central_differences(c):
 @pytest.mark.parametrize("C,indep,direct", [(0, False, 0), (3, True, 0), (3, False, 0), (0, False, DIRECT),
                                             (3, True, DIRECT)])
 def test_step_distribution_sums_to_one_and_matches_window(C, indep, direct):
-    from rnnlm.generate import Stepper
+    from rnnlm.use.sample import Stepper
     p = tiny_model(N, M, C, "tanh", seed=4, direct=direct, dorder=DORDER)
     ci = tiny_classes(N, C)
     cfg = p.cfg

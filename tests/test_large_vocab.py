@@ -2,7 +2,7 @@
 450-class softmax, with finite entropies everywhere, within the memory bound the README states.
 
 Peak resident memory is measured with resource.getrusage in a fresh process that does nothing
-else (`rnnlm train` then `rnnlm eval`, through rnnlm.cli.main). A first process does the same on a
+else (`rnnlm train` then `rnnlm eval`, through rnnlm.cli.app). A first process does the same on a
 small text, so that Numba's on-disk cache holds the compiled kernels (compiling them takes a few
 hundred MB of its own, which is not what the bound is about); its peak is the baseline reported.
 (faster-rnnlm's users report NaN beyond 2M words, its issues #24 and #47.)
@@ -27,7 +27,7 @@ EXTRA_RSS_BOUND_MB = 400   # README: "Large vocabularies": peak RSS above that o
 
 CHILD = r"""
 import contextlib, io, json, math, resource, sys
-from rnnlm.cli import main
+from rnnlm.cli.app import main
 d, name = sys.argv[1], sys.argv[4]
 rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 train = io.StringIO()

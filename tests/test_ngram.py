@@ -1,4 +1,4 @@
-"""Tests of the n-gram baselines in rnnlm.ngram (Kneser-Ney and add-k)."""
+"""Tests of the n-gram baselines in rnnlm.use.ngram (Kneser-Ney and add-k)."""
 from __future__ import annotations
 
 import collections
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlm.ngram import AddK, KneserNey
+from rnnlm.use.ngram import AddK, KneserNey
 
 SYNTHETIC = Path(__file__).resolve().parent.parent / "corpora" / "synthetic"
 

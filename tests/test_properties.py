@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rnnlm.config import ModelConfig
+from rnnlm.model.config import ModelConfig
 from rnnlm.errors import RnnlmError
-from rnnlm.model import ModelFile, Params, load_model, save_model
-from rnnlm.tokenizer import EOS, SentencePieceTokenizer, WordVocab, tokenizer_from_bytes
+from rnnlm.model.file import ModelFile, Params, load_model, save_model
+from rnnlm.data.tokenizer import EOS, SentencePieceTokenizer, WordVocab, tokenizer_from_bytes
 
 SETTINGS = dict(derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -113,8 +113,8 @@ def test_sentencepiece_encode_decode(sp_tok, lines):
 def files(tmp_path_factory):
     """A valid small model file (random weights, no training needed), its arrays, and the same
     model exported in rnnlm-0.4b's text and binary formats."""
-    from rnnlm.evaluate import load_for_eval
-    from rnnlm.convert04b import export_model
+    from rnnlm.use.evaluate import load_for_eval
+    from rnnlm.interop.rnnlm04b.convert import export_model
     d = tmp_path_factory.mktemp("props")
     tok = WordVocab.build(["the cat sat", "the dog ran", "a cat ran", "the bird sat"], num_classes=3)
     cfg = ModelConfig(vocab_size=len(tok), hidden=3, classes=tok.num_classes)
@@ -138,7 +138,7 @@ class Outcome:
 def load_or_refuse(path, sentence="the cat sat"):
     """Load `path` as `rnnlm eval` does; a model that loads is also used once. Returns True if loaded.
     Anything but RnnlmError propagates (and fails the test)."""
-    from rnnlm.api import LanguageModel
+    from rnnlm.use.api import LanguageModel
     try:
         m = LanguageModel(str(path))
     except RnnlmError as exc:

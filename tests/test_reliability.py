@@ -1,6 +1,6 @@
 """Outputs, concurrency and signals: what a hostile (or unlucky) user hits.
 
-The hostile matrix (`HOSTILE`) runs each case through `rnnlm.cli.main` and checks the same three
+The hostile matrix (`HOSTILE`) runs each case through `rnnlm.cli.app` and checks the same three
 things every time: no traceback, every input file byte-identical afterwards, and every output either
 its old bytes or a complete new file (it loads). The other tests need more than one process or a
 simulated failure: two trainings of one model at once, SIGTERM, a directory that refuses writes,
@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from rnnlm.cli import main
+from rnnlm.cli.app import main
 from rnnlm.errors import RnnlmError
 
 SYN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "corpora", "synthetic")
@@ -165,7 +165,7 @@ def test_two_trainings_of_one_model_at_once(env, tmp_path):
     assert first.returncode == 0, err
     assert second.returncode == 1 and second.stderr.count("\n") == 1, second.stderr
     assert "is writing this model" in second.stderr and "Traceback" not in second.stderr
-    from rnnlm.model import load_model
+    from rnnlm.model.file import load_model
     hist = load_model(str(model)).meta["history"]
     assert len([h for h in hist if not h.get("diverged")]) == 2     # one run's epochs, not two runs'
     assert len((tmp_path / "both.rnnlm.log.jsonl").read_text().splitlines()) == len(hist)
@@ -197,20 +197,20 @@ def test_sigterm_checkpoints_and_exits_143_then_resumes(env, tmp_path):
     res = subprocess.run(cmd[:cmd.index("--model") + 1] + [str(full)] + cmd[cmd.index("--model") + 2:],
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
-    from rnnlm.model import load_model
+    from rnnlm.model.file import load_model
     assert np.array_equal(load_model(str(model)).params.flat, load_model(str(full)).params.flat)
 
 
 def test_sigterm_outside_training_exits_143_and_cleans_up(monkeypatch, capsys, env, tmp_path):
     """SIGTERM while a command writes its output: exit 143, no half-written file, no temp file."""
-    import rnnlm.convert04b as conv
+    from rnnlm.interop.rnnlm04b import convert as conv
     real = conv.export_model
 
     def export_then_terminated(*a, **kw):
         def write(fh):
             fh.write(b"half")
             os.kill(os.getpid(), signal.SIGTERM)
-        from rnnlm.textio import atomic_write
+        from rnnlm.data.text import atomic_write
         atomic_write(a[2], write)
         return real(*a, **kw)
     monkeypatch.setattr(conv, "export_model", export_then_terminated)
@@ -227,7 +227,7 @@ def test_unwritable_directory_is_refused_before_training(env, capsys, tmp_path, 
     """A directory that refuses new files: one line before any training (simulated with EACCES from
     mkstemp, since the tests may run as root, for whom chmod does not refuse)."""
     import tempfile
-    import rnnlm.train as train_mod
+    from rnnlm.training import loop as train_mod
     ro = tmp_path / "ro"
     ro.mkdir()
     real = tempfile.mkstemp
@@ -257,7 +257,7 @@ def test_read_only_directory_for_real(env, capsys, tmp_path):
 
 
 def test_a_late_write_failure_is_one_line_and_keeps_the_checkpoint(env, capsys, tmp_path, monkeypatch):
-    import rnnlm.train as train_mod
+    from rnnlm.training import loop as train_mod
     real = train_mod.save_model
     model = tmp_path / "late.rnnlm"
 
@@ -302,8 +302,8 @@ def test_symlinked_model_stays_a_link_and_modes_are_kept(env, capsys, tmp_path):
 
 
 def test_threads_beyond_the_cores_are_capped_with_a_note(env, capsys, tmp_path):
-    from rnnlm.cli import _cores
-    from rnnlm.model import load_model
+    from rnnlm.runtime import cores as _cores
+    from rnnlm.model.file import load_model
     model = tmp_path / "t.rnnlm"
     code, out, err, tb = run(capsys, ["train", "--train", env.train, "--valid", env.valid, "--model", model,
                                       *SMALL, "--threads", "999"])

@@ -13,16 +13,17 @@ import re
 import numpy as np
 import pytest
 
-from rnnlm.cli import main
-from rnnlm.config import ModelConfig
+from rnnlm.cli.app import main
+from rnnlm.model.config import ModelConfig
 from rnnlm.errors import RnnlmError
-from rnnlm.evaluate import evaluate_text, initial_history, initial_state, load_for_eval, stream_logprobs
-from rnnlm.model import ModelFile, Params, save_model
-from rnnlm.convert04b import _synthetic_counts, export_model, import_model
-from rnnlm.rnnlm04b import read_rnnlm04b
-from rnnlm.kernels.rnnlm04b import (PRIMES, compat_logprobs_from, compat_probs_from, encode_text_04b,
-                                    fasterexp, rnnlm04b_direct_hashes)
-from rnnlm.tokenizer import WordVocab, assign_classes
+from rnnlm.use.evaluate import evaluate_text, load_for_eval, stream_logprobs
+from rnnlm.model.layout import initial_history, initial_state
+from rnnlm.model.file import ModelFile, Params, save_model
+from rnnlm.interop.rnnlm04b.convert import _synthetic_counts, export_model, import_model
+from rnnlm.interop.rnnlm04b.files import read_rnnlm04b
+from rnnlm.kernels.rnnlm04b import PRIMES, fasterexp, rnnlm04b_direct_hashes
+from rnnlm.interop.rnnlm04b.evaluate import compat_logprobs_from, compat_probs_from, encode_text_04b
+from rnnlm.data.tokenizer import WordVocab, assign_classes
 
 SHARED_FIX = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "fixtures", "rnnlm-0.4b")
 BUNDLED_FIX = os.path.join(os.path.dirname(__file__), "fixtures", "rnnlm-0.4b")   # gzipped copies of two
@@ -76,7 +77,7 @@ def _word_probs(mf, tok, classes, independent, text_path):
 
 @pytest.mark.skipif(not HAVE_SHARED, reason=f"{SHARED_FIX} is absent: nothing to compare the bundled copies with")
 def test_bundled_fixtures_are_the_shared_ones():
-    names = sorted(os.listdir(BUNDLED_FIX))
+    names = sorted(f for f in os.listdir(BUNDLED_FIX) if f.endswith(".gz"))
     assert len(names) == 7
     for gz in names:
         with gzip.open(os.path.join(BUNDLED_FIX, gz)) as fh:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import reference as ref
-from rnnlm.kernels import seq as KS
-from rnnlm.threads import rnnlm_train_shards
-from rnnlm.step import param_args
+from rnnlm.kernels import word as KS
+from rnnlm.training.threads import rnnlm_train_shards
+from rnnlm.model.layout import param_args
 from tiny import ACT, tiny_classes, tiny_model
 
 N, M = 11, 4
@@ -237,7 +237,7 @@ def test_shards_merge_only_changeable_weights_same_bits(indep, drop, monkeypatch
     """The merge after each round skips the embedding rows of words no shard could have used (not in
     any history or input of the round). Training ends with the very bits of merging every weight,
     and every replica equals the merged weights (no changed weight was skipped)."""
-    import rnnlm.threads as TH
+    from rnnlm.training import threads as TH
     Nb, C, D, block, sync = 60, 4, 5, 3, 7
     p = tiny_model(Nb, M, C, "sigmoid", seed=3)
     ci = tiny_classes(Nb, C)

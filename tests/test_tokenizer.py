@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rnnlm.errors import RnnlmError
-from rnnlm.tokenizer import (EOS, UNK, SentencePieceTokenizer, WordVocab, assign_classes,
+from rnnlm.data.tokenizer import (EOS, UNK, SentencePieceTokenizer, WordVocab, assign_classes,
                              load_tokenizer, save_tokenizer, tokenizer_from_bytes)
 
 

@@ -7,13 +7,13 @@ import os
 import numpy as np
 import pytest
 
-from rnnlm import train as train_mod
-from rnnlm.config import ModelConfig, TrainConfig
-from rnnlm.evaluate import stream_logprobs
-from rnnlm.model import Params
-from rnnlm.textio import read_lines
-from rnnlm.tokenizer import WordVocab
-from rnnlm.train import Trainer
+from rnnlm.training import loop as train_mod
+from rnnlm.model.config import ModelConfig, TrainConfig
+from rnnlm.use.evaluate import stream_logprobs
+from rnnlm.model.file import Params
+from rnnlm.data.text import read_lines
+from rnnlm.data.tokenizer import WordVocab
+from rnnlm.training.loop import Trainer
 
 SYN = os.path.join(os.path.dirname(__file__), "..", "corpora", "synthetic")
 
@@ -157,13 +157,13 @@ def test_divergence_is_rolled_back_and_training_continues(data, tmp_path, monkey
     good = [h for h in hist if not h.get("diverged")]
     assert len(good) == 2 and good[0]["lr"] == 0.05      # the epoch was redone at half the rate
     assert np.isfinite(mf.params.flat).all()
-    from rnnlm.model import load_model
+    from rnnlm.model.file import load_model
     assert np.isfinite(load_model(str(tmp_path / "m.rnnlm")).params.flat).all()
 
 
 def test_repeated_divergence_stops_with_a_clear_error(data, tmp_path):
     from rnnlm.errors import RnnlmError
-    from rnnlm.model import load_model
+    from rnnlm.model.file import load_model
     vocab, tr, va = data
     t = make(vocab, tr, va, tmp_path / "m.rnnlm", schedule="batch", batch_size=4, bptt=5, lr=1e12, max_epochs=3)
     with pytest.raises(RnnlmError, match="diverged 3 times in a row.*no epoch completed"):
@@ -188,7 +188,7 @@ def test_repeated_divergence_stops_with_a_clear_error(data, tmp_path):
 
 def test_sigint_writes_a_checkpoint_and_resume_is_bit_identical(data, tmp_path, monkeypatch):
     import signal
-    from rnnlm.train import TrainingInterrupted
+    from rnnlm.training.loop import TrainingInterrupted
     vocab, tr, va = data
     monkeypatch.setattr(train_mod, "CHUNK_WORDS", 4000)
     before = signal.getsignal(signal.SIGINT)   # SIG_IGN when the tests run in the background (nohup, &)
@@ -217,7 +217,7 @@ def test_sigint_writes_a_checkpoint_and_resume_is_bit_identical(data, tmp_path, 
 def test_death_during_a_checkpoint_write_loses_nothing(data, tmp_path, monkeypatch, nth):
     """The process dies while writing its nth checkpoint (half a file on disk, never renamed): the
     previous checkpoint is intact and resuming from it ends bit-identical to an uninterrupted run."""
-    import rnnlm.model as model_mod
+    from rnnlm.model import file as model_mod
     vocab, tr, va = data
     monkeypatch.setattr(train_mod, "CHUNK_WORDS", 4000)
     kw = dict(max_epochs=2, checkpoint_words=4000)
@@ -241,7 +241,7 @@ def test_death_during_a_checkpoint_write_loses_nothing(data, tmp_path, monkeypat
     with pytest.raises(Died):
         make(vocab, tr, va, tmp_path / "cut.rnnlm", **kw).run()
     monkeypatch.setattr(model_mod.np, "savez", real_savez)
-    from rnnlm.model import load_model
+    from rnnlm.model.file import load_model
     load_model(str(tmp_path / "cut.rnnlm.ckpt"))         # the previous checkpoint is whole
     make(vocab, tr, va, tmp_path / "cut.rnnlm", **kw).run(resume=True)
     assert sha(tmp_path / "full.rnnlm") == sha(tmp_path / "cut.rnnlm")
@@ -272,7 +272,7 @@ def test_rnnlm_schedule_on_two_threads(data, tmp_path, monkeypatch):
 
 def test_resume_refuses_a_damaged_checkpoint(data, tmp_path):
     from rnnlm.errors import RnnlmError
-    from rnnlm.model import load_model, save_model
+    from rnnlm.model.file import load_model, save_model
     vocab, tr, va = data
     make(vocab, tr, va, tmp_path / "m.rnnlm", max_epochs=1).run()
     ck = load_model(str(tmp_path / "m.rnnlm.ckpt"))

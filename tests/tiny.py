@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnlm.config import ModelConfig
-from rnnlm.model import Params
-from rnnlm.step import ClassInfo
+from rnnlm.model.config import ModelConfig
+from rnnlm.model.file import Params
+from rnnlm.model.layout import ClassInfo
 
 ACT = {"sigmoid": 0, "tanh": 1, "relu": 2}
 

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from rnnlm.cli import main
-from rnnlm.config import ModelConfig, TrainConfig
-from rnnlm.corpus import prepare
-from rnnlm.train import Trainer
+from rnnlm.cli.app import main
+from rnnlm.model.config import ModelConfig, TrainConfig
+from rnnlm.data.corpus import prepare
+from rnnlm.training.loop import Trainer
 
 SYN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "corpora", "synthetic")
 

@@ -19,11 +19,11 @@ gradient is complete; the gradient arrays are left clear.
 
 Threads: no kernel here starts threads. Parallel loops compile slowly (Numba compiles a loop's body
 three more times, in its wrappers), so the threaded paths run serial `nogil` kernels on Python
-threads (rnnlm/threads.py): `parallel.classes_worker` (class softmax: one worker per thread for a
+threads (rnnlm/training/threads.py): `threaded.classes_worker` (class softmax: one worker per thread for a
 call of many windows, the output layer shared by classes balanced by work, the phases separated by
 barriers, `sync._barrier`), `group_grad` (one group of streams of a full softmax per thread, each
 with its own gradient buffer), `pieces_range` (an update's pieces in runs of equal work,
-`piece_cuts`), `seq.shard_run` / `seq.merge_pieces` (the per-word schedule's text shards). Every
+`piece_cuts`), `word.shard_run` / `word.merge_pieces` (the per-word schedule's text shards). Every
 buffer a thread writes is its own or a disjoint part of a shared one, and partial results are
 summed in a fixed order: the same thread count gives the same bits. BLAS is called single-threaded
 (the callers limit it). Reassociation and contraction are allowed only in the dot-product helpers
@@ -33,12 +33,13 @@ Batched kernels take time-major id arrays x, y of shape (T, B): B parallel strea
 is the input word at step t, y[t, b] the word to predict. Hidden states live in H (T + 1, B, M) with
 H[0] the carried-in state; token (t, b) is row t * B + b of the (T * B, M) view of H[1:].
 
-Modules: core (helpers, direct hashing, hidden forward), gemm (the register-blocked small products
-of the recurrence and BPTT, no BLAS call), output (softmax layers), batch (window kernels, serial),
-parallel (the threaded class-softmax step's setup and worker), sync (its workers' barrier), optim
-(updates), seq (rnnlm-0.4b's per-word schedule, one-step distributions, per-word training on
-threads), rnnlm04b (rnnlm-0.4b's exact test arithmetic for imported models). The public batched kernels are re-exported
-here: `from rnnlm import kernels as K; K.window_grad`.
+Modules: common (helpers, direct hashing, hidden forward), gemm (the register-blocked small products
+of the recurrence and BPTT, no BLAS call), softmax (the output layers), window (the batch schedule's
+window kernels, serial), threaded (the threaded class-softmax step's setup and worker), sync (its
+workers' barrier), sgd (updates), word (rnnlm-0.4b's per-word schedule, one-step distributions,
+per-word training on threads), rnnlm04b (rnnlm-0.4b's exact test arithmetic for imported models).
+No kernel module imports anything of rnnlm outside this package. The public batched kernels are
+re-exported here: `from rnnlm import kernels as K; K.window_grad`.
 
 Direct connections (rnnlm-0.4b's maximum-entropy features, its exact hashing): the input words of
 the last K - 1 steps (K = `dorder`; hist[0] is the current input word, hist[k] the input k steps
@@ -53,8 +54,8 @@ constant state h_init (no gradient flows to earlier steps), as rnnlm-0.4b's -ind
 """
 from __future__ import annotations
 
-from rnnlm.kernels.core import (CE, P0P1, PRIMES, RELU, SIGMOID, SSE, TANH,  # noqa: F401
+from rnnlm.kernels.common import (CE, P0P1, PRIMES, RELU, SIGMOID, SSE, TANH,  # noqa: F401
                                 direct_hashes)
-from rnnlm.kernels.batch import group_grad, window_grad, window_logprob, windows_grad  # noqa: F401
-from rnnlm.kernels.optim import (PIECE, clipped_pieces_range, piece_cuts, pieces_range, sgd_pieces,  # noqa: F401
+from rnnlm.kernels.window import group_grad, window_grad, window_logprob, windows_grad  # noqa: F401
+from rnnlm.kernels.sgd import (PIECE, clipped_pieces_range, piece_cuts, pieces_range, sgd_pieces,  # noqa: F401
                                  sgd_touched, sq_norm_dense, touched_pieces)

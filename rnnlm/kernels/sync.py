@@ -2,10 +2,10 @@
 (Numba has none of its own): `signal` (add to a counter), `wait_for` (spin until a count is reached)
 and the spin barrier `_barrier`.
 
-The class softmax's window step (rnnlm.threads.window_grad_classes) starts its P workers once per
+The class softmax's window step (rnnlm.training.threads.window_grad_classes) starts its P workers once per
 call of many windows and meets them at a barrier between phases, a fraction of a microsecond, where
 waking a sleeping thread costs 20-30 us on the development VM. The barrier relies on the P workers
-running at once (P threads, no more than the cores). rnnlm.threads' pool hands work to its threads
+running at once (P threads, no more than the cores). rnnlm.training.threads' pool hands work to its threads
 through `signal` and `wait_for` too, spinning for a moment before it sleeps.
 
 Notation and conventions: see rnnlm/kernels/__init__.py.

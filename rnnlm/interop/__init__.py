@@ -1,0 +1,1 @@
+"""Other toolkits' files."""

@@ -1,0 +1,1 @@
+"""What a model is: configuration, parameters and class layout, the model file."""

@@ -1,0 +1,1 @@
+"""Training: the epoch loop and its schedule, the batch step, the thread pool."""

@@ -1,0 +1,1 @@
+"""Using a trained model: evaluation, scoring, sampling, interpolation, the Python API."""
