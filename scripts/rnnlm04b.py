@@ -51,8 +51,9 @@ def find_binary(arg: str | None = None, required: bool = True) -> str | None:
             return None
         raise SystemExit("rnnlm-0.4b binary not given: pass --rnnlm04b PATH or set RNNLM04B=PATH. It is not "
                          "part of this repository (licence): build Mikolov's rnnlm-0.4b yourself, outside "
-                         "the repository, with g++ -O3 -funroll-loops -ffast-math -march=native "
-                         "-D WEIGHTTYPE=float -lm (its makefile's WEIGHTTYPE)")
+                         "the repository, with g++ -O3 -funroll-loops -ffast-math -D WEIGHTTYPE=float -lm (its "
+                         "makefile's WEIGHTTYPE) and -march=x86-64-v3 -mtune=znver3, with which it reproduces "
+                         "../shared/fixtures/rnnlm-0.4b bit for bit")
     path = os.path.abspath(os.path.expanduser(path))
     if not os.path.isfile(path) or not os.access(path, os.X_OK):
         raise SystemExit(f"rnnlm-0.4b binary {path} (from {'--rnnlm04b' if arg else '$' + ENV}): "
