@@ -403,6 +403,7 @@ def main() -> int:
             "warm start"] + (["÷ rnnlm-0.4b (train / eval)"] if binary else [])
     print("| " + " | ".join(cols) + " |")
     print("|---|---|" + "---:|" * (len(cols) - 2))
+    printed = []
     for t in table:
         cells = [t["configuration"], t["training"], str(t["threads"]), t["train_cell"], _fmt(t["eval_wps"]),
                  f"{t['peak_rss_mb']:,.0f} MB", _fmt(t["cold_start_s"], "{:.1f} s"), _fmt(t["warm_start_s"], "{:.2f} s")]
@@ -410,10 +411,12 @@ def main() -> int:
             cells.append("—" if t["kind"] == "rnnlm04b" else
                          f"{_fmt(t.get('vs_rnnlm04b_train'), '{:.2f}×')} / {_fmt(t.get('vs_rnnlm04b_eval'), '{:.2f}×')}")
         print("| " + " | ".join(cells) + " |")
+        printed.append(cells)
+    note = ("eval: evaluate.stream_logprobs over the test text (one thread); warm start: `rnnlm eval` of "
+            "that row's model on a 300-line file; cold start: first `rnnlm train` with an empty Numba cache "
+            "(same schedule and thread count, tiny model)")
     print()
-    print("eval: evaluate.stream_logprobs over the test text (one thread); warm start: `rnnlm eval` of "
-          "that row's model on a 300-line file; cold start: first `rnnlm train` with an empty Numba cache "
-          "(same schedule and thread count, tiny model)")
+    print(note)
     for t in table:
         if t["kind"] == "rnnlm04b":
             r = t["rnnlm04b"]
@@ -438,7 +441,8 @@ def main() -> int:
         data=data, train_tokens=ours["train_tokens"], vocab=ours["vocab"], runs=runs, train_words=args.train_words,
         full_words=args.full_words, loadavg_start=list(load0), loadavg_end=list(load1), torch=torch_version or None,
         sgemm_gflops={str(n): g for n, g in gemm.items()}, sync_probe_us=dict(start=probe0, end=probe1),
-        taskset=args.taskset, rnnlm04b=rnnlm04b.describe(binary) if binary else None))
+        taskset=args.taskset, rnnlm04b=rnnlm04b.describe(binary) if binary else None),
+        tables={"speed": dict(columns=cols, rows=printed, note=note)})
     print(f"\nbench.py: figures written to {os.path.relpath(path)}", file=sys.stderr)
     return 0
 

@@ -117,24 +117,30 @@ def main() -> int:
           f"{f', at most {args.max_epochs} epochs' if args.max_epochs else ''}; {results_json.header()}; "
           f"load average {load0[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
     print()
-    print("| configuration | seed | epochs | valid PPL | test PPL | train time | words/s (median) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    print("| rnnlm-0.4b (anchors.md, an earlier run) | | 13 | | 149.37 | 4 min 26 s | ≈ 47,000 |")
+    cols = ["configuration", "seed", "epochs", "valid PPL", "test PPL", "train time", "words/s (median)"]
+    printed = [["rnnlm-0.4b (anchors.md, an earlier run)", "", "13", "", "149.37", "4 min 26 s", "≈ 47,000"]]
     for r in rows:
         s = r["train_seconds"]
         tool = "rnnlm-0.4b binary" if r["tool"] == "rnnlm-0.4b" else "rnnlm"
         v = "—" if r["valid_ppl"] is None or not math.isfinite(r["valid_ppl"]) else f"{r['valid_ppl']:.2f}"
         wall = f" (wall {r['wall_words_per_second']:,.0f})" if r.get("wall_words_per_second") else ""
-        print(f"| {tool} {r['configuration']} | {r['seed']} | {r['epochs']} | {v} | {r['test_ppl']:.2f} | "
-              f"{s // 60:.0f} min {s % 60:.0f} s | {r['words_per_second']:,.0f}{wall} |")
+        printed.append([f"{tool} {r['configuration']}", str(r["seed"]), str(r["epochs"]), v, f"{r['test_ppl']:.2f}",
+                        f"{s // 60:.0f} min {s % 60:.0f} s", f"{r['words_per_second']:,.0f}{wall}"])
+    print("| " + " | ".join(cols) + " |")
+    print("|---|" + "---:|" * (len(cols) - 1))
+    for cells in printed:
+        print("| " + " | ".join(cells) + " |")
+    note = None
     if binary:
+        note = ("rnnlm-0.4b binary: words/s is the median of the Words/sec it prints (words over the CPU time of "
+                "each training pass), in brackets the same passes on the wall clock, which is how ours are timed; "
+                "they differ when another job shared the core. Its valid PPL is 2^(best VALID entropy it printed).")
         print()
-        print("rnnlm-0.4b binary: words/s is the median of the Words/sec it prints (words over the CPU time of "
-              "each training pass), in brackets the same passes on the wall clock, which is how ours are timed; "
-              "they differ when another job shared the core. Its valid PPL is 2^(best VALID entropy it printed).")
+        print(note)
     path = results_json.write("ptb_rnnlm", rows, started, dict(
         ptb=os.path.abspath(args.ptb), taskset=args.taskset, max_epochs=args.max_epochs, loadavg_start=list(load0),
-        rnnlm04b=rnnlm04b.describe(binary) if binary else None))
+        rnnlm04b=rnnlm04b.describe(binary) if binary else None),
+        tables={"ptb": dict(columns=cols, rows=printed, note=note)})
     print(f"\nptb_rnnlm.py: figures written to {os.path.relpath(path)}", file=sys.stderr)
     return 0
 

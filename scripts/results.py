@@ -1,5 +1,11 @@
 """What every published figure carries: results/NAME.json with the revision, the date, the machine, the
-exact command line and the printed table's figures as rows with named fields (bench.py, ptb_rnnlm.py)."""
+exact command line and the printed table's figures as rows with named fields (bench.py, ptb_rnnlm.py).
+
+The top-level layout is the one scripts/render_results.py reads (name, revision: the 40-character sha,
+dirty, date "YYYY-MM-DD HH:MM UTC", machine: one line, command: "python scripts/NAME.py ARGS",
+tables: {TABLE: {columns, rows: the printed cells, note}}); beside it: machine_info (CPU model, cores,
+Python/NumPy/Numba versions, load average at the start and the end as dicts), argv (the interpreter
+and arguments as run) and rows (every figure, one dict of named fields per table row)."""
 from __future__ import annotations
 
 import json
@@ -14,14 +20,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def revision() -> dict:
-    """git rev-parse HEAD of the repository the scripts are in, and whether the tree is dirty
+    """git rev-parse HEAD of the repository the scripts are in, and whether tracked files differ from it
     (results/ itself is left out of the check: that is where this run writes)."""
     def git(*a):
-        return subprocess.run(["git", "-C", ROOT, *a], capture_output=True, text=True).stdout.strip()
+        try:
+            return subprocess.run(["git", "-C", ROOT, *a], capture_output=True, text=True).stdout.strip()
+        except OSError:
+            return ""
     head = git("rev-parse", "HEAD")
     status = [ln for ln in git("status", "--porcelain", "--untracked-files=no").splitlines()
               if not ln[3:].startswith("results/")]
-    return dict(commit=head or None, dirty=bool(status), branch=git("rev-parse", "--abbrev-ref", "HEAD") or None)
+    return dict(commit=head or None, dirty=bool(status) or not head, branch=git("rev-parse", "--abbrev-ref", "HEAD") or None)
 
 
 def cpu_model() -> str:
@@ -47,6 +56,19 @@ def machine() -> dict:
                 numba=numba.__version__, loadavg=list(os.getloadavg()))
 
 
+def machine_line(m: dict | None = None) -> str:
+    """The machine in one line, as render_results.py prints it."""
+    m = m or machine()
+    return (f"{m['cores']}-core {m['cpu']}, Python {m['python']}, NumPy {m['numpy']}, Numba {m['numba']}, "
+            f"load average at the end {m['loadavg'][0]:.2f}")
+
+
+def command() -> str:
+    """python scripts/NAME.py ARGS (the interpreter as `python`; argv in the JSON has it exactly)."""
+    script = os.path.relpath(os.path.abspath(sys.argv[0]), ROOT) if sys.argv else "?"
+    return shlex.join(["python", script, *sys.argv[1:]])
+
+
 def header() -> str:
     """One line: date, CPU, cores, Python/NumPy/Numba versions, revision."""
     m, r = machine(), revision()
@@ -55,15 +77,18 @@ def header() -> str:
             f"NumPy {m['numpy']}, Numba {m['numba']}, revision {rev}")
 
 
-def write(name: str, rows: list[dict], started: float, extra: dict | None = None, out_dir: str | None = None) -> str:
-    """results/NAME.json: revision, date, machine (load average now and at `started`'s reading if given
-    in extra), the command line, and `rows`. Returns the path."""
+def write(name: str, rows: list[dict], started: float, extra: dict | None = None, out_dir: str | None = None,
+          tables: dict | None = None) -> str:
+    """results/NAME.json (see the module's docstring): `rows` the figures as dicts, `tables` the printed
+    tables as {TABLE: {columns, rows, note}}, `extra` more top-level fields; `started` the run's start
+    (time.time()). Returns the path."""
     out_dir = out_dir or os.path.join(ROOT, "results")
     os.makedirs(out_dir, exist_ok=True)
-    doc = dict(name=name, revision=revision(), date=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-               seconds=round(time.time() - started, 1), machine=machine(),
-               command=shlex.join([sys.executable, *sys.argv]),
-               cwd=os.getcwd(), **(extra or {}), rows=rows)
+    rev, info = revision(), machine()
+    doc = dict(name=name, revision=rev["commit"] or "unknown", dirty=rev["dirty"], branch=rev["branch"],
+               date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)), seconds=round(time.time() - started, 1),
+               machine=machine_line(info), machine_info=info, command=command(),
+               argv=[sys.executable, *sys.argv], cwd=os.getcwd(), tables=tables or {}, **(extra or {}), rows=rows)
     path = os.path.join(out_dir, f"{name}.json")
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:

@@ -112,8 +112,9 @@ def test_results_json(tmp_path):
     path = results_json.write("x", [dict(a=1)], started=0.0, extra=dict(data="d"), out_dir=str(tmp_path))
     doc = json.load(open(path))
     assert doc["rows"] == [dict(a=1)] and doc["data"] == "d"
-    assert set(doc["machine"]) >= {"cpu", "cores", "python", "numpy", "numba", "loadavg"}
-    assert {"commit", "dirty"} <= set(doc["revision"]) and doc["command"]
+    assert set(doc["machine_info"]) >= {"cpu", "cores", "python", "numpy", "numba", "loadavg"}
+    assert isinstance(doc["revision"], str) and isinstance(doc["dirty"], bool) and doc["date"].endswith("UTC")
+    assert doc["command"].startswith("python ") and isinstance(doc["machine"], str) and doc["tables"] == {}
 
 
 @pytest.mark.skipif(not os.environ.get(rnnlm04b.ENV) or not os.path.isdir(SHARED_FIX),
