@@ -3,6 +3,7 @@
 
     python scripts/bench.py [--data DIR] [--runs 3] [--train-words 100000] [--full-words 11200]
                             [--threads 1 2] [--only a,b,c] [--no-cold] [--no-torch]
+                            [--rnnlm04b PATH [--rnnlm04b-epochs 3]] [--taskset CPU]
 
 Prints one markdown table. Configurations (PTB from ../shared/corpora/ptb or --data DIR; without it
 the bundled corpora/synthetic, with a warning):
@@ -12,6 +13,9 @@ the bundled corpora/synthetic, with a warning):
   (c) hidden 200, full softmax, batch schedule with 32 streams x 35 steps, and PyTorch's
       nn.RNN(nonlinearity='tanh') + nn.Linear + cross-entropy + SGD step of the same sizes (when
       torch is importable: pip install -e ".[bench]").
+With --rnnlm04b PATH (or $RNNLM04B), Mikolov's rnnlm-0.4b binary (built outside this repository) is
+measured in the same run for (a) and (b), right after our rows of that configuration, and each of our
+rows shows its speed divided by rnnlm-0.4b's (train, eval).
 The batch schedule and PyTorch run with each --threads count, the per-word schedule too when this
 version trains it on threads (text shards); evaluation is single-threaded.
 
@@ -30,11 +34,19 @@ How each figure is taken:
   sgemm          NumPy float32 2048 x 2048 matrix product, GFLOP/s (median of 5) on 1 and 2 threads;
                  the roofline of (c) is sgemm / (6 * H * V) tokens/s (forward, output gradient and
                  hidden error: three products of H x V per token).
+  rnnlm-0.4b     train words/s: the Words/sec it prints after each epoch (words over the CPU time of
+                 the training pass), median over --rnnlm04b-epochs epochs of the full training text
+                 (-max-iter), -hidden H -class 100 -bptt 4 -bptt-block 10 -rand-seed 1; the wall-clock
+                 speed of the same passes is printed under the table (they differ when the machine is
+                 busy). eval words/s: `rnnlm -rnnlm M -test test.txt`, tokens over (wall time minus the
+                 same run on a one-line file), median of --runs; warm start: that one-line run.
   sync probe     microseconds per round of the most threads of rnnlm's pool meeting at a barrier
                  with nothing between (launch_probe), at the start and at the end, and in the
                  multi-thread rows' own processes just before and after each timed run (printed under
                  the table with each run's words/s): what each phase of the threaded kernels pays to
                  hand over work, which shows when a core is slow to answer (a busy VM neighbour).
+--taskset CPU pins rnnlm-0.4b and our one-thread rows to that core (the multi-thread rows are not
+pinned). The figures also go to results/bench.json (revision, machine, command line, every row).
 Each row runs in its own process (`--worker`). The rows that differ only in their thread count are
 measured together: their processes are set up one after the other, then take their timed runs in
 turn (run 1 of each, then run 2, ...), so that the two medians behind the 2-thread speed-up printed
@@ -55,6 +67,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from baselines import launch_probe, sgemm_gflops, torch_run  # noqa: E402 (scripts/ is not a package)
+import rnnlm04b  # noqa: E402
+import results as results_json  # noqa: E402
+from startup import cold_start, tiny_file, warm_start  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PTB = os.path.join(ROOT, "..", "shared", "corpora", "ptb")
@@ -188,6 +203,8 @@ def worker_loop(spec: dict) -> None:
     ({"rate": words/s}), and on "finish" the row's other figures; so that the orchestrator can
     interleave the timed runs of several rows. Rows on several threads also report the sync probe
     (launch_probe) just before and after each run, the larger of the two."""
+    if spec.get("cpu") is not None and spec["threads"] == 1:
+        os.sched_setaffinity(0, {spec["cpu"]})
     res, run = setup(spec)
     probe = launch_probe(spec["threads"]) if spec["threads"] > 1 and spec["kind"] != "torch" else None
     print(json.dumps({"ready": True}), flush=True)
@@ -263,48 +280,6 @@ def interleaved(specs, runs: int):
 
 # ----------------------------------------------------------------------------- start-up timings
 
-def _tiny_file(data: str, path: str, lines: int = 300) -> None:
-    with open(os.path.join(data, "train.txt"), encoding="utf-8") as src, open(path, "w", encoding="utf-8") as dst:
-        for i, line in enumerate(src):
-            if i >= lines:
-                break
-            dst.write(line)
-
-
-def _rnnlm_cmd() -> list[str]:
-    return [sys.executable, "-m", "rnnlm"]
-
-
-def cold_start(row: dict, tiny: str, tmp: str) -> float:
-    """Wall time of the first-ever `rnnlm train` (one epoch of the tiny file, the row's schedule,
-    classes and threads) with an empty Numba cache."""
-    H, C = MODELS[row["model"]]
-    env = dict(os.environ, NUMBA_CACHE_DIR=tempfile.mkdtemp(dir=tmp), RNNLM_CACHE_DIR=tempfile.mkdtemp(dir=tmp))
-    schedule = "rnnlm" if row["kind"] == "rnnlm" else "batch"
-    cmd = _rnnlm_cmd() + ["train", "--train", tiny, "--valid", tiny, "--model", os.path.join(tmp, "cold.rnnlm"),
-                          "--force", "--hidden", "8", "--classes", str(min(C, 10)), "--schedule", schedule,
-                          "--bptt", str(row["T"]), "--bptt-block", "10", "--batch-size", str(min(row["B"], 8)),
-                          "--max-epochs", "1", "--threads", str(row["threads"]), "--checkpoint-words", "0"]
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t0
-
-
-def warm_start(model: str, tiny: str) -> float:
-    """Seconds from launching `rnnlm eval MODEL TINY` to its first line of output (second run)."""
-    t = None
-    for _ in range(2):
-        t0 = time.perf_counter()
-        p = subprocess.Popen(_rnnlm_cmd() + ["eval", model, tiny], stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True)
-        p.stdout.readline()
-        t = time.perf_counter() - t0
-        p.communicate()
-        if p.returncode:
-            raise RuntimeError(f"rnnlm eval {model} failed")
-    return t
-
-
 def sync_probe_us(threads: int) -> float:
     """launch_probe's reading (median of 5), in a process of its own."""
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--probe", str(threads)], check=True,
@@ -328,6 +303,11 @@ def main() -> int:
     ap.add_argument("--only", default="a,b,c", help="configurations, e.g. a,c")
     ap.add_argument("--no-cold", action="store_true", help="skip the cold-start measurements (slow)")
     ap.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is installed")
+    rnnlm04b.add_argument(ap)
+    ap.add_argument("--rnnlm04b-epochs", type=int, default=3, metavar="N",
+                    help="rnnlm-0.4b training epochs (-max-iter) whose Words/sec are medianed (default 3)")
+    ap.add_argument("--taskset", type=int, metavar="CPU",
+                    help="pin rnnlm-0.4b and our one-thread rows to this core")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--probe", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -338,6 +318,7 @@ def main() -> int:
     if args.worker:
         worker_loop(json.loads(args.worker))
         return 0
+    binary = rnnlm04b.find_binary(args.rnnlm04b, required=False)
     data = args.data or PTB
     if not all(os.path.isfile(os.path.join(data, f"{s}.txt")) for s in ("train", "valid", "test")):
         if args.data:
@@ -365,42 +346,49 @@ def main() -> int:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         tiny = os.path.join(tmp, "tiny.txt")
-        _tiny_file(data, tiny)
+        tiny_file(data, tiny)
         token_cache = os.path.join(tmp, "tokens")
         eval_done = set()
         warm = {}
         cold = {}
-        for group in _groups(rows(models, args.threads, torch_ok)):
-            specs = []
-            for row in group:
-                spec = dict(row, data=data, runs=runs, train_words=args.train_words, full_words=args.full_words,
-                            cache_dir=token_cache, tmp=tmp)
-                if row["kind"] != "torch" and row["threads"] == 1 and row["model"] not in eval_done:
-                    spec["eval"] = True
-                    spec["save_model"] = os.path.join(tmp, f"{row['model']}.rnnlm")
-                    eval_done.add(row["model"])
-                specs.append(spec)
-            print(f"bench.py: {LABEL[group[0]['model']]}, {group[0]['kind']}, "
-                  f"{' and '.join(str(r['threads']) for r in group)} thread(s) ...", file=sys.stderr, flush=True)
-            for row, spec, res in zip(group, specs, interleaved(specs, runs)):
-                if spec.get("save_model"):
-                    warm[row["model"]] = warm_start(spec["save_model"], tiny)
-                key = (row["kind"], row["threads"])
-                if row["kind"] != "torch" and not args.no_cold and key not in cold:
-                    cold[key] = cold_start(row, tiny, tmp)   # compilation depends on schedule and threads only
-                results.append((row, res))
+        all_rows = rows(models, args.threads, torch_ok)
+        for m in models:
+            for group in _groups([r for r in all_rows if r["model"] == m]):
+                specs = []
+                for row in group:
+                    spec = dict(row, data=data, runs=runs, train_words=args.train_words, full_words=args.full_words,
+                                cache_dir=token_cache, tmp=tmp, cpu=args.taskset)
+                    if row["kind"] != "torch" and row["threads"] == 1 and row["model"] not in eval_done:
+                        spec["eval"] = True
+                        spec["save_model"] = os.path.join(tmp, f"{row['model']}.rnnlm")
+                        eval_done.add(row["model"])
+                    specs.append(spec)
+                print(f"bench.py: {LABEL[m]}, {group[0]['kind']}, "
+                      f"{' and '.join(str(r['threads']) for r in group)} thread(s) ...", file=sys.stderr, flush=True)
+                for row, spec, res in zip(group, specs, interleaved(specs, runs)):
+                    if spec.get("save_model"):
+                        warm[row["model"]] = warm_start(spec["save_model"], tiny)
+                    key = (row["kind"], row["threads"])
+                    if row["kind"] != "torch" and not args.no_cold and key not in cold:
+                        cold[key] = cold_start(row, MODELS[m][1], tiny, tmp)   # compilation depends on schedule and threads only
+                    results.append((row, res))
+            if binary and m in ("a", "b"):
+                print(f"bench.py: {LABEL[m]}, rnnlm-0.4b, {args.rnnlm04b_epochs} epoch(s) ...", file=sys.stderr,
+                      flush=True)
+                results.append((dict(model=m, kind="rnnlm04b", threads=1, B=1, T=4),
+                                rnnlm04b_row(binary, m, data, tmp, args.rnnlm04b_epochs, runs, args.taskset)))
     load1 = os.getloadavg()
     probe1 = sync_probe_us(par) if par > 1 else None
     import platform
     import numba
     import numpy
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
-    print(f"rnnlm bench, {time.strftime('%Y-%m-%d %H:%M')}, {cpu}, {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}, NumPy {numpy.__version__}, Numba {numba.__version__}"
-          + (f", PyTorch {torch_version}" if torch_ok else "") + f"; data {data} "
-          f"({results[0][1]['train_tokens']:,} training tokens, vocabulary {results[0][1]['vocab']:,}); "
-          f"medians of {runs} runs; {time.time() - t_start:.0f} s in all")
+    ours = next(res for row, res in results if row["kind"] != "rnnlm04b")
+    rev = results_json.revision()
+    print(f"rnnlm bench, {time.strftime('%Y-%m-%d %H:%M')}, {results_json.cpu_model()}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}, NumPy {numpy.__version__}, Numba {numba.__version__}"
+          + (f", PyTorch {torch_version}" if torch_ok else "") + f"; revision {(rev['commit'] or '?')[:12]}"
+          f"{' (dirty)' if rev['dirty'] else ''}; data {data} ({ours['train_tokens']:,} training tokens, "
+          f"vocabulary {ours['vocab']:,}); medians of {runs} runs; {time.time() - t_start:.0f} s in all")
     print(f"load average {load0[0]:.2f} at the start, {load1[0]:.2f} at the end "
           f"(above 0 means other jobs shared the cores)")
     print("sgemm (NumPy float32 2048^3): " + ", ".join(f"{gemm[n]:.0f} GFLOP/s on {n} thread{'s' * (n > 1)}"
@@ -409,32 +397,38 @@ def main() -> int:
         print(f"{par}-thread sync probe (threads meeting at a barrier): {probe0:.2f} µs per round at the "
               f"start, {probe1:.2f} at the end (about 0.05 on a quiet 2-core VM here; more means the threads "
               f"waited for a busy core, and every {par}-thread figure suffers)")
+    table = table_rows(results, gemm, cold, warm)
     print()
-    print("| configuration | training | threads | train words/s | eval words/s | peak RSS | cold start | warm start |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
-    kinds = {"rnnlm": "per-word (rnnlm-0.4b), bptt 4, block 10", "batch": "batch", "torch": "PyTorch nn.RNN"}
-    for row, res in results:
-        H, C = MODELS[row["model"]]
-        kind = kinds[row["kind"]]
-        if row["kind"] != "rnnlm":
-            kind += f", {row['B']} x {row['T']}"
-        roof = ""
-        if row["model"] == "c" and row["threads"] in gemm:
-            r = gemm[row["threads"]] * 1e9 / (6 * H * res["vocab"])
-            roof = f" ({100 * res['train_wps'] / r:.0f}% of roofline {r:,.0f})"
-        key = (row["kind"], row["threads"])
-        one = next((r2 for w, r2 in results if w["model"] == row["model"] and w["kind"] == row["kind"]
-                    and w["threads"] == 1), None)
-        if one is not None and row["threads"] > 1:
-            roof = f" ({res['train_wps'] / one['train_wps']:.2f}×" + (f"; {roof[2:]}" if roof else ")")
-        print(f"| {LABEL[row['model']]} | {kind} | {row['threads']} | {_fmt(res['train_wps'])}{roof} | "
-              f"{_fmt(res.get('eval_wps'))} | {res['rss_mb']:,.0f} MB | "
-              f"{_fmt(cold.get(key), '{:.1f} s')} | "
-              f"{_fmt(warm.get(row['model']) if row['kind'] != 'torch' else None, '{:.2f} s')} |")
+    cols = ["configuration", "training", "threads", "train words/s", "eval words/s", "peak RSS", "cold start",
+            "warm start"] + (["÷ rnnlm-0.4b (train / eval)"] if binary else [])
+    print("| " + " | ".join(cols) + " |")
+    print("|---|---|" + "---:|" * (len(cols) - 2))
+    printed = []
+    for t in table:
+        cells = [t["configuration"], t["training"], str(t["threads"]), t["train_cell"], _fmt(t["eval_wps"]),
+                 f"{t['peak_rss_mb']:,.0f} MB", _fmt(t["cold_start_s"], "{:.1f} s"), _fmt(t["warm_start_s"], "{:.2f} s")]
+        if binary:
+            cells.append("—" if t["kind"] == "rnnlm04b" else
+                         f"{_fmt(t.get('vs_rnnlm04b_train'), '{:.2f}×')} / {_fmt(t.get('vs_rnnlm04b_eval'), '{:.2f}×')}")
+        print("| " + " | ".join(cells) + " |")
+        printed.append(cells)
+    note = ("eval: evaluate.stream_logprobs over the test text (one thread); warm start: `rnnlm eval` of "
+            "that row's model on a 300-line file; cold start: first `rnnlm train` with an empty Numba cache "
+            "(same schedule and thread count, tiny model)")
     print()
-    print("eval: evaluate.stream_logprobs over the test text (one thread); warm start: `rnnlm eval` of "
-          "that row's model on a 300-line file; cold start: first `rnnlm train` with an empty Numba cache "
-          "(same schedule and thread count, tiny model)")
+    print(note)
+    for t in table:
+        if t["kind"] == "rnnlm04b":
+            r = t["rnnlm04b"]
+            busy = r["train"]["median_wall_wps"] and abs(r["train"]["median_wall_wps"] / t["train_wps"] - 1) > 0.05
+            print(f"rnnlm-0.4b {t['configuration']}: Words/sec it printed per epoch "
+                  f"{', '.join(f'{e:,.0f}' for e in r['words_per_sec'])} (median {t['train_wps']:,.0f}); wall clock "
+                  f"{_fmt(r['train']['median_wall_wps'])}" + (" (differs: the core was shared, compare with care)"
+                                                               if busy else "") +
+                  f"; -test {r['test']['tokens']:,} tokens in {r['test']['wall_seconds']:.2f} s with loading "
+                  f"({r['test']['wps']:,.0f} words/s), loading alone {_fmt(r['test']['load_seconds'], '{:.2f} s')}, "
+                  f"on CPU time without loading {_fmt(r['test']['wps_no_load_cpu'])} words/s; "
+                  f"test PPL after {len(r['words_per_sec'])} epoch(s) {r['test']['ppl']:.2f}")
     multi = [(row, res) for row, res in results if any(p is not None for p in res.get("probes", []))]
     if multi:
         print()
@@ -443,8 +437,65 @@ def main() -> int:
         for row, res in multi:
             cells = ", ".join(f"{p:.2f} ({w:,.0f})" for p, w in zip(res["probes"], res["runs_wps"]))
             print(f"- {LABEL[row['model']]}, {row['kind']}, {row['threads']} threads: {cells}")
+    path = results_json.write("bench", table, t_start, dict(
+        data=data, train_tokens=ours["train_tokens"], vocab=ours["vocab"], runs=runs, train_words=args.train_words,
+        full_words=args.full_words, loadavg_start=list(load0), loadavg_end=list(load1), torch=torch_version or None,
+        sgemm_gflops={str(n): g for n, g in gemm.items()}, sync_probe_us=dict(start=probe0, end=probe1),
+        taskset=args.taskset, rnnlm04b=rnnlm04b.describe(binary) if binary else None),
+        tables={"speed": dict(columns=cols, rows=printed, note=note)})
+    print(f"\nbench.py: figures written to {os.path.relpath(path)}", file=sys.stderr)
     return 0
 
+
+def rnnlm04b_row(binary: str, m: str, data: str, tmp: str, epochs: int, runs: int, cpu) -> dict:
+    """rnnlm-0.4b on configuration m: trained `epochs` epochs on the full training text, then -test."""
+    H, C = MODELS[m]
+    f = lambda s: os.path.join(data, f"{s}.txt")
+    model = os.path.join(tmp, f"rnnlm04b-{m}.model")
+    tr = rnnlm04b.train(binary, f("train"), f("valid"), model, hidden=H, classes=C, bptt=4, bptt_block=10,
+                        seed=1, max_iter=epochs, cpu=cpu)
+    te = rnnlm04b.test(binary, model, f("test"), cpu=cpu, runs=runs)
+    return dict(train_wps=tr.median_wps, eval_wps=te.wps_no_load, rss_mb=tr.peak_rss_mb, warm=te.load_seconds,
+                words_per_sec=[e.words_per_sec for e in tr.epochs], train=tr.to_dict(), test=te.to_dict())
+
+
+def table_rows(results, gemm, cold, warm) -> list[dict]:
+    """The printed table as rows with named fields (also what results/bench.json holds)."""
+    kinds = {"rnnlm": "per-word (rnnlm-0.4b), bptt 4, block 10", "batch": "batch", "torch": "PyTorch nn.RNN",
+             "rnnlm04b": "rnnlm-0.4b binary, bptt 4, block 10 (its Words/sec)"}
+    theirs = {row["model"]: res for row, res in results if row["kind"] == "rnnlm04b"}
+    out = []
+    for row, res in results:
+        H, C = MODELS[row["model"]]
+        kind = kinds[row["kind"]] + (f", {row['B']} x {row['T']}" if row["kind"] in ("batch", "torch") else "")
+        t = dict(configuration=LABEL[row["model"]], model=row["model"], hidden=H, classes=C, kind=row["kind"],
+                 training=kind, threads=row["threads"], batch=row["B"], bptt=row["T"], train_wps=res["train_wps"],
+                 eval_wps=res.get("eval_wps"), peak_rss_mb=res["rss_mb"])
+        roof = ""
+        if row["model"] == "c" and row["threads"] in gemm:
+            r = gemm[row["threads"]] * 1e9 / (6 * H * res["vocab"])
+            t.update(roofline_wps=r, roofline_pct=100 * res["train_wps"] / r)
+            roof = f" ({100 * res['train_wps'] / r:.0f}% of roofline {r:,.0f})"
+        one = next((r2 for w, r2 in results if w["model"] == row["model"] and w["kind"] == row["kind"]
+                    and w["threads"] == 1), None)
+        if one is not None and row["threads"] > 1:
+            t["speedup_vs_1_thread"] = res["train_wps"] / one["train_wps"]
+            roof = f" ({t['speedup_vs_1_thread']:.2f}×" + (f"; {roof[2:]}" if roof else ")")
+        t["train_cell"] = _fmt(res["train_wps"]) + roof
+        if row["kind"] == "rnnlm04b":
+            t.update(cold_start_s=None, warm_start_s=res["warm"], rnnlm04b={k: res[k] for k in ("words_per_sec",
+                                                                                              "train", "test")})
+        else:
+            t.update(cold_start_s=cold.get((row["kind"], row["threads"])),
+                     warm_start_s=warm.get(row["model"]) if row["kind"] != "torch" else None,
+                     runs_wps=res.get("runs_wps"), probes=res.get("probes"))
+            th = theirs.get(row["model"])
+            if th:
+                t["vs_rnnlm04b_train"] = res["train_wps"] / th["train_wps"]
+                if res.get("eval_wps") and th["eval_wps"]:
+                    t["vs_rnnlm04b_eval"] = res["eval_wps"] / th["eval_wps"]
+        out.append(t)
+    return out
 
 if __name__ == "__main__":
     raise SystemExit(main())

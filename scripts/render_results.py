@@ -4,7 +4,8 @@
     python scripts/render_results.py            # rewrite every table from results/*.json
     python scripts/render_results.py --check    # exit 1 (and name the table) if any table disagrees
 
-Each measuring script (scripts/demo.py, bench.py, ptb_rnnlm.py, ...) writes `results/NAME.json`:
+Each measuring script (scripts/demo.py, bench.py, ptb_rnnlm.py, ...) writes `results/NAME.json`
+(with scripts/results.py's `write`):
 
     {"name": NAME, "revision": "<git sha>", "dirty": false, "date": "2026-12-08T01:30:00+00:00",
      "machine": "2-core AMD EPYC 7B13, Python 3.11.7, NumPy 2.4.6, Numba 0.68.1", "command": "python scripts/demo.py",

@@ -54,10 +54,13 @@ def test_a_hand_edit_is_caught_and_rendering_restores_it(tmp_path):
     assert render.fill(edited, str(res))[1] == ["toy.json#t"]
 
 
-def test_resultfile_records_revision_machine_and_command(tmp_path):
-    rf = _load("resultfile")
-    path = rf.write_results("probe", {"t": {"columns": ["a"], "rows": [[1]]}}, out_dir=str(tmp_path))
+def test_results_file_records_revision_machine_and_command(tmp_path):
+    import time
+    rf = _load("results")
+    path = rf.write("probe", [{"a": 1}], time.time(), out_dir=str(tmp_path),
+                    tables={"t": {"columns": ["a"], "rows": [[1]]}})
     data = json.loads(open(path).read())
-    assert data["name"] == "probe" and data["tables"]["t"]["rows"] == [[1]]
-    assert "Python" in data["machine"] and "core" in data["machine"]
+    assert data["name"] == "probe" and data["tables"]["t"]["rows"] == [[1]] and data["rows"] == [{"a": 1}]
+    assert "Python" in data["machine"] and "core" in data["machine"] and len(data["revision"]) == 40
     assert data["date"].endswith("UTC") and isinstance(data["dirty"], bool)
+    assert render.render(data, "t").startswith("| a |")
