@@ -1,7 +1,7 @@
 """Small matrix products without a BLAS call: the recurrence and BPTT multiply a few rows (the streams
 of one thread) by U at every step, where OpenBLAS spends more time packing U than multiplying
 (measured on the development VM, float32, one thread: 16 x 100 by 100 x 100 takes 5.6 us in sgemm,
-3.1 us here; 16 x 200 by 200 x 200, 21.4 against 11.1; scripts/gemm_bench.py). The time here grows
+3.1 us here; 16 x 200 by 200 x 200, 21.4 against 11.1; dev/gemm_bench.py). The time here grows
 with the number of rows and has no fixed part, so two threads with half the streams each take half
 the time. Matrices smaller than a block are computed element by element (`_chains`).
 

@@ -2,7 +2,7 @@
 """The recurrence's small matrix products: kernels.gemm._gemm against NumPy's np.dot (OpenBLAS) inside
 Numba, on one thread, µs per product (median of 5 timed runs after a compiling one).
 
-    python scripts/gemm_bench.py [--hidden 100 200] [--rows 8 16 32 128]
+    python dev/gemm_bench.py [--hidden 100 200] [--rows 8 16 32 128]
 
 Shapes: rows x H by H x H (a step of the recurrence or of BPTT for that many streams).
 """

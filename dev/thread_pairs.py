@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The batch schedule's 2-thread speed-up, window chunk by window chunk, the VM's slow spells told apart.
 
-    python scripts/thread_pairs.py [--data DIR] [--hidden 100] [--seconds 60] [--windows 200]
+    python dev/thread_pairs.py [--data DIR] [--hidden 100] [--seconds 60] [--windows 200]
                                    [--quiet 0.1]
 
 One process holds two trainers of the same model (hidden H, 100 classes, 32 streams x 4 steps, PTB
@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")   # baselines.py, bench.py
 sys.path.insert(0, HERE)
 
 
@@ -33,10 +33,15 @@ def batch_run(pkg: str, data_dir: str, hidden: int, threads: int, path: str, cli
     import importlib
 
     import numpy as np
-    cfg = importlib.import_module(f"{pkg}.config")
-    corpus = importlib.import_module(f"{pkg}.corpus")
-    model = importlib.import_module(f"{pkg}.model")
-    train = importlib.import_module(f"{pkg}.train")
+    def module(new, old):   # the package by stage (2026-12-07 on) or the flat one of older revisions
+        try:
+            return importlib.import_module(f"{pkg}.{new}")
+        except ImportError:
+            return importlib.import_module(f"{pkg}.{old}")
+    cfg = module("model.config", "config")
+    corpus = module("data.corpus", "corpus")
+    model = module("model.file", "model")
+    train = module("training.loop", "train")
     pc = corpus.prepare(*(os.path.join(data_dir, f"{s}.txt") for s in ("train", "valid", "test")), num_classes=100)
     mcfg = cfg.ModelConfig(vocab_size=len(pc.tokenizer), hidden=hidden, classes=100)
     tcfg = cfg.TrainConfig(schedule="batch", bptt=4, batch_size=32, lr=1.0, threads=threads, clip=clip)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The batch schedule of the working tree against a git revision, in one process, slow spells told apart.
 
-    python scripts/ab_revisions.py REV [--data DIR] [--hidden 100] [--threads 2] [--clip 0] [--seconds 300]
+    python dev/ab_revisions.py REV [--data DIR] [--hidden 100] [--threads 2] [--clip 0] [--seconds 300]
                                        [--windows 100] [--quiet 0.1]
 
 Copies the package as it was at REV (`git archive`) into a temporary directory as `rnnlm_rev` (its
@@ -30,7 +30,7 @@ import tarfile
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")   # baselines.py, bench.py
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
