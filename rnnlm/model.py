@@ -30,12 +30,13 @@ FORMAT_VERSION = 1
 def param_shapes(cfg: ModelConfig) -> list[tuple[str, tuple[int, ...]]]:
     """Names and shapes of the parameter blocks, in buffer order (see rnnlm/kernels for meaning)."""
     N, M, C = cfg.vocab_size, cfg.hidden, cfg.classes
+    O = N - 1 if cfg.softmax == "hs" else N   # output rows: words, or the Huffman tree's internal nodes
     return [
         ("emb", (N, M)),
         ("rec", (M, M)),
         ("bh", (M,)),
-        ("out_w", (N, M)),
-        ("bo", (N,)),
+        ("out_w", (O, M)),
+        ("bo", (O,)),
         ("cls_w", (C, M)),
         ("bc", (C,)),
         ("direct", (cfg.direct_size,)),
