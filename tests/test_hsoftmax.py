@@ -1,0 +1,243 @@
+"""Hierarchical softmax (--softmax hs): the Huffman tree, the kernels against the NumPy reference and
+central differences (both schedules), and the command line end to end."""
+import itertools
+
+import numpy as np
+import pytest
+
+import reference as ref
+from rnnlm.config import ModelConfig
+from rnnlm.errors import RnnlmError
+from rnnlm.hsoftmax import build_tree
+from rnnlm.kernels import hsoftmax as KH
+from rnnlm.model import Params
+from tiny import ACT, tiny_window
+
+N, M = 11, 4
+COUNTS = np.array([40, 17, 9, 9, 6, 5, 5, 3, 2, 1, 1])
+
+
+def hs_model(act="sigmoid", seed=0, N=N, M=M):
+    cfg = ModelConfig(vocab_size=N, hidden=M, classes=0, softmax="hs", activation=act, dtype="float64",
+                      init_scale=0.5)
+    rng = np.random.default_rng(seed)
+    p = Params.init(cfg, rng)
+    for name in ("bh", "bo"):
+        blk = p.block(name)
+        blk[...] = rng.uniform(-0.3, 0.3, blk.shape)
+    return p
+
+
+TREE = build_tree(COUNTS)
+
+
+# ----------------------------------------------------------------------------- the tree
+
+def test_huffman_tree_is_a_prefix_code_with_probabilities_summing_to_one():
+    rng = np.random.default_rng(0)
+    for counts in (COUNTS, [0, 0], [3, 3, 3, 3, 3], rng.integers(0, 50, 200), rng.zipf(1.5, 1000)):
+        t = build_tree(counts)
+        V = len(counts)
+        codes = sorted("".join(map(str, t.path(w)[1])) for w in range(V))
+        assert all(not b.startswith(a) for a, b in zip(codes, codes[1:]))          # a prefix code
+        assert sum(2.0 ** -len(c) for c in codes) == pytest.approx(1.0, abs=1e-12)   # a full tree
+        assert sorted(set(t.node.tolist())) == list(range(V - 1))                    # every node used
+        assert (t.path(0)[0][:1] == V - 2).all()                                     # the root first
+        c, d = np.asarray(counts), np.diff(t.start)
+        assert not ((c[:, None] > c[None, :]) & (d[:, None] > d[None, :])).any()     # Huffman: no
+        # more frequent word sits deeper
+        # probabilities of all words sum to 1 for random weights
+        p = hs_model(N=V, seed=V)
+        s = np.random.default_rng(1).uniform(-1, 1, M)
+        probs = np.empty(V)
+        KH.hs_distribution(s, p.out_w, p.bo, *t.kernel_args(), -1, probs)
+        assert probs.sum() == pytest.approx(1.0, abs=1e-12)
+        if V <= 200:
+            np.testing.assert_allclose(probs, ref.hs_distribution(ref.from_kernel_layout(p), s,
+                                                                  t.kernel_args()), rtol=1e-12)
+        assert KH.hs_distribution(s, p.out_w, p.bo, *t.kernel_args(), V - 1, probs[:0]) == \
+            pytest.approx(probs[V - 1], rel=1e-12)
+
+
+def test_huffman_tree_is_deterministic_with_ties_by_id():
+    t = build_tree([5, 3, 3, 1, 0, 7])
+    assert [t.path(w)[1].tolist() for w in range(6)] == [[1, 0], [0, 1, 1], [0, 0], [0, 1, 0, 1],
+                                                          [0, 1, 0, 0], [1, 1]]
+    a, b = build_tree(COUNTS), build_tree(COUNTS.copy())
+    assert a.fingerprint() == b.fingerprint()
+    with pytest.raises(RnnlmError):
+        build_tree([4])
+    with pytest.raises(RnnlmError):
+        build_tree([4, -1, 2])
+
+
+# ----------------------------------------------------------------------------- batch schedule
+
+CASES = list(itertools.product(["sigmoid", "tanh", "relu"], [False, True]))
+
+
+def batch_grad(p, x, y, h0, act, indep, upd=np.empty(0)):
+    g = p.zeros_like()
+    h_out = np.empty_like(h0)
+    loss = KH.hs_windows_grad(x[None], y[None], h0, p.emb, p.rec, p.bh, p.out_w, p.bo, *TREE.kernel_args(),
+                              ACT[act], indep, 0, 0.7, g.emb, g.rec, g.bh, g.out_w, g.bo, h_out, upd)
+    return loss, g, h_out
+
+
+@pytest.mark.parametrize("act,indep", CASES)
+def test_batch_window_matches_reference_and_central_differences(act, indep):
+    p = hs_model(act, seed=3)
+    x, y = tiny_window(N, 5, 3, seed=4)
+    h0 = np.random.default_rng(5).uniform(0, 1, (3, M))
+    loss, g, h_out = batch_grad(p, x, y, h0, act, indep)
+    rloss, D = ref.window(ref.from_kernel_layout(p), x, y, h0, act=act, independent=indep, eos=0, h_init=0.7,
+                          tree=TREE.kernel_args())
+    assert loss == pytest.approx(rloss, rel=1e-10)
+    for a, b in ((g.emb.T, D["V"]), (g.rec, D["U"]), (g.bh, D["th_j"]), (g.out_w, D["W"]), (g.bo, D["th_k"])):
+        np.testing.assert_allclose(a, -b, rtol=1e-10, atol=1e-12)
+    logp = np.empty(x.shape)
+    h2 = np.empty_like(h0)
+    KH.hs_window_logprob(x, y, h0, p.emb, p.rec, p.bh, p.out_w, p.bo, *TREE.kernel_args(), ACT[act], indep, 0,
+                         0.7, logp, h2)
+    assert -logp.sum() == pytest.approx(loss, rel=1e-12)
+    np.testing.assert_array_equal(h2, h_out)
+    eps = 1e-5
+    numeric = np.zeros(p.flat.size)
+    for i in range(p.flat.size):
+        old = p.flat[i]
+        p.flat[i] = old + eps
+        lp = batch_grad(p, x, y, h0, act, indep)[0]
+        p.flat[i] = old - eps
+        lm = batch_grad(p, x, y, h0, act, indep)[0]
+        p.flat[i] = old
+        numeric[i] = (lp - lm) / (2 * eps)
+    rel = np.abs(g.flat - numeric) / np.maximum(np.abs(g.flat) + np.abs(numeric), 1e-6)
+    assert rel.max() < 1e-6
+    assert np.abs(numeric).max() > 1e-2
+
+
+@pytest.mark.parametrize("bias,clip", [(True, 0.0), (False, 0.0), (True, 0.05)])
+def test_batch_step_is_the_optimisers_update(bias, clip):
+    """The kernel's own SGD step: p -= lr * (scale * g + beta * p) on the touched weights (the path
+    nodes, the input words' embedding rows, U, the biases), clipped to the global norm."""
+    p = hs_model("tanh", seed=6)
+    x, y = tiny_window(N, 4, 2, seed=7)
+    h0 = np.full((2, M), 0.7)
+    _, g, _ = batch_grad(p, x, y, h0, "tanh", False)
+    lr, scale, beta = 0.3, 0.5, 0.01
+    touched = p.zeros_like()
+    touched.emb[np.unique(x)] = 1
+    touched.rec[...] = 1
+    used = np.unique(np.concatenate([TREE.path(w)[0] for w in y.ravel()]))
+    touched.out_w[used] = 1
+    if bias:
+        touched.bh[...] = 1
+        touched.bo[used] = 1
+    gm = g.flat * touched.flat
+    sc = scale
+    if clip:
+        nrm = np.linalg.norm(gm) * scale
+        assert nrm > clip
+        sc = scale * clip / nrm
+    expect = p.flat - lr * (sc * gm + beta * p.flat * touched.flat)
+    q = p.copy()
+    _, g2, _ = batch_grad(q, x, y, h0, "tanh", False, np.array([lr, scale, beta, float(bias), clip]))
+    np.testing.assert_allclose(q.flat, expect, rtol=1e-12, atol=1e-15)
+    assert not g2.flat.any()
+    if clip:
+        assert np.linalg.norm(q.flat - p.flat + lr * beta * p.flat * touched.flat) == pytest.approx(lr * clip)
+
+
+# ----------------------------------------------------------------------------- per-word schedule
+
+DORDER = 3
+
+
+def stream(n, seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, N, n).astype(np.int32)
+    y[[i for i in (4, 11, 12) if i < n]] = 0
+    x = np.concatenate([[0], y[:-1]]).astype(np.int32)
+    return x, y
+
+
+def fresh_state(D, h_init=0.7):
+    return (np.full(M, h_init), np.full(D + 1, -1, np.int32), np.zeros((D + 1, M)), np.zeros((D + 1, M)),
+            np.zeros(2, np.int64))
+
+
+def run(p, x, y, act, lr, beta, D, block, indep, state, use_bias=True, l2_every=1, drop_in=0.0, drop_out=0.0,
+        drop_seed=0, clip=0.0):
+    logp = np.empty(len(x))
+    loss = KH.hs_train_stream(x, y, p.emb, p.rec, p.bh, p.out_w, p.bo, *TREE.kernel_args(), ACT[act], lr, beta,
+                              clip, block, indep, 0, 0.7, use_bias, l2_every, drop_in, drop_out, drop_seed, *state,
+                              logp)
+    return loss, logp
+
+
+@pytest.mark.parametrize("act,indep,v", [
+    ("sigmoid", False, dict()), ("tanh", True, dict(use_bias=False, l2_every=3)),
+    ("relu", False, dict(drop_in=0.3, drop_out=0.4, drop_seed=17)), ("sigmoid", True, dict(l2_every=3))])
+def test_per_word_schedule_matches_reference(act, indep, v):
+    p = hs_model(act, seed=5)
+    x, y = stream(23, 6)
+    P0 = ref.from_kernel_layout(p)
+    D, block, beta = 6, 4, 0.05
+    st = fresh_state(D)
+    _, lp1 = run(p, x[:9], y[:9], act, 0.3, beta, D, block, indep, st, **v)   # split mid-block
+    _, lp2 = run(p, x[9:], y[9:], act, 0.3, beta, D, block, indep, st, **v)
+    P1, rlogp = ref.rnnlm_schedule(P0, x, y, D, block, 0.3, beta, act, None, None, indep, 0, 0.7, DORDER,
+                                   tree=TREE.kernel_args(), **v)
+    np.testing.assert_allclose(np.concatenate([lp1, lp2]), rlogp, rtol=1e-10)
+    got = ref.from_kernel_layout(p)
+    for k in ("V", "U", "th_j", "W", "th_k"):
+        np.testing.assert_allclose(got[k], P1[k], rtol=1e-10, atol=1e-13, err_msg=k)
+    if not v.get("use_bias", True):
+        for k in ("th_j", "th_k"):
+            np.testing.assert_array_equal(got[k], P0[k])
+
+
+@pytest.mark.parametrize("act,drop", [("sigmoid", (0.0, 0.0)), ("tanh", (0.3, 0.4)), ("relu", (0.0, 0.0))])
+def test_per_word_sweep_is_gradient_of_truncated_objective(act, drop):
+    """As tests/test_rnnlm_schedule.py: block 1 with lr 0, block 2 with lr = +-eps; d(params)/d(lr)
+    at 0 is minus the gradient of block 2's loss with the state D steps back held constant."""
+    D, block = 6, 5
+    x, y = stream(2 * block, 7)
+    p = hs_model(act, seed=8)
+    st = fresh_state(D)
+    dk = dict(drop_in=drop[0], drop_out=drop[1], drop_seed=23)
+    run(p, x[:block], y[:block], act, 0.0, 0.0, D, block, False, st, **dk)
+    eps = 1e-6
+    moved = []
+    for lr in (eps, -eps):
+        q = p.copy()
+        s2 = tuple(a.copy() for a in st)
+        run(q, x[block:], y[block:], act, lr, 0.0, D, block, False, s2, **dk)
+        moved.append(q.flat.copy())
+    dparams = (moved[0] - moved[1]) / (2 * eps)
+    P = ref.from_kernel_layout(p)
+    t_e = 2 * block - 1
+    lo = t_e - D + 1
+    h = np.full(M, 0.7)
+    mi = np.array([ref.dropout_factors(23, t, M, drop[0]) for t in range(2 * block)])
+    mo = np.array([ref.dropout_factors(23, t, M, drop[1], 2 ** 32) for t in range(2 * block)])
+    for t in range(lo):
+        h = ref.f(P["V"][:, x[t]] * mi[t] + P["U"] @ h + P["th_j"], act)
+    xs, ys = x[lo:].reshape(-1, 1), y[lo:].reshape(-1, 1)
+    mask = np.zeros((D, 1), bool)
+    mask[-block:] = True
+    kw = dict(act=act, mask=mask, drop_in=mi[lo:, None], drop_out=mo[lo:, None], tree=TREE.kernel_args())
+
+    def cost(flat):
+        q = p.copy()
+        q.flat[:] = flat
+        return ref.window_cost(ref.from_kernel_layout(q), xs, ys, h[None, :], **kw)
+
+    h_eps = 1e-5
+    numeric = np.zeros_like(p.flat)
+    for i in range(p.flat.size):
+        e = np.zeros_like(p.flat)
+        e[i] = h_eps
+        numeric[i] = (cost(p.flat + e) - cost(p.flat - e)) / (2 * h_eps)
+    np.testing.assert_allclose(dparams, -numeric, rtol=1e-5, atol=1e-8)
+    assert np.abs(numeric).max() > 1e-3
