@@ -33,6 +33,11 @@ class Stepper:
                             float(cfg.reset_hidden))
         self._out_args = (params.out_w, params.bo, cls_w, bc, params.direct, classes.class_starts,
                           cfg.direct_order)
+        self._dist = KS.next_distribution
+        if getattr(classes, "tree", None) is not None:   # hierarchical softmax
+            from rnnlm.kernels.hsoftmax import hs_distribution
+            self._out_args = (params.out_w, params.bo, *classes.tree.kernel_args())
+            self._dist = hs_distribution
 
     def reset(self) -> None:
         """Back to the state a text starts from (before its first `</s>` is read)."""
@@ -54,11 +59,16 @@ class Stepper:
 
     def prob(self, word_id: int) -> float:
         """P(word | the current state), computing only the class layer and the word's class block."""
+        if self._dist is not KS.next_distribution:
+            return float(self._dist(self.h, *self._out_args, int(word_id), self.probs))
         return float(KS.next_distribution(self.h, self.ng, *self._out_args, int(word_id), self.probs))
 
     def distribution(self) -> np.ndarray:
         """P(next word | the current state) over the vocabulary (a view, overwritten by the next call)."""
-        KS.next_distribution(self.h, self.ng, *self._out_args, -1, self.probs)
+        if self._dist is not KS.next_distribution:
+            self._dist(self.h, *self._out_args, -1, self.probs)
+        else:
+            KS.next_distribution(self.h, self.ng, *self._out_args, -1, self.probs)
         return self.probs
 
     def feed(self, word_id: int) -> np.ndarray:

@@ -97,6 +97,7 @@ class ModelFile:
     tokenizer_bytes: bytes
     meta: dict = field(default_factory=dict)
     arrays: dict = field(default_factory=dict)
+    tree: object = None   # the hierarchical softmax's tree (rnnlm.hsoftmax.HsTree) of an hs model
 
 
 def _bytes_array(b: bytes) -> np.ndarray:
@@ -235,4 +236,8 @@ def load_model(path: str) -> ModelFile:
     h0 = arrays.get("h0")
     if h0 is not None and (h0.shape != (cfg.hidden,) or h0.dtype.kind != "f" or not np.isfinite(h0).all()):
         raise RnnlmError(f"{path}: damaged: saved hidden state of shape {h0.shape} {h0.dtype}")
-    return ModelFile(cfg, params, tok, meta, arrays)
+    tree = None
+    if cfg.softmax == "hs":
+        from rnnlm.hsoftmax import tree_from_file
+        tree = tree_from_file(path, cfg.vocab_size, arrays, meta)
+    return ModelFile(cfg, params, tok, meta, arrays, tree)

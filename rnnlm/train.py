@@ -33,6 +33,8 @@ from rnnlm.batching import inputs_targets, num_windows, streams, window, windows
 from rnnlm.config import ModelConfig, TrainConfig
 from rnnlm.errors import RnnlmError
 from rnnlm.evaluate import stream_logprobs
+from rnnlm.hsoftmax import build_tree, save_arrays, train_counts
+from rnnlm.kernels import hsoftmax as KH
 from rnnlm.model import ModelFile, Params, load_model, save_model
 from rnnlm.step import BatchStepper, ClassInfo, blas_single_thread, history_width, param_args
 from rnnlm.threads import rnnlm_train_shards
@@ -124,6 +126,14 @@ class Trainer:
         self.progress = _tty(sys.stderr) if progress is None else progress
         self.eos = int(tokenizer.eos_id)
         self.classes = ClassInfo.from_tokenizer(tokenizer, mcfg.classes > 0)
+        self.hs_arrays, self.hs_meta = {}, {}
+        if mcfg.softmax == "hs":   # Huffman tree of the training counts
+            if tcfg.threads > 1:
+                raise RnnlmError("--softmax hs trains on one thread only: give --threads 1")
+            if tcfg.cost != "ce":
+                raise RnnlmError("--softmax hs trains with --cost ce only")
+            self.classes.tree = build_tree(train_counts(self.train_ids, mcfg.vocab_size))
+            self.hs_arrays, self.hs_meta = save_arrays(self.classes.tree)
         if mcfg.classes > 0 and self.classes.num_classes != mcfg.classes:
             raise RnnlmError(f"model has {mcfg.classes} classes but the vocabulary {self.classes.num_classes}")
         self.data_fp = _fingerprint(self.train_ids, self.valid_ids)
@@ -151,13 +161,13 @@ class Trainer:
 
     def _meta(self, sched: Schedule) -> dict:
         return dict(train=self.tcfg.to_dict(), history=sched.history,
-                    tokenizer_kind=getattr(self.tok, "kind", "word"))
+                    tokenizer_kind=getattr(self.tok, "kind", "word"), **self.hs_meta)
 
     def _save_checkpoint(self, params, saved, sched, sstate):
         meta = self._meta(sched)
         meta["checkpoint"] = dict(schedule={k: v for k, v in sched.__dict__.items() if k != "history"},
                                   data=self.data_fp)
-        arrays = {"saved": saved.flat, **{f"stream_{k}": v for k, v in sstate.items()}}
+        arrays = {"saved": saved.flat, **{f"stream_{k}": v for k, v in sstate.items()}, **self.hs_arrays}
         save_model(self.ckpt_path, ModelFile(self.mcfg, params, self.tok.to_bytes(), meta, arrays))
 
     def _load_checkpoint(self):
@@ -195,6 +205,15 @@ class Trainer:
         t = self.tcfg
         if t.schedule == "rnnlm" and self.shards > 1:
             return self._train_shards(params, sstate, lr, a, b, data)
+        if t.schedule == "rnnlm" and self.classes.tree is not None:
+            x, y = data
+            logp = np.empty(b - a, dtype=np.float64)
+            KH.hs_train_stream(x[a:b], y[a:b], params.emb, params.rec, params.bh, params.out_w, params.bo,
+                               *self.classes.tree.kernel_args(), self.mcfg.activation_code, lr, t.beta, t.clip,
+                               t.bptt_block, t.independent, self.eos, self.mcfg.reset_hidden, self.mcfg.bias,
+                               RNNLM_L2_EVERY, t.dropout_input, t.dropout, self.drop_seed, sstate["h"],
+                               sstate["hist"], sstate["hs"], sstate["err"], sstate["istate"], logp)
+            return float(logp.sum()), b - a
         if t.schedule == "rnnlm":
             x, y = data
             logp = np.empty(b - a, dtype=np.float64)
@@ -392,7 +411,8 @@ class Trainer:
                              f"{self.model_path} holds the last good weights; try a smaller --lr or --clip")
 
     def _write_model(self, params, sched) -> ModelFile:
-        mf = ModelFile(self.mcfg, params, self.tok.to_bytes(), self._meta(sched))
+        mf = ModelFile(self.mcfg, params, self.tok.to_bytes(), self._meta(sched), dict(self.hs_arrays),
+                       self.classes.tree)
         save_model(self.model_path, mf)
         return mf
 
