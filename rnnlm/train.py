@@ -5,10 +5,17 @@ worse is rolled back (the weights return to those after the previous epoch). Whi
 than the factor `min_improvement` the learning rate is kept; the first time it does not, halving
 starts (lr *= lr_decay every epoch from then on); the second time, training stops.
 
-Checkpoints (`MODEL.ckpt`) hold the weights, the rollback copy, the stream state and the schedule; they
-are written at fixed positions (multiples of the chunk size) so that a run resumed from any checkpoint
-ends bit-identical to an uninterrupted one (same seed, same thread count). Ctrl-C (SIGINT) stops at
-the next chunk boundary after writing a checkpoint there (`TrainingInterrupted`).
+Chunks: an epoch is trained in chunks, between which the loop checks the weights, writes checkpoints
+and looks at Ctrl-C. Their size adapts to the speed measured on the chunks before (CHUNK_SECONDS
+each, at most CHUNK_WORDS words; the first one small), so that Ctrl-C is honoured within about half
+a second whatever the softmax and vocabulary. Where a chunk ends never changes the arithmetic: the
+per-word schedule carries its whole state from chunk to chunk, the batch schedule's windows are the
+same, and the sharded per-word schedule (several threads) cuts only between its merge rounds (every
+`sync` words of each shard, fixed when training starts).
+Checkpoints (`MODEL.ckpt`) hold the weights, the rollback copy, the stream state and the schedule; a
+run resumed from any checkpoint ends bit-identical to an uninterrupted one (same seed, same thread
+count). Ctrl-C (SIGINT) stops at the next chunk boundary after writing a checkpoint there
+(`TrainingInterrupted`).
 
 Divergence: a chunk with a non-finite loss or non-finite weights, or an epoch whose validation
 entropy is not finite or jumps by more than EXPLODE_BITS, is rolled back to the last good weights and
@@ -39,7 +46,9 @@ from rnnlm.model import ModelFile, Params, load_model, save_model
 from rnnlm.step import BatchStepper, ClassInfo, blas_single_thread, history_width, param_args
 from rnnlm.threads import rnnlm_train_shards
 
-CHUNK_WORDS = 16384
+CHUNK_WORDS = 16384    # the largest chunk: words (per-word schedule, of each shard) or windows of this many
+CHUNK_SECONDS = 0.25   # what a chunk should take (Ctrl-C waits for the chunk under way)
+FIRST_CHUNK = 16       # words of the first chunk of the per-word schedule (its speed is not known yet)
 RNNLM_L2_EVERY = 10   # rnnlm-0.4b applies L2 to the output and hidden weights on every 10th word
 LN2 = math.log(2.0)
 SYNC_WORDS = 2048     # rnnlm schedule on T threads: words of each shard between merges
@@ -140,7 +149,11 @@ class Trainer:
         # the rnnlm schedule on T > 1 threads trains T contiguous shards of the text at once
         self.shards = tcfg.threads if tcfg.schedule == "rnnlm" else 1
         self.chunk = (max(1, CHUNK_WORDS // self.shards) if tcfg.schedule == "rnnlm"
-                      else max(1, CHUNK_WORDS // (tcfg.batch_size * tcfg.bptt)))
+                      else max(1, CHUNK_WORDS // (tcfg.batch_size * tcfg.bptt)))   # the largest chunk
+        # chunks are whole multiples of `grain` units: the shards' merge rounds (`sync` words each)
+        self.sync = min(SYNC_WORDS, self.chunk)
+        self.grain = self.sync if self.shards > 1 else 1
+        self.next_chunk = min(self.chunk, max(self.grain, FIRST_CHUNK if tcfg.schedule == "rnnlm" else 1))
         self.stop_after_chunks = None   # tests: simulate a kill after this many chunks
         self.drop_seed = 0              # dropout masks' seed, set for each epoch by the training loop
 
@@ -193,6 +206,12 @@ class Trainer:
             raise RnnlmError(f"{self.ckpt_path}: damaged checkpoint (training state arrays)")
         params = Params(self.mcfg, mf.params.flat.copy())
         return params, saved, sched, sstate
+
+    def _adapt_chunk(self, units: int, seconds: float) -> None:
+        """Size the next chunk from the last one's speed (CHUNK_SECONDS; grain <= size <= chunk)."""
+        want = units * CHUNK_SECONDS / seconds if seconds > 0 else self.chunk
+        want = min(self.chunk, int(want))
+        self.next_chunk = max(self.grain, want // self.grain * self.grain)
 
     # ------------------------------------------------------------------ one epoch
     def _units(self) -> int:
@@ -253,7 +272,7 @@ class Trainer:
         n_c = np.clip(lens - a, 0, b - a).astype(np.int64)
         logp = np.zeros((self.shards, b - a), dtype=np.float64)
         rnnlm_train_shards(np.ascontiguousarray(X[:, a:b]), np.ascontiguousarray(Y[:, a:b]), n_c,
-                              min(SYNC_WORDS, b - a), params.flat, reps, m.vocab_size, m.hidden, m.classes,
+                              self.sync, params.flat, reps, m.vocab_size, m.hidden, m.classes,
                               m.direct_size, self.classes.word_class, self.classes.class_starts,
                               m.activation_code, lr, t.beta, t.clip, t.bptt_block, t.independent, self.eos,
                               m.reset_hidden, m.direct_order, m.bias, RNNLM_L2_EVERY, t.dropout_input, t.dropout,
@@ -315,8 +334,10 @@ class Trainer:
             words0 = sched.train_tokens
             while sched.position < units:
                 a = sched.position
-                b = min(units, (a // self.chunk + 1) * self.chunk)
+                b = min(units, a // self.grain * self.grain + self.next_chunk)
+                c0 = time.perf_counter()
                 lp, n = self._train_chunk(params, sstate, sched.lr, a, b, data)
+                self._adapt_chunk(b - a, time.perf_counter() - c0)
                 if not (math.isfinite(lp) and np.isfinite(params.flat).all()):
                     break
                 sched.train_logprob += lp
