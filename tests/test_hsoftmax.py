@@ -241,3 +241,97 @@ def test_per_word_sweep_is_gradient_of_truncated_objective(act, drop):
         numeric[i] = (cost(p.flat + e) - cost(p.flat - e)) / (2 * h_eps)
     np.testing.assert_allclose(dparams, -numeric, rtol=1e-5, atol=1e-8)
     assert np.abs(numeric).max() > 1e-3
+
+
+# ----------------------------------------------------------------------------- end to end
+
+def test_cli_train_eval_score_sample_and_api(tmp_path, monkeypatch, capsys):
+    """`rnnlm train --softmax hs` in both schedules on the tiny corpus of tests/test_cli_model.py,
+    then eval (also --dynamic), score, sample and the Python API; the model file round-trips and is
+    checked on load; the unsupported combinations are refused in one line."""
+    import json
+    import os
+
+    import rnnlm
+    from rnnlm.cli import main
+    from rnnlm.model import load_model, save_model
+    syn = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "corpora", "synthetic")
+    monkeypatch.setenv("RNNLM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    lines = open(os.path.join(syn, "train.txt")).read().splitlines()
+    (tmp_path / "train.txt").write_text("\n".join(lines[:1500]) + "\n")
+    (tmp_path / "valid.txt").write_text("\n".join(lines[1500:1700]) + "\n")
+    (tmp_path / "test.txt").write_text("\n".join(lines[1700:1900]) + "\n")
+
+    def run(*argv):
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    base = ["train", "--train", "train.txt", "--valid", "valid.txt", "--hidden", "16", "--softmax", "hs",
+            "--max-epochs", "2"]
+    ppl = {}
+    for schedule in ("rnnlm", "batch"):
+        code, out, err = run(*base, "--schedule", schedule, "--model", f"{schedule}.rnnlm")
+        assert code == 0, err
+        assert "softmax hs" in out and "threads 1" in out and "epoch   2" in out
+        code, out, err = run("eval", f"{schedule}.rnnlm", "test.txt", "--json")
+        assert code == 0, err
+        ppl[schedule] = json.loads(out)["perplexity"]
+        assert 1 < ppl[schedule] < 120      # the vocabulary has 340-odd words
+    code, out, err = run("eval", "rnnlm.rnnlm", "test.txt", "--json", "--dynamic", "0.05")
+    assert code == 0, err
+    assert json.loads(out)["perplexity"] < ppl["rnnlm"]
+    (tmp_path / "two.txt").write_text(lines[1700] + "\n" + lines[1701] + "\n")
+    code, out, err = run("score", "rnnlm.rnnlm", "two.txt")
+    assert code == 0, err
+    m = rnnlm.load("rnnlm.rnnlm")
+    scores = [float(v) for v in out.split()]
+    assert scores == pytest.approx([m.score(lines[1700]), m.score(lines[1701])], abs=1e-5)
+    assert m.evaluate("test.txt").perplexity == pytest.approx(ppl["rnnlm"], rel=1e-12)
+    s = m.begin()
+    total = 0.0
+    for w in lines[1700].split() + ["</s>"]:
+        nxt = m.next_logprobs(s)
+        assert sum(10.0 ** v for v in nxt.values()) == pytest.approx(1.0, abs=1e-6)
+        lp, s = m.step(s, w)
+        assert lp == pytest.approx(nxt[w], abs=1e-6)
+        total += lp
+    assert total == pytest.approx(m.score(lines[1700]), abs=1e-4)
+    code, out, err = run("sample", "rnnlm.rnnlm", "--n", "3", "--seed", "1")
+    assert code == 0 and len(out.splitlines()) == 3
+    assert m.sample(2, seed=1) == m.sample(2, seed=1)
+    # the model file: saved tree fingerprint checked, old-style fields intact
+    mf = load_model("rnnlm.rnnlm")
+    assert mf.config.softmax == "hs" and mf.params.out_w.shape == (mf.config.vocab_size - 1, 16)
+    assert mf.tree.fingerprint() == mf.meta["hs_tree"]
+    save_model("copy.rnnlm", mf)
+    assert load_model("copy.rnnlm").params.flat.tobytes() == mf.params.flat.tobytes()
+    mf.arrays["hs_counts"] = mf.arrays["hs_counts"][::-1].copy()   # another tree for the same weights
+    save_model("bad.rnnlm", mf)
+    code, _, err = run("eval", "bad.rnnlm", "test.txt")
+    assert code == 1 and err.count("\n") == 1 and "tree does not match" in err
+    del mf.arrays["hs_counts"]
+    save_model("bad.rnnlm", mf)
+    code, _, err = run("eval", "bad.rnnlm", "test.txt")
+    assert code == 1 and err.count("\n") == 1 and "without its word counts" in err
+    # refused in one line
+    for extra, msg in ((["--threads", "2"], "one thread only"), (["--direct", "1"], "no classes, direct"),
+                       (["--cost", "sse"], "--cost ce only")):
+        code, _, err = run(*base, "--model", "x.rnnlm", *extra)
+        assert code == 1 and err.count("\n") == 1 and msg in err, err
+    code, _, err = run("export-rnnlm", "rnnlm.rnnlm", "out.txt")
+    assert code == 1 and err.count("\n") == 1 and "hierarchical softmax" in err
+    # --classes 0 still means a full softmax, and such a model has no tree
+    code, out, err = run("train", "--train", "train.txt", "--valid", "valid.txt", "--hidden", "8", "--classes", "0",
+                         "--max-epochs", "1", "--model", "full.rnnlm")
+    assert code == 0 and "softmax full" in out, err
+    assert load_model("full.rnnlm").config.softmax == "full" and load_model("full.rnnlm").tree is None
+
+
+def test_old_model_config_without_the_field_loads_as_before():
+    old = dict(vocab_size=20, hidden=4, classes=3)
+    assert ModelConfig.from_dict(old).softmax == "class"
+    assert ModelConfig.from_dict(dict(old, classes=0)).softmax == "full"
+    with pytest.raises(RnnlmError, match="softmax"):
+        ModelConfig(vocab_size=20, softmax="tree")
