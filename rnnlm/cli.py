@@ -185,7 +185,8 @@ def add_model_commands(sub) -> None:
     g.add_argument("--activation", choices=("sigmoid", "tanh", "relu"), default="sigmoid")
     g.add_argument("--softmax", choices=("class", "full", "hs"), default=None,
                    help="output layer: class-factored (--classes N), full, or hs: hierarchical softmax over "
-                        "a Huffman tree of the training counts (as faster-rnnlm; one thread, no --direct). "
+                        "a Huffman tree of the training counts (as faster-rnnlm; no --direct; --schedule batch: one "
+                        "thread). "
                         "Default: class if --classes > 0, else full")
     g.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     g.add_argument("--direct", type=float, default=0.0, metavar="MILLIONS",
@@ -290,7 +291,7 @@ def cmd_train(args) -> int:
                            max_epochs=args.max_epochs, min_improvement=args.min_improvement,
                            independent=args.independent, seed=args.seed,
                            threads=(args.threads if args.threads is not None
-                                    else 1 if softmax == "hs" else default_threads()),
+                                    else 1 if softmax == "hs" and args.schedule == "batch" else default_threads()),
                            checkpoint_words=args.checkpoint_words, dropout=args.dropout,
                            dropout_input=args.dropout_input)
         if tcfg.cost == "sse" and mcfg.classes:

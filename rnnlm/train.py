@@ -137,8 +137,8 @@ class Trainer:
         self.classes = ClassInfo.from_tokenizer(tokenizer, mcfg.classes > 0)
         self.hs_arrays, self.hs_meta = {}, {}
         if mcfg.softmax == "hs":   # Huffman tree of the training counts
-            if tcfg.threads > 1:
-                raise RnnlmError("--softmax hs trains on one thread only: give --threads 1")
+            if tcfg.threads > 1 and tcfg.schedule != "rnnlm":
+                raise RnnlmError("--softmax hs trains --schedule batch on one thread only: give --threads 1")
             if tcfg.cost != "ce":
                 raise RnnlmError("--softmax hs trains with --cost ce only")
             self.classes.tree = build_tree(train_counts(self.train_ids, mcfg.vocab_size))
@@ -277,7 +277,8 @@ class Trainer:
                               m.activation_code, lr, t.beta, t.clip, t.bptt_block, t.independent, self.eos,
                               m.reset_hidden, m.direct_order, m.bias, RNNLM_L2_EVERY, t.dropout_input, t.dropout,
                               self.drop_seed, sstate["h"], sstate["hist"],
-                              sstate["hs"], sstate["err"], sstate["ng"], sstate["istate"], logp)
+                              sstate["hs"], sstate["err"], sstate["ng"], sstate["istate"], logp,
+                              tree=self.classes.tree)
         return float(logp.sum()), int(n_c.sum())
 
     def _epoch_data(self, params):

@@ -243,6 +243,39 @@ def test_per_word_sweep_is_gradient_of_truncated_objective(act, drop):
     assert np.abs(numeric).max() > 1e-3
 
 
+def test_shards_one_shard_is_the_stream_kernel_and_two_are_deterministic():
+    """The threaded per-word schedule (rnnlm.threads.rnnlm_train_shards) with the tree: one shard
+    gives exactly hs_train_stream; two shards, run twice, the same bits, and every merged weight
+    is one a shard changed."""
+    from rnnlm.threads import rnnlm_train_shards
+    x, y = stream(40, 9)
+    D, block = 6, 4
+
+    def shards(q, X, Y, lens, sync):
+        T = X.shape[0]
+        st = [np.stack([a] * T) for a in fresh_state(D)]
+        ng = np.zeros((T, 2), np.int32)
+        logp = np.zeros(X.shape)
+        reps = np.stack([q.flat] * T)
+        rnnlm_train_shards(X, Y, lens, sync, q.flat, reps, N, M, 0, 0, np.zeros(N, np.int32),
+                           np.array([0, N], np.int32), 0, 0.3, 0.05, 0.0, block, False, 0, 0.7, DORDER, True, 3,
+                           0.0, 0.0, 0, st[0], st[1], st[2], st[3], ng, st[4], logp, tree=TREE)
+        return logp
+
+    p = hs_model("sigmoid", seed=5)
+    q = p.copy()
+    _, lp = run(p, x, y, "sigmoid", 0.3, 0.05, D, block, False, fresh_state(D), l2_every=3)
+    logp = shards(q, x[None], y[None], np.array([len(x)]), 7)
+    np.testing.assert_array_equal(q.flat, p.flat)
+    np.testing.assert_array_equal(logp[0], lp)
+    X, Y, lens = np.stack([x[:20], x[20:]]), np.stack([y[:20], y[20:]]), np.array([20, 20])
+    a, b = hs_model("sigmoid", seed=5), hs_model("sigmoid", seed=5)
+    la, lb = shards(a, X, Y, lens, 8), shards(b, X, Y, lens, 8)
+    np.testing.assert_array_equal(a.flat, b.flat)
+    np.testing.assert_array_equal(la, lb)
+    assert np.isfinite(la).all() and (la < 0).all() and not np.array_equal(a.flat, hs_model("sigmoid", seed=5).flat)
+
+
 # ----------------------------------------------------------------------------- end to end
 
 def test_cli_train_eval_score_sample_and_api(tmp_path, monkeypatch, capsys):
@@ -270,6 +303,8 @@ def test_cli_train_eval_score_sample_and_api(tmp_path, monkeypatch, capsys):
 
     base = ["train", "--train", "train.txt", "--valid", "valid.txt", "--hidden", "16", "--softmax", "hs",
             "--max-epochs", "2"]
+    code, out, err = run(*base, "--threads", "2", "--model", "two.rnnlm")   # per-word shards
+    assert code == 0 and "threads 2" in out, err
     ppl = {}
     for schedule in ("rnnlm", "batch"):
         code, out, err = run(*base, "--schedule", schedule, "--model", f"{schedule}.rnnlm")
@@ -316,7 +351,7 @@ def test_cli_train_eval_score_sample_and_api(tmp_path, monkeypatch, capsys):
     code, _, err = run("eval", "bad.rnnlm", "test.txt")
     assert code == 1 and err.count("\n") == 1 and "without its word counts" in err
     # refused in one line
-    for extra, msg in ((["--threads", "2"], "one thread only"), (["--direct", "1"], "no classes, direct"),
+    for extra, msg in ((["--threads", "2", "--schedule", "batch"], "one thread only"), (["--direct", "1"], "no classes, direct"),
                        (["--cost", "sse"], "--cost ce only")):
         code, _, err = run(*base, "--model", "x.rnnlm", *extra)
         assert code == 1 and err.count("\n") == 1 and msg in err, err

@@ -11,7 +11,8 @@ fastmath here except in the dot products (core._dot).
 
 Kernels: `hs_train_stream` (rnnlm-0.4b's per-word schedule with this output layer: the node rows
 of the target's path updated every word, the hidden error kept for the BPTT sweep, the same
-helpers as seq.rnnlm_train_stream), `hs_windows_grad` (the batch schedule's windows: gradient, or
+helpers as seq.rnnlm_train_stream; `hs_shard_run` runs it on one text shard of the threaded
+per-word schedule), `hs_windows_grad` (the batch schedule's windows: gradient, or
 gradient and SGD step of each window on the touched node rows only), `hs_window_logprob`
 (evaluation) and `hs_distribution` (one step's distribution over all words, or one word's
 probability). No direct connections (the tree has no class to key them by), cross-entropy only.
@@ -27,7 +28,7 @@ from numba import njit
 from rnnlm.kernels.batch import _backward, _step_embedding
 from rnnlm.kernels.core import _copy_rows, _dot, _hidden_forward
 from rnnlm.kernels.optim import _sgd_piece
-from rnnlm.kernels.seq import DROP_OUT_SALT, _bptt_update, _dropout_factor, _word_forward
+from rnnlm.kernels.seq import DROP_OUT_SALT, SHARD_SEED_STEP, _bptt_update, _dropout_factor, _word_forward
 
 
 @njit(cache=True)
@@ -135,6 +136,30 @@ def hs_train_stream(x, y, emb, rec, bh, out_w, bo, start, node, code, act, lr, b
             _bptt_update(istate, hist, hs, err, rec, bh, emb, act, lr, beta, clip, use_bias, l2_every,
                          drop_in, drop_seed, e, delta, gU, gbh, gV)
     return loss
+
+
+@njit(cache=True, nogil=True)
+def hs_shard_run(t, a, sync, X, Y, lens, reps, N, M, start, node, code, act, lr, beta, clip, block, independent,
+                 eos, h_init, use_bias, l2_every, drop_in, drop_out, drop_seed, H, HIST, HS, ERR, IST, LOGP):
+    """seq.shard_run with the hierarchical softmax: words a : a + sync of shard t (hs_train_stream
+    on replica reps[t], whose blocks are emb, rec, bh, out_w (N - 1, M), bo (N - 1), in the order
+    of model.param_shapes; nogil, for one Python thread per shard, rnnlm.threads.rnnlm_train_shards)."""
+    lo = min(a, lens[t])
+    hi = min(a + sync, lens[t])
+    if hi > lo:
+        f = reps[t]
+        o = N * M
+        emb = f[:o].reshape((N, M))
+        rec = f[o:o + M * M].reshape((M, M))
+        o += M * M
+        bh = f[o:o + M]
+        o += M
+        out_w = f[o:o + (N - 1) * M].reshape((N - 1, M))
+        o += (N - 1) * M
+        bo = f[o:o + N - 1]
+        hs_train_stream(X[t, lo:hi], Y[t, lo:hi], emb, rec, bh, out_w, bo, start, node, code, act, lr, beta, clip,
+                        block, independent, eos, h_init, use_bias, l2_every, drop_in, drop_out,
+                        drop_seed + t * SHARD_SEED_STEP, H[t], HIST[t], HS[t], ERR[t], IST[t], LOGP[t, lo:hi])
 
 
 # ----------------------------------------------------------------------------- batch schedule
