@@ -49,6 +49,18 @@ from rnnlm.threads import rnnlm_train_shards
 CHUNK_WORDS = 16384    # the largest chunk: words (per-word schedule, of each shard) or windows of this many
 CHUNK_SECONDS = 0.25   # what a chunk should take (Ctrl-C waits for the chunk under way)
 FIRST_CHUNK = 16       # words of the first chunk of the per-word schedule (its speed is not known yet)
+ACC_WINDOWS = 16       # batch schedule: windows per kernel call, their loss summed there (a fixed grid)
+FIXED_ONE = 2.0 ** 32  # the epoch's training log-probability is summed in units of 1 / FIXED_ONE, exactly
+
+
+def _fixed_sum(v) -> int | float:
+    """The sum of ln p values (an array or one number) in units of 1 / FIXED_ONE, as an exact Python
+    int (sums of ints do not depend on how they are grouped, so neither does the epoch's training
+    entropy on where its chunks end); NaN if any value is not finite."""
+    a = np.asarray(v, dtype=np.float64)
+    if not np.isfinite(a).all():
+        return float("nan")
+    return int(np.rint(a * FIXED_ONE).astype(np.int64).sum(dtype=np.int64))
 RNNLM_L2_EVERY = 10   # rnnlm-0.4b applies L2 to the output and hidden weights on every 10th word
 LN2 = math.log(2.0)
 SYNC_WORDS = 2048     # rnnlm schedule on T threads: words of each shard between merges
@@ -99,7 +111,8 @@ class Schedule:
     done: bool = False
     last_valid: float | None = None  # validation entropy after the previous epoch (bits)
     failures: int = 0               # divergences in a row (reset by a good epoch)
-    train_logprob: float = 0.0      # ln p summed over the current epoch so far
+    train_logprob: float = 0.0      # ln p summed over the current epoch so far (checkpoints of before)
+    train_logprob_fixed: int = 0    # ln p summed over the current epoch so far, in units of 1 / FIXED_ONE
     train_tokens: int = 0
     history: list = field(default_factory=list)
 
@@ -150,9 +163,10 @@ class Trainer:
         self.shards = tcfg.threads if tcfg.schedule == "rnnlm" else 1
         self.chunk = (max(1, CHUNK_WORDS // self.shards) if tcfg.schedule == "rnnlm"
                       else max(1, CHUNK_WORDS // (tcfg.batch_size * tcfg.bptt)))   # the largest chunk
-        # chunks are whole multiples of `grain` units: the shards' merge rounds (`sync` words each)
+        # chunks are whole multiples of `grain` units: the shards' merge rounds (`sync` words each), the
+        # batch schedule's groups of windows whose summed loss is one number (ACC_WINDOWS)
         self.sync = min(SYNC_WORDS, self.chunk)
-        self.grain = self.sync if self.shards > 1 else 1
+        self.grain = (self.sync if self.shards > 1 else 1) if tcfg.schedule == "rnnlm" else min(ACC_WINDOWS, self.chunk)
         self.next_chunk = min(self.chunk, max(self.grain, FIRST_CHUNK if tcfg.schedule == "rnnlm" else 1))
         self.stop_after_chunks = None   # tests: simulate a kill after this many chunks
         self.drop_seed = 0              # dropout masks' seed, set for each epoch by the training loop
@@ -232,7 +246,7 @@ class Trainer:
                                t.bptt_block, t.independent, self.eos, self.mcfg.reset_hidden, self.mcfg.bias,
                                RNNLM_L2_EVERY, t.dropout_input, t.dropout, self.drop_seed, sstate["h"],
                                sstate["hist"], sstate["hs"], sstate["err"], sstate["istate"], logp)
-            return float(logp.sum()), b - a
+            return _fixed_sum(logp), b - a
         if t.schedule == "rnnlm":
             x, y = data
             logp = np.empty(b - a, dtype=np.float64)
@@ -243,22 +257,22 @@ class Trainer:
                                  t.dropout_input, t.dropout, self.drop_seed, sstate["h"], sstate["hist"],
                                  sstate["hs"], sstate["err"], sstate["ng"],
                                  sstate["istate"], logp)
-            return float(logp.sum()), b - a
+            return _fixed_sum(logp), b - a
         xs, ys, stepper = data
-        lp, n = 0.0, 0
+        lp, n = 0, 0
         with blas_single_thread():   # once for the chunk, not per window
             whole = max(a, min(b, xs.shape[1] // t.bptt))   # windows a : whole are full length
-            if whole > a:
-                X, Y = windows(xs, ys, a * t.bptt, whole - a, t.bptt)
+            for g in range(a, whole, self.grain):   # one call per grain: the loss summed over fixed windows
+                X, Y = windows(xs, ys, g * t.bptt, min(whole, g + self.grain) - g, t.bptt)
                 loss, sstate["h"], sstate["ng"] = stepper.step_windows(X, Y, sstate["h"], sstate["ng"], lr, t.beta,
                                                                        t.clip, 1.0 / t.batch_size)
-                lp -= loss
+                lp += _fixed_sum(-loss)
                 n += X.size
             for wi in range(whole, b):   # the last, shorter window
                 xw, yw = window(xs, ys, wi * t.bptt, t.bptt)
                 loss, sstate["h"], sstate["ng"] = stepper.step_windows(xw[None], yw[None], sstate["h"], sstate["ng"],
                                                                        lr, t.beta, t.clip, 1.0 / t.batch_size)
-                lp -= loss
+                lp += _fixed_sum(-loss)
                 n += xw.size
         return lp, n
 
@@ -279,7 +293,7 @@ class Trainer:
                               self.drop_seed, sstate["h"], sstate["hist"],
                               sstate["hs"], sstate["err"], sstate["ng"], sstate["istate"], logp,
                               tree=self.classes.tree)
-        return float(logp.sum()), int(n_c.sum())
+        return _fixed_sum(logp), int(n_c.sum())
 
     def _epoch_data(self, params):
         t = self.tcfg
@@ -341,7 +355,7 @@ class Trainer:
                 self._adapt_chunk(b - a, time.perf_counter() - c0)
                 if not (math.isfinite(lp) and np.isfinite(params.flat).all()):
                     break
-                sched.train_logprob += lp
+                sched.train_logprob_fixed += lp
                 sched.train_tokens += n
                 sched.position = b
                 words_since_ckpt += n
@@ -378,7 +392,8 @@ class Trainer:
         t = self.tcfg
         lp = stream_logprobs(self.mcfg, params, self.classes, self.valid_ids, self.eos, t.independent)
         valid = float(-lp.sum() / len(lp) / LN2)
-        train = float(-sched.train_logprob / max(sched.train_tokens, 1) / LN2)
+        logprob = sched.train_logprob + sched.train_logprob_fixed / FIXED_ONE
+        train = float(-logprob / max(sched.train_tokens, 1) / LN2)
         if not math.isfinite(valid) or (sched.last_valid is not None
                                         and valid > sched.last_valid + EXPLODE_BITS):
             self._diverged(params, saved, sched, f"validation entropy {valid:.4g} bits")
@@ -404,7 +419,7 @@ class Trainer:
         entry = dict(epoch=sched.epoch, lr=lr_used, train_entropy=train, valid_entropy=valid,
                      train_ppl=2.0 ** train, valid_ppl=2.0 ** valid, rolled_back=rolled_back)
         sched.history.append(entry)
-        sched.train_logprob, sched.train_tokens = 0.0, 0
+        sched.train_logprob, sched.train_logprob_fixed, sched.train_tokens = 0.0, 0, 0
         wps = words / seconds if seconds > 0 else float("nan")
         self.log(f"epoch {sched.epoch:3d}  lr {lr_used:.6g}  train {train:.4f} bits (ppl {2 ** train:.2f})  "
                  f"valid {valid:.4f} bits (ppl {2 ** valid:.2f})  {wps:,.0f} words/s  {seconds:.1f} s"
@@ -420,7 +435,7 @@ class Trainer:
         lr_used = sched.lr
         sched.lr *= self.tcfg.lr_decay
         sched.position = 0
-        sched.train_logprob, sched.train_tokens = 0.0, 0
+        sched.train_logprob, sched.train_logprob_fixed, sched.train_tokens = 0.0, 0, 0
         entry = dict(epoch=sched.epoch + 1, lr=lr_used, diverged=what, rolled_back=True)
         sched.history.append(entry)
         with open(self.log_path, "a", encoding="utf-8") as fh:

@@ -91,6 +91,18 @@ def test_kill_and_resume_is_bit_identical(data, tmp_path, monkeypatch, schedule,
     assert sha(tmp_path / "full.rnnlm") == sha(tmp_path / "cut.rnnlm")
 
 
+@pytest.mark.parametrize("kw", [dict(), dict(schedule="batch", batch_size=4, bptt=5, lr=0.5), dict(threads=2)],
+                         ids=["rnnlm", "batch", "rnnlm-2threads"])
+def test_chunk_sizes_do_not_change_the_model_file(data, tmp_path, monkeypatch, kw):
+    """Chunks adapt to the measured speed; the smallest chunks (one grain) and the largest give
+    the same bytes: weights, and the training entropies in the history (summed exactly)."""
+    vocab, tr, va = data
+    for name, seconds in (("small.rnnlm", 1e-12), ("large.rnnlm", 1e12)):
+        monkeypatch.setattr(train_mod, "CHUNK_SECONDS", seconds)
+        make(vocab, tr, va, tmp_path / name, max_epochs=2, checkpoint_words=0, **kw).run()
+    assert sha(tmp_path / "small.rnnlm") == sha(tmp_path / "large.rnnlm")
+
+
 def kill_and_resume(vocab, tr, va, path, stop, **kw):
     """Train until the process 'dies' after `stop` chunks (only the last checkpoint survives), then
     resume to the end."""
