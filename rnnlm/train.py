@@ -49,7 +49,8 @@ from rnnlm.threads import rnnlm_train_shards
 CHUNK_WORDS = 16384    # the largest chunk: words (per-word schedule, of each shard) or windows of this many
 CHUNK_SECONDS = 0.25   # what a chunk should take (Ctrl-C waits for the chunk under way)
 FIRST_CHUNK = 16       # words of the first chunk of the per-word schedule (its speed is not known yet)
-ACC_WINDOWS = 16       # batch schedule: windows per kernel call, their loss summed there (a fixed grid)
+ACC_WINDOWS = 16       # batch schedule: windows per kernel call, their loss summed there (a fixed grid),
+ACC_BUDGET = 1e9       # fewer when they would cost more multiply-adds than this (see Trainer._acc_windows)
 FIXED_ONE = 2.0 ** 32  # the epoch's training log-probability is summed in units of 1 / FIXED_ONE, exactly
 
 
@@ -166,7 +167,8 @@ class Trainer:
         # chunks are whole multiples of `grain` units: the shards' merge rounds (`sync` words each), the
         # batch schedule's groups of windows whose summed loss is one number (ACC_WINDOWS)
         self.sync = min(SYNC_WORDS, self.chunk)
-        self.grain = (self.sync if self.shards > 1 else 1) if tcfg.schedule == "rnnlm" else min(ACC_WINDOWS, self.chunk)
+        self.grain = ((self.sync if self.shards > 1 else 1) if tcfg.schedule == "rnnlm"
+                      else min(self._acc_windows(), self.chunk))
         self.next_chunk = min(self.chunk, max(self.grain, FIRST_CHUNK if tcfg.schedule == "rnnlm" else 1))
         self.stop_after_chunks = None   # tests: simulate a kill after this many chunks
         self.drop_seed = 0              # dropout masks' seed, set for each epoch by the training loop
@@ -220,6 +222,16 @@ class Trainer:
             raise RnnlmError(f"{self.ckpt_path}: damaged checkpoint (training state arrays)")
         params = Params(self.mcfg, mf.params.flat.copy())
         return params, saved, sched, sstate
+
+    def _acc_windows(self) -> int:
+        """Windows of a grain of the batch schedule: ACC_WINDOWS, fewer when the model is so large
+        that they would cost more than ACC_BUDGET multiply-adds (a full softmax over a large
+        vocabulary: one window then). From the configuration only, so the same on every run."""
+        m, t = self.mcfg, self.tcfg
+        V, M = m.vocab_size, m.hidden
+        out = {"full": V, "class": m.classes + 2 * V / max(m.classes, 1), "hs": 2 * math.log2(V)}[m.softmax]
+        per_window = t.batch_size * t.bptt * M * (3 * M + 3 * out)
+        return max(1, min(ACC_WINDOWS, int(ACC_BUDGET // per_window)))
 
     def _adapt_chunk(self, units: int, seconds: float) -> None:
         """Size the next chunk from the last one's speed (CHUNK_SECONDS; grain <= size <= chunk)."""
