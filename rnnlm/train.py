@@ -48,6 +48,7 @@ from rnnlm.threads import rnnlm_train_shards
 
 CHUNK_WORDS = 16384    # the largest chunk: words (per-word schedule, of each shard) or windows of this many
 CHUNK_SECONDS = 0.25   # what a chunk should take (Ctrl-C waits for the chunk under way)
+CHECK_SHARE = 4        # ... or this many times the check of the weights after each chunk, if longer
 FIRST_CHUNK = 16       # words of the first chunk of the per-word schedule (its speed is not known yet)
 ACC_WINDOWS = 16       # batch schedule: windows per kernel call, their loss summed there (a fixed grid),
 ACC_BUDGET = 1e9       # fewer when they would cost more multiply-adds than this (see Trainer._acc_windows)
@@ -233,9 +234,12 @@ class Trainer:
         per_window = t.batch_size * t.bptt * M * (3 * M + 3 * out)
         return max(1, min(ACC_WINDOWS, int(ACC_BUDGET // per_window)))
 
-    def _adapt_chunk(self, units: int, seconds: float) -> None:
-        """Size the next chunk from the last one's speed (CHUNK_SECONDS; grain <= size <= chunk)."""
-        want = units * CHUNK_SECONDS / seconds if seconds > 0 else self.chunk
+    def _adapt_chunk(self, units: int, seconds: float, check: float) -> None:
+        """Size the next chunk from the last one's speed (`units` in `seconds`): CHUNK_SECONDS, or
+        CHECK_SHARE times the check of the weights after it (`check` seconds: 80 ms for 60 million
+        weights) if that is longer; grain <= size <= chunk."""
+        target = max(CHUNK_SECONDS, CHECK_SHARE * check)
+        want = units * target / seconds if seconds > 0 else self.chunk
         want = min(self.chunk, int(want))
         self.next_chunk = max(self.grain, want // self.grain * self.grain)
 
@@ -364,8 +368,10 @@ class Trainer:
                 b = min(units, a // self.grain * self.grain + self.next_chunk)
                 c0 = time.perf_counter()
                 lp, n = self._train_chunk(params, sstate, sched.lr, a, b, data)
-                self._adapt_chunk(b - a, time.perf_counter() - c0)
-                if not (math.isfinite(lp) and np.isfinite(params.flat).all()):
+                c1 = time.perf_counter()
+                finite = math.isfinite(lp) and np.isfinite(params.flat).all()
+                self._adapt_chunk(b - a, c1 - c0, time.perf_counter() - c1)
+                if not finite:
                     break
                 sched.train_logprob_fixed += lp
                 sched.train_tokens += n
