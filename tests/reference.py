@@ -138,8 +138,27 @@ def output_distribution(P, s, classes, class_starts):
     return y
 
 
+def hs_output(P, s, tgt, tree):
+    """Hierarchical softmax (tree = (start, node, code), word w's path node[start[w]:start[w+1]]):
+    (ln p(tgt | s), the path's nodes, their deltas -dC/dz = (1 - code) - sigmoid(z)), with
+    p(tgt | s) = prod over the path of sigmoid(z) (code 0) or 1 - sigmoid(z) (code 1),
+    z = W[n] . s + theta_n."""
+    start, node, code = tree
+    nodes = np.asarray(node[start[tgt]:start[tgt + 1]])
+    codes = np.asarray(code[start[tgt]:start[tgt + 1]], dtype=np.float64)
+    z = P["W"][nodes] @ s + P["th_k"][nodes]
+    sig = 1.0 / (1.0 + np.exp(-z))
+    return float(np.log(np.where(codes == 0, sig, 1.0 - sig)).sum()), nodes, (1.0 - codes) - sig
+
+
+def hs_distribution(P, s, tree):
+    """p(w | s) of every word under the hierarchical softmax."""
+    return np.array([np.exp(hs_output(P, s, w, tree)[0]) for w in range(len(tree[0]) - 1)])
+
+
 def window(P, x, d, h0, act="sigmoid", cost="ce", classes=None, class_starts=None,
-           independent=False, eos=0, h_init=1.0, mask=None, dorder=3, ng0=None, drop_in=None, drop_out=None):
+           independent=False, eos=0, h_init=1.0, mask=None, dorder=3, ng0=None, drop_in=None, drop_out=None,
+           tree=None):
     """One truncated-BPTT window over B streams.
 
     x, d: (T, B) input words and target words; h0: (B, M) previous state (a constant).
@@ -181,7 +200,13 @@ def window(P, x, d, h0, act="sigmoid", cost="ce", classes=None, class_starts=Non
                 err_out.append(np.zeros(M))
                 continue
             hist = hists[t][b]
-            if classes is None:
+            if tree is not None:
+                lp, nodes, dz = hs_output(P, s, tgt, tree)
+                cost_total += -lp
+                D["W"][nodes] += np.outer(dz, s)
+                D["th_k"][nodes] += dz
+                err_out.append(mo * (P["W"][nodes].T @ dz))
+            elif classes is None:
                 fw = direct_features(hist, K, 0, size, N)
                 y = softmax(P["W"] @ s + P["th_k"] + direct_logits(P, fw))
                 dvec = np.zeros(N); dvec[tgt] = 1.0
@@ -240,7 +265,7 @@ def sgd(P, D, eta, beta=0.0, scale=1.0, touched=None):
 
 def rnnlm_schedule(P, x, d, depth, block, eta, beta=0.0, act="sigmoid", classes=None,
                    class_starts=None, independent=False, eos=0, h_init=1.0, dorder=3, use_bias=True,
-                   l2_every=1, drop_in=0.0, drop_out=0.0, drop_seed=0):
+                   l2_every=1, drop_in=0.0, drop_out=0.0, drop_seed=0, tree=None):
     """rnnlm-0.4b's per-word schedule on one stream, restated step by step with the equations.
 
     Each word: forward, output deltas, output weights changed at once (Delta w_kj = eta delta_k s_j,
@@ -285,7 +310,13 @@ def rnnlm_schedule(P, x, d, depth, block, eta, beta=0.0, act="sigmoid", classes=
         s_rec = f(net_j, act)
         s = s_rec * mo                            # what the output layer reads
         tgt = d[t]
-        if classes is None:
+        if tree is not None:                      # hierarchical softmax: the path's rows change
+            lp, nodes, dz = hs_output(P, s, tgt, tree)
+            logps.append(lp)
+            err = mo * (P["W"][nodes].T @ dz)
+            P["W"][nodes] += eta * np.outer(dz, s) - eta * b2 * P["W"][nodes]
+            P["th_k"][nodes] += bmask * (eta * dz - eta * b2 * P["th_k"][nodes])
+        elif classes is None:
             fw = direct_features(hist, K, 0, size, len(P["th_k"]))
             y = softmax(P["W"] @ s + P["th_k"] + direct_logits(P, fw))
             logps.append(np.log(y[tgt]))

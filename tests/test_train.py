@@ -82,12 +82,26 @@ def test_same_seed_same_bytes(data, tmp_path):
 def test_kill_and_resume_is_bit_identical(data, tmp_path, monkeypatch, schedule, stop):
     vocab, tr, va = data
     monkeypatch.setattr(train_mod, "CHUNK_WORDS", 4000)
-    kw = dict(schedule=schedule, max_epochs=3, checkpoint_words=4000, direct_size=20_000 if stop == 3 else 0)
+    # chunks adapt to the speed (train.CHUNK_SECONDS), so they differ from run to run: a checkpoint at
+    # every chunk boundary (checkpoint_words=1) makes the killed run resume from its last one
+    kw = dict(schedule=schedule, max_epochs=3, checkpoint_words=1, direct_size=20_000 if stop == 3 else 0)
     if schedule == "batch":
         kw.update(batch_size=4, bptt=5, lr=0.5)
     make(vocab, tr, va, tmp_path / "full.rnnlm", **kw).run()
     kill_and_resume(vocab, tr, va, tmp_path / "cut.rnnlm", stop, **kw)
     assert sha(tmp_path / "full.rnnlm") == sha(tmp_path / "cut.rnnlm")
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(schedule="batch", batch_size=4, bptt=5, lr=0.5), dict(threads=2)],
+                         ids=["rnnlm", "batch", "rnnlm-2threads"])
+def test_chunk_sizes_do_not_change_the_model_file(data, tmp_path, monkeypatch, kw):
+    """Chunks adapt to the measured speed; the smallest chunks (one grain) and the largest give
+    the same bytes: weights, and the training entropies in the history (summed exactly)."""
+    vocab, tr, va = data
+    for name, seconds in (("small.rnnlm", 1e-12), ("large.rnnlm", 1e12)):
+        monkeypatch.setattr(train_mod, "CHUNK_SECONDS", seconds)
+        make(vocab, tr, va, tmp_path / name, max_epochs=2, checkpoint_words=0, **kw).run()
+    assert sha(tmp_path / "small.rnnlm") == sha(tmp_path / "large.rnnlm")
 
 
 def kill_and_resume(vocab, tr, va, path, stop, **kw):

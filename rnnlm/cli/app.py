@@ -191,6 +191,11 @@ def add_model_commands(sub) -> None:
     g = t.add_argument_group("model")
     g.add_argument("--hidden", type=int, default=100, metavar="M", help="hidden units (default: 100)")
     g.add_argument("--activation", choices=("sigmoid", "tanh", "relu"), default="sigmoid")
+    g.add_argument("--softmax", choices=("class", "full", "hs"), default=None,
+                   help="output layer: class-factored (--classes N), full, or hs: hierarchical softmax over "
+                        "a Huffman tree of the training counts (as faster-rnnlm; no --direct; --schedule batch: one "
+                        "thread). "
+                        "Default: class if --classes > 0, else full")
     g.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     g.add_argument("--direct", type=float, default=0.0, metavar="MILLIONS",
                    help="direct n-gram connections: hash table size in millions of weights, as "
@@ -262,21 +267,28 @@ def _train(args) -> int:
         raise RnnlmError(f"{args.model}: exists; use --force to overwrite or --resume to continue")
     else:
         tok = args.tokenizer
+    if args.classes < 0:
+        raise RnnlmError(f"--classes must be >= 0 (0 = full softmax), got {args.classes}")
+    softmax = args.softmax or ("class" if args.classes > 0 else "full")
+    if softmax == "class" and args.classes <= 0:
+        raise RnnlmError("--softmax class needs --classes N > 0")
     pc = prepare(args.train, args.valid, dataset=args.dataset, dataset_config=args.dataset_config,
                  tokenizer=tok, min_count=args.min_count, max_size=args.max_size,
-                 num_classes=args.classes, class_mode=args.class_mode,
+                 num_classes=args.classes if softmax == "class" or args.resume else 0, class_mode=args.class_mode,
                  sp_vocab_size=args.sp_vocab_size, cache_dir=args.cache_dir)
     tok = pc.tokenizer
     if not args.resume:
         mcfg = ModelConfig(vocab_size=len(tok), hidden=args.hidden, classes=tok.num_classes,
                            activation=args.activation, dtype=args.dtype, bias=args.bias,
-                           direct_size=int(round(args.direct * 1_000_000)), direct_order=args.direct_order)
+                           direct_size=int(round(args.direct * 1_000_000)), direct_order=args.direct_order,
+                           softmax=softmax)
         lr = args.lr if args.lr is not None else (0.1 if args.schedule == "rnnlm" else 1.0)
         tcfg = TrainConfig(lr=lr, beta=args.beta, clip=args.clip, schedule=args.schedule, bptt=args.bptt,
                            bptt_block=args.bptt_block, batch_size=args.batch_size, cost=args.cost,
                            max_epochs=args.max_epochs, min_improvement=args.min_improvement,
                            independent=args.independent, seed=args.seed,
-                           threads=args.threads if args.threads is not None else default_threads(),
+                           threads=(args.threads if args.threads is not None
+                                    else 1 if softmax == "hs" and args.schedule == "batch" else default_threads()),
                            checkpoint_words=args.checkpoint_words, dropout=args.dropout,
                            dropout_input=args.dropout_input)
         if tcfg.cost == "sse" and mcfg.classes:
@@ -286,7 +298,8 @@ def _train(args) -> int:
         st = pc.stats[name]
         print(f"{name}: {st.n_lines:,} lines, {st.n_tokens:,} tokens, OOV {st.n_oov:,} ({st.oov_policy})"
               + (f", {st.n_blank:,} blank lines skipped" if st.n_blank else ""))
-    print(f"vocabulary {len(tok):,}, classes {mcfg.classes}, hidden {mcfg.hidden} {mcfg.activation}, "
+    out_layer = f"classes {mcfg.classes}" if mcfg.softmax == "class" else f"softmax {mcfg.softmax}"
+    print(f"vocabulary {len(tok):,}, {out_layer}, hidden {mcfg.hidden} {mcfg.activation}, "
           f"schedule {tcfg.schedule}, lr {tcfg.lr:g}, threads {tcfg.threads}"
           + (f", direct {mcfg.direct_size:,} weights order {mcfg.direct_order}" if mcfg.direct_size else ""))
     trainer = Trainer(mcfg, tcfg, tok, pc["train"], pc["valid"], args.model)

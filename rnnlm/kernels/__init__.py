@@ -5,7 +5,8 @@ Notation follows ../shared/design/seed-equations.md; storage is row-major and ch
   rec    (M, M)  recurrent weights U, rec[j, h] = u[j, h] (to unit j from previous unit h)
   bh     (M,)    hidden bias theta_j
   out_w  (N, M)  hidden -> output weights W, out_w[k, j] = w[k, j]
-  bo     (N,)    output bias theta_k
+  bo     (N,)    output bias theta_k (hierarchical softmax: out_w (N - 1, M), bo (N - 1,) are the
+                 Huffman tree's internal nodes, see hsoftmax)
   cls_w  (C, M), bc (C,)  class layer of the class-factored softmax (C = 0: full softmax)
   direct (S,)    hashed direct n-gram connections (rnnlm-0.4b's -direct; S = 0: none), see below
 Words are numbered so that every class is a contiguous id range class_starts[c] : class_starts[c+1].
@@ -36,9 +37,11 @@ H[0] the carried-in state; token (t, b) is row t * B + b of the (T * B, M) view 
 Modules: common (helpers, direct hashing, hidden forward), gemm (the register-blocked small products
 of the recurrence and BPTT, no BLAS call), softmax (the output layers), window (the batch schedule's
 window kernels, serial), threaded (the threaded class-softmax step's setup and worker), sync (its
-workers' barrier), sgd (updates), word (rnnlm-0.4b's per-word schedule, one-step distributions,
-per-word training on threads), rnnlm04b (rnnlm-0.4b's exact test arithmetic for imported models).
-No kernel module imports anything of rnnlm outside this package. The public batched kernels are
+workers' barrier), sgd (updates), word (rnnlm-0.4b's per-word schedule, also on text shards),
+onestep (the next state and the next-word distribution, for sampling and streaming scoring),
+hsoftmax (the hierarchical softmax: its per-word schedule, batch windows, evaluation and one-step
+distributions), rnnlm04b (rnnlm-0.4b's exact test arithmetic for imported models). No kernel module
+imports anything of rnnlm outside this package. The public batched kernels are
 re-exported here: `from rnnlm import kernels as K; K.window_grad`.
 
 Direct connections (rnnlm-0.4b's maximum-entropy features, its exact hashing): the input words of

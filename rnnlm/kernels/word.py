@@ -1,5 +1,6 @@
-"""Word-at-a-time Numba kernels (B = 1): rnnlm-0.4b's per-word training schedule and the one-step
-distribution used for sampling and streaming scoring. Storage and notation as in rnnlm/kernels/__init__.py.
+"""Word-at-a-time Numba kernels (B = 1): rnnlm-0.4b's per-word training schedule, on one thread and
+on text shards. Storage and notation as in rnnlm/kernels/__init__.py; the one-step distribution used
+for sampling and streaming scoring is in onestep.py.
 """
 from __future__ import annotations
 
@@ -95,6 +96,91 @@ def _sweep(depth, rec, hs, err, act, e, delta, gU, gbh, gV):
 
 
 @njit(cache=True)
+def _word_forward(w_in, reset, h_init, h, hist, hs, err, istate, emb, rec, bh, act, drop_in, drop_seed, net):
+    """The per-word schedule's forward step reading w_in from state h (h_init after a reset): the
+    histories hist, hs, err shifted by one step, the new state into hs[0] (net: work array (M))."""
+    M = rec.shape[0]
+    D = hist.shape[0] - 1
+    if reset:
+        h[:] = h_init
+        istate[1] = 0
+    for k in range(D, 0, -1):
+        hist[k] = hist[k - 1]
+        for j in range(M):   # loops, not slice assignments (see core._copy_rows)
+            hs[k, j] = hs[k - 1, j]
+            err[k, j] = err[k - 1, j]
+    hist[0] = w_in
+    for j in range(M):
+        hs[1, j] = h[j]
+    if istate[1] < D:
+        istate[1] += 1
+    # forward: net_j = V x + U s(t-1) + theta_j
+    _affine(rec, bh, h, np.int64(0), M, net)   # not a literal: _affine compiled once
+    if drop_in > 0.0:
+        for j in range(M):
+            net[j] += emb[w_in, j] * _dropout_factor(drop_seed, istate[0], j, drop_in)
+    else:
+        for j in range(M):
+            net[j] += emb[w_in, j]
+    for j in range(M):
+        hs[0, j] = _activate(net[j], act)
+
+
+@njit(cache=True)
+def _bptt_update(istate, hist, hs, err, rec, bh, emb, act, lr, beta, clip, use_bias, l2_every, drop_in,
+                 drop_seed, e, delta, gU, gbh, gV):
+    """The per-word schedule's BPTT step (after istate[0] words): the stored output errors err are
+    propagated back through the last istate[1] steps, delta(t-k) = f'(net(t-k)) * (err(t-k) +
+    U^T delta(t-k+1)), U, theta_j and the embedding rows of the inputs hist[k] updated once (clipped
+    to norm `clip`, L2 every `l2_every` words), err cleared. Work arrays e, delta (M), gU (M, M),
+    gbh (M), gV (D + 1, M) (gU, gbh clear on entry and exit)."""
+    M = rec.shape[0]
+    D = hist.shape[0] - 1
+    depth = istate[1]
+    _sweep(depth, rec, hs, err, act, e, delta, gU, gbh, gV)
+    if drop_in > 0.0:   # the embedding row of step t - k was read through its mask
+        for k in range(depth):
+            for j in range(M):
+                gV[k, j] *= _dropout_factor(drop_seed, istate[0] - 1 - k, j, drop_in)
+    scale = 1.0
+    if clip > 0.0:
+        gg = 0.0
+        for j in range(M):
+            gg += gbh[j] * gbh[j]
+            for q in range(M):
+                gg += gU[j, q] * gU[j, q]
+        for k in range(depth):
+            for j in range(M):
+                gg += gV[k, j] * gV[k, j]
+        nrm = math.sqrt(gg)
+        if nrm > clip:
+            scale = clip / nrm
+    b2 = beta if (l2_every <= 1 or istate[0] % l2_every == 0) else 0.0
+    for j in range(M):
+        for q in range(M):
+            rec[j, q] -= lr * (scale * gU[j, q] + b2 * rec[j, q])
+            gU[j, q] = 0.0
+        if use_bias:
+            bh[j] -= lr * (scale * gbh[j] + b2 * bh[j])
+        gbh[j] = 0.0
+    if b2 > 0.0:  # L2 once on each distinct input word of the sweep
+        for k in range(depth):
+            first = True
+            for k2 in range(k):
+                if hist[k2] == hist[k]:
+                    first = False
+            if first:
+                for j in range(M):
+                    emb[hist[k], j] -= lr * b2 * emb[hist[k], j]
+    for k in range(depth):
+        for j in range(M):
+            emb[hist[k], j] -= lr * scale * gV[k, j]
+    for k in range(D + 1):
+        for j in range(M):
+            err[k, j] = 0.0
+
+
+@njit(cache=True)
 def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
                        act, lr, beta, clip, block, independent, eos, h_init, dorder, use_bias, l2_every,
                        drop_in, drop_out, drop_seed, h, hist, hs, err, ng, istate, logp):
@@ -144,30 +230,8 @@ def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_cl
         w_in = x[i]
         tgt = y[i]
         reset = independent and w_in == eos
-        if reset:
-            h[:] = h_init
-            istate[1] = 0
         _shift_history(ng, w_in, reset, eos)
-        for k in range(D, 0, -1):
-            hist[k] = hist[k - 1]
-            for j in range(M):   # loops, not slice assignments (see core._copy_rows)
-                hs[k, j] = hs[k - 1, j]
-                err[k, j] = err[k - 1, j]
-        hist[0] = w_in
-        for j in range(M):
-            hs[1, j] = h[j]
-        if istate[1] < D:
-            istate[1] += 1
-        # forward: net_j = V x + U s(t-1) + theta_j
-        _affine(rec, bh, h, np.int64(0), M, net)   # not a literal: _affine compiled once
-        if drop_in > 0.0:
-            for j in range(M):
-                net[j] += emb[w_in, j] * _dropout_factor(drop_seed, istate[0], j, drop_in)
-        else:
-            for j in range(M):
-                net[j] += emb[w_in, j]
-        for j in range(M):
-            hs[0, j] = _activate(net[j], act)
+        _word_forward(w_in, reset, h_init, h, hist, hs, err, istate, emb, rec, bh, act, drop_in, drop_seed, net)
         # the output layer reads s = the state, dropped out with rate drop_out
         if drop_out > 0.0:
             for j in range(M):
@@ -253,111 +317,9 @@ def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_cl
             h[j] = hs[0, j]
         istate[0] += 1
         if istate[0] % block == 0 or (independent and tgt == eos):
-            # BPTT sweep: delta(t-k) = f'(net(t-k)) * (err(t-k) + U^T delta(t-k+1))
-            depth = istate[1]
-            _sweep(depth, rec, hs, err, act, e, delta, gU, gbh, gV)
-            if drop_in > 0.0:   # the embedding row of step t - k was read through its mask
-                for k in range(depth):
-                    for j in range(M):
-                        gV[k, j] *= _dropout_factor(drop_seed, istate[0] - 1 - k, j, drop_in)
-            scale = 1.0
-            if clip > 0.0:
-                gg = 0.0
-                for j in range(M):
-                    gg += gbh[j] * gbh[j]
-                    for q in range(M):
-                        gg += gU[j, q] * gU[j, q]
-                for k in range(depth):
-                    for j in range(M):
-                        gg += gV[k, j] * gV[k, j]
-                nrm = math.sqrt(gg)
-                if nrm > clip:
-                    scale = clip / nrm
-            b2 = beta if (l2_every <= 1 or istate[0] % l2_every == 0) else 0.0
-            for j in range(M):
-                for q in range(M):
-                    rec[j, q] -= lr * (scale * gU[j, q] + b2 * rec[j, q])
-                    gU[j, q] = 0.0
-                if use_bias:
-                    bh[j] -= lr * (scale * gbh[j] + b2 * bh[j])
-                gbh[j] = 0.0
-            if b2 > 0.0:  # L2 once on each distinct input word of the sweep
-                for k in range(depth):
-                    first = True
-                    for k2 in range(k):
-                        if hist[k2] == hist[k]:
-                            first = False
-                    if first:
-                        for j in range(M):
-                            emb[hist[k], j] -= lr * b2 * emb[hist[k], j]
-            for k in range(depth):
-                for j in range(M):
-                    emb[hist[k], j] -= lr * scale * gV[k, j]
-            for k in range(D + 1):
-                for j in range(M):
-                    err[k, j] = 0.0
+            _bptt_update(istate, hist, hs, err, rec, bh, emb, act, lr, beta, clip, use_bias, l2_every,
+                         drop_in, drop_seed, e, delta, gU, gbh, gV)
     return loss
-
-
-# ----------------------------------------------------------------------------- one step (sampling)
-
-@njit(cache=True)
-def step_state(w_in, h, ng, emb, rec, bh, act, independent, eos, h_init, h_out):
-    """One step from state h reading word w_in: the new state into h_out; the direct-connection
-    history ng is advanced in place."""
-    M = rec.shape[0]
-    reset = independent and w_in == eos
-    _shift_history(ng, w_in, reset, eos)
-    for j in range(M):
-        acc = emb[w_in, j] + bh[j]
-        for q in range(M):
-            acc += rec[j, q] * (h_init if reset else h[q])
-        h_out[j] = _activate(acc, act)
-
-
-@njit(cache=True)
-def next_distribution(h, ng, out_w, bo, cls_w, bc, direct, class_starts, dorder, target, probs):
-    """P(next word | state h, history ng). With target < 0: the whole distribution into probs (N);
-    with classes, probs[w] = P(c(w) | s) P(w | c(w), s) for every word (an exact distribution).
-    With target >= 0: returns P(target) alone, computing only the class layer and the target's
-    class block (probs is scratch space)."""
-    N = out_w.shape[0]
-    C = cls_w.shape[0]
-    K = dorder if direct.shape[0] > 0 else 0
-    size = direct.shape[0]
-    hsd = np.zeros(max(K, 1), dtype=np.int64)
-    zero = 0 * N            # run-time values, not literals (see rnnlm_train_stream)
-    wrap = N >= 0
-    if C == 0:
-        _affine(out_w, bo, h, zero, N, probs)
-        if K > 0:
-            direct_hashes(ng, K, zero, size, hsd)
-            _direct_add(probs, N, direct, hsd, K, wrap)
-        _softmax_row(probs, N)
-        return probs[target] if target >= 0 else 1.0
-    pc = np.empty(C, dtype=np.float64)
-    _affine(cls_w, bc, h, zero, C, pc)
-    if K > 0:
-        direct_hashes(ng, K, zero - 1, size, hsd)
-        _direct_add(pc, C, direct, hsd, K, not wrap)
-    _softmax_row(pc, C)
-    c0, c1 = 0, C
-    if target >= 0:
-        for c in range(C):
-            if class_starts[c] <= target < class_starts[c + 1]:
-                c0, c1 = c, c + 1
-    for c in range(c0, c1):
-        lo = class_starts[c]
-        hi = class_starts[c + 1]
-        _affine(out_w, bo, h, lo, hi, probs[lo:hi])
-        blk = probs[lo:hi]
-        if K > 0:
-            direct_hashes(ng, K, np.int64(c), size, hsd)
-            _direct_add(blk, hi - lo, direct, hsd, K, wrap)
-        _softmax_row(blk, hi - lo)
-        for k in range(hi - lo):
-            blk[k] *= pc[c]
-    return probs[target] if target >= 0 else 1.0
 
 
 # ----------------------------------------------------------------------------- per-word schedule on threads

@@ -15,6 +15,7 @@ COSTS = ("ce", "sse")
 SCHEDULES = ("rnnlm", "batch")
 DTYPES = ("float32", "float64")
 COMPATS = ("", "rnnlm-0.4b")
+SOFTMAXES = ("class", "full", "hs")
 
 
 def _from_dict(cls, data: dict):
@@ -39,6 +40,9 @@ class ModelConfig:
     given there in millions; 0 = none); direct_order: n-gram order of those features (-direct-order);
     compat: "" (our kernels) or "rnnlm-0.4b": evaluate with rnnlm-0.4b's own arithmetic and test
     conventions (models imported from its files, see rnnlm/interop/rnnlm04b/convert.py).
+    softmax: "class" (classes > 0) or "full" (classes == 0), as `classes` says (files without the
+    field load so), or "hs": hierarchical softmax over a Huffman tree of the training counts
+    (rnnlm/model/huffman.py; classes 0; out_w / bo then hold the V - 1 internal nodes' weights).
     """
 
     vocab_size: int
@@ -53,8 +57,15 @@ class ModelConfig:
     direct_size: int = 0
     direct_order: int = 3
     compat: str = ""
+    softmax: str = "class"
 
     def __post_init__(self):
+        if self.softmax not in SOFTMAXES:
+            raise RnnlmError(f"--softmax must be one of {', '.join(SOFTMAXES)}, got {self.softmax!r}")
+        if self.softmax != "hs":   # "class" / "full" follow `classes` (0 = full softmax)
+            object.__setattr__(self, "softmax", "class" if self.classes > 0 else "full")
+        elif self.classes or self.direct_size or self.compat:
+            raise RnnlmError("--softmax hs takes no classes, direct connections or compatibility mode")
         if self.vocab_size < 2:
             raise RnnlmError(f"vocabulary size must be at least 2, got {self.vocab_size}")
         if self.hidden < 1:

@@ -30,12 +30,13 @@ FORMAT_VERSION = 1
 def param_shapes(cfg: ModelConfig) -> list[tuple[str, tuple[int, ...]]]:
     """Names and shapes of the parameter blocks, in buffer order (see rnnlm/kernels for meaning)."""
     N, M, C = cfg.vocab_size, cfg.hidden, cfg.classes
+    O = N - 1 if cfg.softmax == "hs" else N   # output rows: words, or the Huffman tree's internal nodes
     return [
         ("emb", (N, M)),
         ("rec", (M, M)),
         ("bh", (M,)),
-        ("out_w", (N, M)),
-        ("bo", (N,)),
+        ("out_w", (O, M)),
+        ("bo", (O,)),
         ("cls_w", (C, M)),
         ("bc", (C,)),
         ("direct", (cfg.direct_size,)),
@@ -96,6 +97,7 @@ class ModelFile:
     tokenizer_bytes: bytes
     meta: dict = field(default_factory=dict)
     arrays: dict = field(default_factory=dict)
+    tree: object = None   # the hierarchical softmax's tree (rnnlm.model.huffman.HsTree) of an hs model
 
 
 def _bytes_array(b: bytes) -> np.ndarray:
@@ -234,4 +236,8 @@ def load_model(path: str) -> ModelFile:
     h0 = arrays.get("h0")
     if h0 is not None and (h0.shape != (cfg.hidden,) or h0.dtype.kind != "f" or not np.isfinite(h0).all()):
         raise RnnlmError(f"{path}: damaged: saved hidden state of shape {h0.shape} {h0.dtype}")
-    return ModelFile(cfg, params, tok, meta, arrays)
+    tree = None
+    if cfg.softmax == "hs":
+        from rnnlm.model.huffman import tree_from_file
+        tree = tree_from_file(path, cfg.vocab_size, arrays, meta)
+    return ModelFile(cfg, params, tok, meta, arrays, tree)

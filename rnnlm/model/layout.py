@@ -11,7 +11,9 @@ from rnnlm.model.file import Params
 class ClassInfo:
     """Class layout of the output layer in the form the kernels take (int32 arrays)."""
 
-    def __init__(self, word_class: np.ndarray | None, class_starts: np.ndarray | None, vocab_size: int):
+    def __init__(self, word_class: np.ndarray | None, class_starts: np.ndarray | None, vocab_size: int,
+                 tree=None):
+        self.tree = tree   # hierarchical softmax (rnnlm.model.huffman.HsTree) instead of classes, or None
         if word_class is None:
             self.word_class = np.zeros(vocab_size, dtype=np.int32)
             self.class_starts = np.array([0, vocab_size], dtype=np.int32)

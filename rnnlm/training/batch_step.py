@@ -94,6 +94,8 @@ class BatchStepper:
         threads only)."""
         h_out = np.empty_like(h)
         ng_out = np.empty_like(ng)
+        if self.ci.tree is not None:
+            return self._hs_windows(x[None], y[None], h, ng, upd)
         threads = self._threads()
         if clip > 0 and upd.size and (threads == 1 or self.p.direct.size):
             raise ValueError("a clipped step in the kernel needs several threads and no direct connections")
@@ -145,7 +147,10 @@ class BatchStepper:
         the update at hidden 100 - 200) and no call into the optimiser. With clipping on several
         threads (no direct connections) the kernel takes the clipped step in a phase of its own
         (threads.window_grad_classes). Returns gradient's (loss, state, history). Expects the
-        gradient buffers clear, as after `apply` (no `gradient` call since the last update)."""
+        gradient buffers clear, as after `apply` (no `gradient` call since the last update).
+        A hierarchical softmax always takes its step in the kernel (clipped there too)."""
+        if self.ci.tree is not None:
+            return self.step_windows(x[None], y[None], h, ng, lr, beta, clip, scale)
         if not self._kernel_steps(x.size, clip):   # (pending groups: full softmax only)
             out = self.gradient(x, y, h, ng)
             self.apply(x, y, lr, beta, clip, scale)
@@ -169,6 +174,8 @@ class BatchStepper:
         window_grad_classes: the same bits as one call per window, without the Python and dispatch
         work between them; with clipping, on several threads only); else one `step` each."""
         nw, T, B = X.shape
+        if self.ci.tree is not None:
+            return self._hs_windows(X, Y, h, ng, np.array([lr, scale, beta, 1.0 if self.bias else 0.0, clip]))
         threads = self._threads()
         if not self._kernel_steps(T * B, clip) or nw == 0 or (threads > 1 and self.p.direct.size):
             loss = 0.0
@@ -193,6 +200,19 @@ class BatchStepper:
                                            g.bo, g.cls_w, g.bc, h_out, ng_out, upd, clip,
                                            (self.p.flat, g.flat, self._offs))
         return loss, h_out, ng_out
+
+    def _hs_windows(self, X, Y, h, ng, upd):
+        """Hierarchical softmax (one thread, no direct connections): the windows' gradient added
+        into self.g (upd empty), or each window's whole step taken (upd = lr, scale, beta, bias,
+        clip); returns (loss, last state, history ng unchanged)."""
+        from rnnlm.kernels.hsoftmax import hs_windows_grad
+        p, g = self.p, self._g
+        h_out = np.empty_like(h)
+        with blas_single_thread():
+            loss = hs_windows_grad(X, Y, h, p.emb, p.rec, p.bh, p.out_w, p.bo, *self.ci.tree.kernel_args(),
+                                   self.act, self.independent, self.eos, self.h_init, g.emb, g.rec, g.bh,
+                                   g.out_w, g.bo, h_out, upd)
+        return loss, h_out, ng.copy()
 
     def apply(self, x: np.ndarray, y: np.ndarray, lr: float, beta: float, clip: float, scale: float) -> float:
         """SGD on the accumulated gradient (times `scale`), clipped to global norm `clip` (0 = off),

@@ -5,11 +5,17 @@ worse is rolled back (the weights return to those after the previous epoch). Whi
 than the factor `min_improvement` the learning rate is kept; the first time it does not, halving
 starts (lr *= lr_decay every epoch from then on); the second time, training stops.
 
-Checkpoints (`MODEL.ckpt`) hold the weights, the rollback copy, the stream state and the schedule; they
-are written at fixed positions (multiples of the chunk size) so that a run resumed from any checkpoint
-ends bit-identical to an uninterrupted one (same seed, same thread count). Ctrl-C (SIGINT) and SIGTERM
-stop at the next chunk boundary after writing a checkpoint there (`TrainingInterrupted`, whose
-`signum` the CLI turns into the exit status 128 + signum).
+Chunks: an epoch is trained in chunks, between which the loop checks the weights, writes checkpoints
+and looks at Ctrl-C. Their size adapts to the speed measured on the chunks before (CHUNK_SECONDS
+each, at most CHUNK_WORDS words; the first one small), so that a signal is honoured within about
+half a second whatever the softmax and vocabulary. Where a chunk ends never changes the arithmetic:
+the per-word schedule carries its whole state from chunk to chunk, the batch schedule's windows are
+the same, and the sharded per-word schedule (several threads) cuts only between its merge rounds
+(every `sync` words of each shard, fixed when training starts).
+Checkpoints (`MODEL.ckpt`) hold the weights, the rollback copy, the stream state and the schedule; a
+run resumed from any checkpoint ends bit-identical to an uninterrupted one (same seed, same thread
+count). Ctrl-C (SIGINT) and SIGTERM stop at the next chunk boundary after writing a checkpoint there
+(`TrainingInterrupted`, whose `signum` the CLI turns into the exit status 128 + signum).
 
 Companion files: `MODEL.log.jsonl` (one JSON line per epoch) and `MODEL.png` (learning curve) are
 rewritten, atomically, each time MODEL is: until a run has written its first model, the previous
@@ -39,6 +45,8 @@ from rnnlm.data.windows import inputs_targets, num_windows, streams, window, win
 from rnnlm.model.config import ModelConfig, TrainConfig
 from rnnlm.errors import RnnlmError
 from rnnlm.use.evaluate import stream_logprobs
+from rnnlm.model.huffman import build_tree, save_arrays, train_counts
+from rnnlm.kernels import hsoftmax as KH
 from rnnlm.model.file import ModelFile, Params, load_model, save_model
 from rnnlm.data.text import atomic_write, atomic_write_bytes
 from rnnlm.model.layout import ClassInfo, history_width, param_args
@@ -47,7 +55,23 @@ from rnnlm.training.signals import TrainingInterrupted, _SigintFlag  # noqa: F40
 from rnnlm.training.batch_step import BatchStepper
 from rnnlm.training.threads import rnnlm_train_shards
 
-CHUNK_WORDS = 16384
+CHUNK_WORDS = 16384    # the largest chunk: words (per-word schedule, of each shard) or windows of this many
+CHUNK_SECONDS = 0.25   # what a chunk should take (Ctrl-C waits for the chunk under way)
+CHECK_SHARE = 4        # ... or this many times the check of the weights after each chunk, if longer
+FIRST_CHUNK = 16       # words of the first chunk of the per-word schedule (its speed is not known yet)
+ACC_WINDOWS = 16       # batch schedule: windows per kernel call, their loss summed there (a fixed grid),
+ACC_BUDGET = 1e9       # fewer when they would cost more multiply-adds than this (see Trainer._acc_windows)
+FIXED_ONE = 2.0 ** 32  # the epoch's training log-probability is summed in units of 1 / FIXED_ONE, exactly
+
+
+def _fixed_sum(v) -> int | float:
+    """The sum of ln p values (an array or one number) in units of 1 / FIXED_ONE, as an exact Python
+    int (sums of ints do not depend on how they are grouped, so neither does the epoch's training
+    entropy on where its chunks end); NaN if any value is not finite."""
+    a = np.asarray(v, dtype=np.float64)
+    if not np.isfinite(a).all():
+        return float("nan")
+    return int(np.rint(a * FIXED_ONE).astype(np.int64).sum(dtype=np.int64))
 RNNLM_L2_EVERY = 10   # rnnlm-0.4b applies L2 to the output and hidden weights on every 10th word
 LN2 = math.log(2.0)
 SYNC_WORDS = 2048     # rnnlm schedule on T threads: words of each shard between merges
@@ -69,7 +93,8 @@ class Schedule:
     done: bool = False
     last_valid: float | None = None  # validation entropy after the previous epoch (bits)
     failures: int = 0               # divergences in a row (reset by a good epoch)
-    train_logprob: float = 0.0      # ln p summed over the current epoch so far
+    train_logprob: float = 0.0      # ln p summed over the current epoch so far (checkpoints of before)
+    train_logprob_fixed: int = 0    # ln p summed over the current epoch so far, in units of 1 / FIXED_ONE
     train_tokens: int = 0
     history: list = field(default_factory=list)
 
@@ -112,13 +137,27 @@ class Trainer:
         self.progress = _tty(sys.stderr) if progress is None else progress
         self.eos = int(tokenizer.eos_id)
         self.classes = ClassInfo.from_tokenizer(tokenizer, mcfg.classes > 0)
+        self.hs_arrays, self.hs_meta = {}, {}
+        if mcfg.softmax == "hs":   # Huffman tree of the training counts
+            if tcfg.threads > 1 and tcfg.schedule != "rnnlm":
+                raise RnnlmError("--softmax hs trains --schedule batch on one thread only: give --threads 1")
+            if tcfg.cost != "ce":
+                raise RnnlmError("--softmax hs trains with --cost ce only")
+            self.classes.tree = build_tree(train_counts(self.train_ids, mcfg.vocab_size))
+            self.hs_arrays, self.hs_meta = save_arrays(self.classes.tree)
         if mcfg.classes > 0 and self.classes.num_classes != mcfg.classes:
             raise RnnlmError(f"model has {mcfg.classes} classes but the vocabulary {self.classes.num_classes}")
         self.data_fp = _fingerprint(self.train_ids, self.valid_ids)
         # the rnnlm schedule on T > 1 threads trains T contiguous shards of the text at once
         self.shards = tcfg.threads if tcfg.schedule == "rnnlm" else 1
         self.chunk = (max(1, CHUNK_WORDS // self.shards) if tcfg.schedule == "rnnlm"
-                      else max(1, CHUNK_WORDS // (tcfg.batch_size * tcfg.bptt)))
+                      else max(1, CHUNK_WORDS // (tcfg.batch_size * tcfg.bptt)))   # the largest chunk
+        # chunks are whole multiples of `grain` units: the shards' merge rounds (`sync` words each), the
+        # batch schedule's groups of windows whose summed loss is one number (ACC_WINDOWS)
+        self.sync = min(SYNC_WORDS, self.chunk)
+        self.grain = ((self.sync if self.shards > 1 else 1) if tcfg.schedule == "rnnlm"
+                      else min(self._acc_windows(), self.chunk))
+        self.next_chunk = min(self.chunk, max(self.grain, FIRST_CHUNK if tcfg.schedule == "rnnlm" else 1))
         self.stop_after_chunks = None   # tests: simulate a kill after this many chunks
         self.drop_seed = 0              # dropout masks' seed, set for each epoch by the training loop
 
@@ -139,13 +178,13 @@ class Trainer:
 
     def _meta(self, sched: Schedule) -> dict:
         return dict(train=self.tcfg.to_dict(), history=sched.history,
-                    tokenizer_kind=getattr(self.tok, "kind", "word"))
+                    tokenizer_kind=getattr(self.tok, "kind", "word"), **self.hs_meta)
 
     def _save_checkpoint(self, params, saved, sched, sstate):
         meta = self._meta(sched)
         meta["checkpoint"] = dict(schedule={k: v for k, v in sched.__dict__.items() if k != "history"},
                                   data=self.data_fp, log=self.log_entries)
-        arrays = {"saved": saved.flat, **{f"stream_{k}": v for k, v in sstate.items()}}
+        arrays = {"saved": saved.flat, **{f"stream_{k}": v for k, v in sstate.items()}, **self.hs_arrays}
         save_model(self.ckpt_path, ModelFile(self.mcfg, params, self.tok.to_bytes(), meta, arrays))
 
     def _load_checkpoint(self):
@@ -176,6 +215,25 @@ class Trainer:
         params = Params(self.mcfg, mf.params.flat.copy())
         return params, saved, sched, sstate
 
+    def _acc_windows(self) -> int:
+        """Windows of a grain of the batch schedule: ACC_WINDOWS, fewer when the model is so large
+        that they would cost more than ACC_BUDGET multiply-adds (a full softmax over a large
+        vocabulary: one window then). From the configuration only, so the same on every run."""
+        m, t = self.mcfg, self.tcfg
+        V, M = m.vocab_size, m.hidden
+        out = {"full": V, "class": m.classes + 2 * V / max(m.classes, 1), "hs": 2 * math.log2(V)}[m.softmax]
+        per_window = t.batch_size * t.bptt * M * (3 * M + 3 * out)
+        return max(1, min(ACC_WINDOWS, int(ACC_BUDGET // per_window)))
+
+    def _adapt_chunk(self, units: int, seconds: float, check: float) -> None:
+        """Size the next chunk from the last one's speed (`units` in `seconds`): CHUNK_SECONDS, or
+        CHECK_SHARE times the check of the weights after it (`check` seconds: 80 ms for 60 million
+        weights) if that is longer; grain <= size <= chunk."""
+        target = max(CHUNK_SECONDS, CHECK_SHARE * check)
+        want = units * target / seconds if seconds > 0 else self.chunk
+        want = min(self.chunk, int(want))
+        self.next_chunk = max(self.grain, want // self.grain * self.grain)
+
     # ------------------------------------------------------------------ one epoch
     def _units(self) -> int:
         if self.tcfg.schedule == "rnnlm":
@@ -187,6 +245,15 @@ class Trainer:
         t = self.tcfg
         if t.schedule == "rnnlm" and self.shards > 1:
             return self._train_shards(params, sstate, lr, a, b, data)
+        if t.schedule == "rnnlm" and self.classes.tree is not None:
+            x, y = data
+            logp = np.empty(b - a, dtype=np.float64)
+            KH.hs_train_stream(x[a:b], y[a:b], params.emb, params.rec, params.bh, params.out_w, params.bo,
+                               *self.classes.tree.kernel_args(), self.mcfg.activation_code, lr, t.beta, t.clip,
+                               t.bptt_block, t.independent, self.eos, self.mcfg.reset_hidden, self.mcfg.bias,
+                               RNNLM_L2_EVERY, t.dropout_input, t.dropout, self.drop_seed, sstate["h"],
+                               sstate["hist"], sstate["hs"], sstate["err"], sstate["istate"], logp)
+            return _fixed_sum(logp), b - a
         if t.schedule == "rnnlm":
             x, y = data
             logp = np.empty(b - a, dtype=np.float64)
@@ -197,22 +264,22 @@ class Trainer:
                                  t.dropout_input, t.dropout, self.drop_seed, sstate["h"], sstate["hist"],
                                  sstate["hs"], sstate["err"], sstate["ng"],
                                  sstate["istate"], logp)
-            return float(logp.sum()), b - a
+            return _fixed_sum(logp), b - a
         xs, ys, stepper = data
-        lp, n = 0.0, 0
+        lp, n = 0, 0
         with blas_single_thread():   # once for the chunk, not per window
             whole = max(a, min(b, xs.shape[1] // t.bptt))   # windows a : whole are full length
-            if whole > a:
-                X, Y = windows(xs, ys, a * t.bptt, whole - a, t.bptt)
+            for g in range(a, whole, self.grain):   # one call per grain: the loss summed over fixed windows
+                X, Y = windows(xs, ys, g * t.bptt, min(whole, g + self.grain) - g, t.bptt)
                 loss, sstate["h"], sstate["ng"] = stepper.step_windows(X, Y, sstate["h"], sstate["ng"], lr, t.beta,
                                                                        t.clip, 1.0 / t.batch_size)
-                lp -= loss
+                lp += _fixed_sum(-loss)
                 n += X.size
             for wi in range(whole, b):   # the last, shorter window
                 xw, yw = window(xs, ys, wi * t.bptt, t.bptt)
                 loss, sstate["h"], sstate["ng"] = stepper.step_windows(xw[None], yw[None], sstate["h"], sstate["ng"],
                                                                        lr, t.beta, t.clip, 1.0 / t.batch_size)
-                lp -= loss
+                lp += _fixed_sum(-loss)
                 n += xw.size
         return lp, n
 
@@ -226,13 +293,14 @@ class Trainer:
         n_c = np.clip(lens - a, 0, b - a).astype(np.int64)
         logp = np.zeros((self.shards, b - a), dtype=np.float64)
         rnnlm_train_shards(np.ascontiguousarray(X[:, a:b]), np.ascontiguousarray(Y[:, a:b]), n_c,
-                              min(SYNC_WORDS, b - a), params.flat, reps, m.vocab_size, m.hidden, m.classes,
+                              self.sync, params.flat, reps, m.vocab_size, m.hidden, m.classes,
                               m.direct_size, self.classes.word_class, self.classes.class_starts,
                               m.activation_code, lr, t.beta, t.clip, t.bptt_block, t.independent, self.eos,
                               m.reset_hidden, m.direct_order, m.bias, RNNLM_L2_EVERY, t.dropout_input, t.dropout,
                               self.drop_seed, sstate["h"], sstate["hist"],
-                              sstate["hs"], sstate["err"], sstate["ng"], sstate["istate"], logp)
-        return float(logp.sum()), int(n_c.sum())
+                              sstate["hs"], sstate["err"], sstate["ng"], sstate["istate"], logp,
+                              tree=self.classes.tree)
+        return _fixed_sum(logp), int(n_c.sum())
 
     def _epoch_data(self, params):
         t = self.tcfg
@@ -287,11 +355,15 @@ class Trainer:
             words0 = sched.train_tokens
             while sched.position < units:
                 a = sched.position
-                b = min(units, (a // self.chunk + 1) * self.chunk)
+                b = min(units, a // self.grain * self.grain + self.next_chunk)
+                c0 = time.perf_counter()
                 lp, n = self._train_chunk(params, sstate, sched.lr, a, b, data)
-                if not (math.isfinite(lp) and np.isfinite(params.flat).all()):
+                c1 = time.perf_counter()
+                finite = math.isfinite(lp) and np.isfinite(params.flat).all()
+                self._adapt_chunk(b - a, c1 - c0, time.perf_counter() - c1)
+                if not finite:
                     break
-                sched.train_logprob += lp
+                sched.train_logprob_fixed += lp
                 sched.train_tokens += n
                 sched.position = b
                 words_since_ckpt += n
@@ -330,7 +402,8 @@ class Trainer:
         t = self.tcfg
         lp = stream_logprobs(self.mcfg, params, self.classes, self.valid_ids, self.eos, t.independent)
         valid = float(-lp.sum() / len(lp) / LN2)
-        train = float(-sched.train_logprob / max(sched.train_tokens, 1) / LN2)
+        logprob = sched.train_logprob + sched.train_logprob_fixed / FIXED_ONE
+        train = float(-logprob / max(sched.train_tokens, 1) / LN2)
         if not math.isfinite(valid) or (sched.last_valid is not None
                                         and valid > sched.last_valid + EXPLODE_BITS):
             self._diverged(params, saved, sched, f"validation entropy {valid:.4g} bits")
@@ -356,7 +429,7 @@ class Trainer:
         entry = dict(epoch=sched.epoch, lr=lr_used, train_entropy=train, valid_entropy=valid,
                      train_ppl=2.0 ** train, valid_ppl=2.0 ** valid, rolled_back=rolled_back)
         sched.history.append(entry)
-        sched.train_logprob, sched.train_tokens = 0.0, 0
+        sched.train_logprob, sched.train_logprob_fixed, sched.train_tokens = 0.0, 0, 0
         wps = words / seconds if seconds > 0 else float("nan")
         self.log(f"epoch {sched.epoch:3d}  lr {lr_used:.6g}  train {train:.4f} bits (ppl {2 ** train:.2f})  "
                  f"valid {valid:.4f} bits (ppl {2 ** valid:.2f})  {wps:,.0f} words/s  {seconds:.1f} s"
@@ -370,7 +443,7 @@ class Trainer:
         lr_used = sched.lr
         sched.lr *= self.tcfg.lr_decay
         sched.position = 0
-        sched.train_logprob, sched.train_tokens = 0.0, 0
+        sched.train_logprob, sched.train_logprob_fixed, sched.train_tokens = 0.0, 0, 0
         entry = dict(epoch=sched.epoch + 1, lr=lr_used, diverged=what, rolled_back=True)
         sched.history.append(entry)
         self.log_entries.append(entry)
@@ -388,7 +461,8 @@ class Trainer:
     def _write_model(self, params, sched) -> ModelFile:
         """MODEL, then its log and learning curve, each atomically. A failure is one line that
         names the file and says that the checkpoint (written just before) keeps the work."""
-        mf = ModelFile(self.mcfg, params, self.tok.to_bytes(), self._meta(sched))
+        mf = ModelFile(self.mcfg, params, self.tok.to_bytes(), self._meta(sched), dict(self.hs_arrays),
+                       self.classes.tree)
         try:
             save_model(self.model_path, mf)
             text = "".join(json.dumps(e) + "\n" for e in self.log_entries)

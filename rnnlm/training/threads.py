@@ -281,7 +281,7 @@ def window_grad_classes(X, Y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
 
 def rnnlm_train_shards(X, Y, lens, sync, base, reps, N, M, C, S, word_class, class_starts, act, lr, beta,
                        clip, block, independent, eos, h_init, dorder, use_bias, l2_every, drop_in, drop_out,
-                       drop_seed, H, HIST, HS, ERR, NG, IST, LOGP) -> None:
+                       drop_seed, H, HIST, HS, ERR, NG, IST, LOGP, tree=None) -> None:
     """rnnlm-0.4b's per-word schedule on T = X.shape[0] shards of the text at once, one thread each.
 
     Shard t trains its own replica reps[t] (T, P) of the flat parameters `base` (P) on X[t, :lens[t]]
@@ -293,6 +293,8 @@ def rnnlm_train_shards(X, Y, lens, sync, base, reps, N, M, C, S, word_class, cla
     threads do, was unstable with merges this far apart).
     Every replica then restarts from the merged weights. Deterministic: the result depends on T only.
     With T = 1 this is exactly rnnlm_train_stream. ln p of every word goes to LOGP.
+    tree: a hierarchical softmax's tree (rnnlm.model.huffman.HsTree; C = S = 0): the shards run
+    kernels.hsoftmax.hs_shard_run (NG unused).
     """
     from rnnlm import kernels as K
     from rnnlm.kernels import word as KS
@@ -301,10 +303,16 @@ def rnnlm_train_shards(X, Y, lens, sync, base, reps, N, M, C, S, word_class, cla
     for a in range(0, longest, sync):
         pieces = _changeable(X, lens, HIST, a, sync, N, M, base.shape[0])
         cuts = K.piece_cuts(pieces, T).tolist()
-        run_pieces(lambda t: KS.shard_run(t, a, sync, X, Y, lens, reps, N, M, C, S, word_class, class_starts,
-                                          act, lr, beta, clip, block, independent, eos, h_init, dorder,
-                                          use_bias, l2_every, drop_in, drop_out, drop_seed,
-                                          H, HIST, HS, ERR, NG, IST, LOGP), T)
+        if tree is not None:
+            from rnnlm.kernels.hsoftmax import hs_shard_run
+            run_pieces(lambda t: hs_shard_run(t, a, sync, X, Y, lens, reps, N, M, *tree.kernel_args(), act, lr, beta,
+                                              clip, block, independent, eos, h_init, use_bias, l2_every, drop_in,
+                                              drop_out, drop_seed, H, HIST, HS, ERR, IST, LOGP), T)
+        else:
+            run_pieces(lambda t: KS.shard_run(t, a, sync, X, Y, lens, reps, N, M, C, S, word_class, class_starts,
+                                              act, lr, beta, clip, block, independent, eos, h_init, dorder,
+                                              use_bias, l2_every, drop_in, drop_out, drop_seed,
+                                              H, HIST, HS, ERR, NG, IST, LOGP), T)
         run_pieces(lambda q: KS.merge_pieces(pieces, cuts[q], cuts[q + 1], base, reps), T)
 
 

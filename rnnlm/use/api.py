@@ -86,7 +86,8 @@ class LanguageModel:
     def __repr__(self) -> str:
         c = self.config
         return (f"LanguageModel({self.path!r}, vocab {self.vocab_size}, hidden {c.hidden}, "
-                f"classes {c.classes}, {'independent' if self.independent else 'carried state'})")
+                f"{f'classes {c.classes}' if c.softmax == 'class' else f'softmax {c.softmax}'}, "
+                f"{'independent' if self.independent else 'carried state'})")
 
     # ----------------------------------------------------------------- sentences (KenLM names)
     def full_scores(self, sentence: str, bos: bool = True, eos: bool = True):

@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from rnnlm import kernels as K
+from rnnlm.kernels import hsoftmax as KH
 from rnnlm.data.windows import inputs_targets
 from rnnlm.model.config import ModelConfig
 from rnnlm.errors import RnnlmError
@@ -55,10 +56,17 @@ def stream_logprobs_from(cfg: ModelConfig, params: Params, classes: ClassInfo, i
     with blas_single_thread():   # the kernels' products are small: BLAS threads only cost here
         for a in range(0, n, EVAL_CHUNK):
             b = min(n, a + EVAL_CHUNK)
-            K.window_logprob(x[a:b].reshape(-1, 1), y[a:b].reshape(-1, 1), h, ng, *param_args(params),
-                             classes.word_class, classes.class_starts, cfg.activation_code, bool(independent),
-                             int(eos), float(cfg.reset_hidden), cfg.direct_order, out[a:b].reshape(-1, 1),
-                             h_next, ng_next)
+            if classes.tree is not None:   # hierarchical softmax: no direct connections, ng unchanged
+                KH.hs_window_logprob(x[a:b].reshape(-1, 1), y[a:b].reshape(-1, 1), h, params.emb, params.rec,
+                                     params.bh, params.out_w, params.bo, *classes.tree.kernel_args(),
+                                     cfg.activation_code, bool(independent), int(eos), float(cfg.reset_hidden),
+                                     out[a:b].reshape(-1, 1), h_next)
+                ng_next[...] = ng
+            else:
+                K.window_logprob(x[a:b].reshape(-1, 1), y[a:b].reshape(-1, 1), h, ng, *param_args(params),
+                                 classes.word_class, classes.class_starts, cfg.activation_code, bool(independent),
+                                 int(eos), float(cfg.reset_hidden), cfg.direct_order, out[a:b].reshape(-1, 1),
+                                 h_next, ng_next)
             h, h_next = h_next, h
             ng, ng_next = ng_next, ng
             if progress is not None:
@@ -97,10 +105,16 @@ def dynamic_logprobs(cfg: ModelConfig, params: Params, classes: ClassInfo, ids: 
     ng = initial_history(cfg, eos)
     for a in range(0, n, CHUNK):
         b = min(n, a + CHUNK)
-        KS.rnnlm_train_stream(x[a:b], y[a:b], *param_args(p), classes.word_class, classes.class_starts,
-                              cfg.activation_code, float(lr), float(beta), float(clip), int(block),
-                              bool(independent), int(eos), float(cfg.reset_hidden), cfg.direct_order,
-                              bool(cfg.bias), 1, 0.0, 0.0, 0, h, hist, hs, err, ng, istate, out[a:b])
+        if classes.tree is not None:
+            KH.hs_train_stream(x[a:b], y[a:b], p.emb, p.rec, p.bh, p.out_w, p.bo, *classes.tree.kernel_args(),
+                               cfg.activation_code, float(lr), float(beta), float(clip), int(block),
+                               bool(independent), int(eos), float(cfg.reset_hidden), bool(cfg.bias), 1, 0.0,
+                               0.0, 0, h, hist, hs, err, istate, out[a:b])
+        else:
+            KS.rnnlm_train_stream(x[a:b], y[a:b], *param_args(p), classes.word_class, classes.class_starts,
+                                  cfg.activation_code, float(lr), float(beta), float(clip), int(block),
+                                  bool(independent), int(eos), float(cfg.reset_hidden), cfg.direct_order,
+                                  bool(cfg.bias), 1, 0.0, 0.0, 0, h, hist, hs, err, ng, istate, out[a:b])
         bad = ~np.isfinite(out[a:b])
         if bad.any() or not np.isfinite(p.flat).all():
             at = a + int(np.argmax(bad)) if bad.any() else b
@@ -122,6 +136,7 @@ def load_for_eval(model_path: str):
     mf.params.h0 = mf.arrays.get("h0")
     tok = tokenizer_from_bytes(mf.tokenizer_bytes)
     classes = ClassInfo.from_tokenizer(tok, mf.config.classes > 0)
+    classes.tree = mf.tree
     independent = bool(mf.meta.get("train", {}).get("independent", False))
     return mf, tok, classes, independent
 

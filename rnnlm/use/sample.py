@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnlm.kernels import word as KS
+from rnnlm.kernels import onestep as KS
 from rnnlm.model.layout import ClassInfo
 
 
@@ -33,6 +33,8 @@ class Stepper:
                             float(cfg.reset_hidden))
         self._out_args = (params.out_w, params.bo, cls_w, bc, params.direct, classes.class_starts,
                           cfg.direct_order)
+        tree = getattr(classes, "tree", None)   # hierarchical softmax: its own kernel, no history
+        self._hs_args = None if tree is None else (params.out_w, params.bo, *tree.kernel_args())
 
     def reset(self) -> None:
         """Back to the state a text starts from (before its first `</s>` is read)."""
@@ -53,12 +55,20 @@ class Stepper:
         self.h, self._h2 = self._h2, self.h
 
     def prob(self, word_id: int) -> float:
-        """P(word | the current state), computing only the class layer and the word's class block."""
+        """P(word | the current state), computing only the class layer and the word's class block
+        (hierarchical softmax: the word's path)."""
+        if self._hs_args is not None:
+            from rnnlm.kernels.hsoftmax import hs_distribution
+            return float(hs_distribution(self.h, *self._hs_args, int(word_id), self.probs))
         return float(KS.next_distribution(self.h, self.ng, *self._out_args, int(word_id), self.probs))
 
     def distribution(self) -> np.ndarray:
         """P(next word | the current state) over the vocabulary (a view, overwritten by the next call)."""
-        KS.next_distribution(self.h, self.ng, *self._out_args, -1, self.probs)
+        if self._hs_args is not None:
+            from rnnlm.kernels.hsoftmax import hs_distribution
+            hs_distribution(self.h, *self._hs_args, -1, self.probs)
+        else:
+            KS.next_distribution(self.h, self.ng, *self._out_args, -1, self.probs)
         return self.probs
 
     def feed(self, word_id: int) -> np.ndarray:

@@ -150,6 +150,8 @@ def export_model(mf, tok, path: str, binary: bool = False) -> list:
     from rnnlm.data.tokenizer import WordVocab, assign_classes
     cfg, p, notes = mf.config, mf.params, []
     src = mf.meta.get("rnnlm04b", {})
+    if cfg.softmax == "hs":
+        raise RnnlmError("rnnlm-0.4b has no hierarchical softmax: an --softmax hs model cannot be exported")
     if not isinstance(tok, WordVocab):
         raise RnnlmError("only word-vocabulary models can be exported to rnnlm-0.4b "
                          f"(this one uses {tok.kind} tokens)")
