@@ -127,10 +127,12 @@ class Trainer:
         if mcfg.classes > 0 and self.classes.num_classes != mcfg.classes:
             raise RnnlmError(f"model has {mcfg.classes} classes but the vocabulary {self.classes.num_classes}")
         self.data_fp = _fingerprint(self.train_ids, self.valid_ids)
-        # the rnnlm schedule on T > 1 threads trains T contiguous shards of the text at once
-        self.shards = tcfg.threads if tcfg.schedule == "rnnlm" else 1
-        self.chunk = (max(1, CHUNK_WORDS // self.shards) if tcfg.schedule == "rnnlm"
-                      else max(1, CHUNK_WORDS // (tcfg.batch_size * tcfg.bptt)))
+        # the rnnlm schedule on T > 1 threads (or T Ray workers, rnnlm.distributed) trains T
+        # contiguous shards of the text at once, merged every `sync` words of each shard
+        self.shards = (tcfg.workers or tcfg.threads) if tcfg.schedule == "rnnlm" else 1
+        self.sync = tcfg.sync_words or SYNC_WORDS
+        self.chunk = (max(1, CHUNK_WORDS // self.shards, self.sync if self.shards > 1 or tcfg.workers else 1)
+                      if tcfg.schedule == "rnnlm" else max(1, CHUNK_WORDS // (tcfg.batch_size * tcfg.bptt)))
         self.stop_after_chunks = None   # tests: simulate a kill after this many chunks
         self.drop_seed = 0              # dropout masks' seed, set for each epoch by the training loop
 
@@ -234,7 +236,7 @@ class Trainer:
         n_c = np.clip(lens - a, 0, b - a).astype(np.int64)
         logp = np.zeros((self.shards, b - a), dtype=np.float64)
         rnnlm_train_shards(np.ascontiguousarray(X[:, a:b]), np.ascontiguousarray(Y[:, a:b]), n_c,
-                              min(SYNC_WORDS, b - a), params.flat, reps, m.vocab_size, m.hidden, m.classes,
+                              min(self.sync, b - a), params.flat, reps, m.vocab_size, m.hidden, m.classes,
                               m.direct_size, self.classes.word_class, self.classes.class_starts,
                               m.activation_code, lr, t.beta, t.clip, t.bptt_block, t.independent, self.eos,
                               m.reset_hidden, m.direct_order, m.bias, RNNLM_L2_EVERY, t.dropout_input, t.dropout,
