@@ -157,7 +157,7 @@ class DistributedTrainer(Trainer):
         ray = self._ray = import_ray()
         started = False
         if not ray.is_initialized():
-            kw = dict(logging_level=logging.WARNING, log_to_driver=False)
+            kw = dict(logging_level=logging.ERROR, log_to_driver=False)
             try:
                 if self.ray_address:
                     ray.init(address=self.ray_address, **kw)
