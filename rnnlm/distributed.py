@@ -138,7 +138,8 @@ class DistributedTrainer(Trainer):
         if tcfg.workers < 1 or tcfg.schedule != "rnnlm":
             raise RnnlmError("DistributedTrainer needs --workers >= 1 and --schedule rnnlm")
         super().__init__(mcfg, tcfg, tokenizer, train_ids, valid_ids, model_path, log, progress)
-        self.ids_path, self.ray_address = ids_path, ray_address
+        self.ids_path = os.path.abspath(ids_path) if ids_path else None   # actors run elsewhere
+        self.ray_address = ray_address
         self.workers: list = []
         self._pending = None
         self._ray = None
@@ -232,16 +233,12 @@ class DistributedTrainer(Trainer):
         self._get([w.start_epoch.remote(ref) for w in self.workers])
         self._pending = None
         L, n = self._units(), len(self.train_ids)
-        lens = np.array([max(0, min(L, n - s * L)) for s in range(self.shards)], dtype=np.int64)
-        reps = np.ascontiguousarray(np.broadcast_to(params.flat, (self.shards, params.flat.size)))
-        return lens, reps
+        return np.array([max(0, min(L, n - s * L)) for s in range(self.shards)], dtype=np.int64)
 
     def _train_chunk(self, params, sstate, lr, a, b, data):
-        from rnnlm import kernels as K
         from rnnlm.kernels import mixing as KM
-        from rnnlm.kernels import seq as KS
-        lens, reps = data
-        T, block, P = self.shards, self.mcfg.hidden, params.flat.size
+        lens = data
+        T, block = self.shards, self.mcfg.hidden
         one = T == 1   # Trainer keeps one shard's stream state without the shard axis
         views = {k: (v[None] if one else v) for k, v in sstate.items()}   # (T, ...) for any T
         n_c = np.clip(lens - a, 0, b - a).astype(np.int64)
@@ -254,16 +251,21 @@ class DistributedTrainer(Trainer):
                                             {k: v[t] for k, v in views.items()} if first else None, last)
                              for t, w in enumerate(self.workers)])
             for t, (blocks, values, lp, st) in enumerate(res):
-                KM.scatter_blocks(reps[t], blocks, block, values)
                 logp[t, r:r + len(lp)] = lp
                 if st is not None:
                     for k, v in st.items():
                         views[k][t] = v
-            union = np.unique(np.concatenate([r_[0] for r_ in res]))
-            pieces = KM.block_pieces(union, block, P, K.PIECE)
-            KS.merge_pieces(pieces, 0, pieces.shape[0], params.flat, reps)
-            self._pending = self._ray.put((union, KM.gather_blocks(params.flat, union, block)))
+            sent_b = [x[0] for x in res]
+            union = np.unique(np.concatenate(sent_b))
+            merged = KM.merge_sent(params.flat, union, block, np.concatenate(sent_b),
+                                   np.concatenate([x[1] for x in res]), _offsets(sent_b),
+                                   _offsets([x[1] for x in res]))
+            self._pending = self._ray.put((union, merged))
         return float(logp.sum()), int(n_c.sum())
+
+
+def _offsets(arrays) -> np.ndarray:
+    return np.cumsum([0] + [len(a) for a in arrays]).astype(np.int64)
 
 
 def _first_line(exc) -> str:

@@ -153,9 +153,9 @@ def test_bad_worker_options_are_one_line_errors(tmp_path, capsys, monkeypatch):
 
 
 def test_sparse_blocks_merge_as_the_dense_replicas():
-    """kernels.mixing: shipping only the changed blocks of each replica and merging over their union
-    gives exactly seq.merge_pieces over the whole dense replicas."""
-    from rnnlm import kernels as K
+    """kernels.mixing: shipping only the changed blocks of each replica and merging them
+    (merge_sent) gives exactly seq.merge_pieces over the whole dense replicas, and the returned
+    merged blocks bring a replica back to the merged weights."""
     from rnnlm.kernels import mixing as KM
     from rnnlm.kernels import seq as KS
     rng = np.random.default_rng(0)
@@ -170,19 +170,18 @@ def test_sparse_blocks_merge_as_the_dense_replicas():
     whole = np.array([[0, P]], dtype=np.int64)
     KS.merge_pieces(whole, 0, 1, dense_base, dense_reps)
 
-    sent = []
-    for t in range(T):
-        blocks = KM.changed_blocks(base, reps[t], whole, block)
-        assert len(blocks) < P // block
-        sent.append((blocks, KM.gather_blocks(reps[t], blocks, block)))
-    mine, my_reps = base.copy(), np.stack([base] * T)
-    for t, (blocks, values) in enumerate(sent):
-        KM.scatter_blocks(my_reps[t], blocks, block, values)
-    union = np.unique(np.concatenate([b for b, _ in sent]))
-    pieces = KM.block_pieces(union, block, P, 16)
-    assert (pieces[:, 1] - pieces[:, 0] <= 16).all() and pieces[-1, 1] == P
-    KS.merge_pieces(pieces, 0, len(pieces), mine, my_reps)
-    assert np.array_equal(mine, dense_base) and np.array_equal(my_reps, dense_reps)
+    blocks = [KM.changed_blocks(base, reps[t], whole, block) for t in range(T)]
+    values = [KM.gather_blocks(reps[t], b, block) for t, b in enumerate(blocks)]
+    assert all(0 < len(b) < P // block for b in blocks) and (P - 1) // block in blocks[1]
+    union = np.unique(np.concatenate(blocks))
+    offs = lambda arrays: np.cumsum([0] + [len(a) for a in arrays]).astype(np.int64)   # noqa: E731
+    mine = base.copy()
+    merged = KM.merge_sent(mine, union, block, np.concatenate(blocks), np.concatenate(values), offs(blocks),
+                           offs(values))
+    assert np.array_equal(mine, dense_base)
+    again = reps[0].copy()
+    KM.scatter_blocks(again, union, block, merged)
+    assert np.array_equal(again, dense_reps[0])
     # looking only at some pieces finds only the blocks there
     part = np.array([[0, 95], [400, 401]], dtype=np.int64)
     found = KM.changed_blocks(base, reps[0], part, block)

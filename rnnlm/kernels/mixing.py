@@ -5,10 +5,11 @@ A round of a shard changes few of the weights (the embedding rows of the words i
 rows of the classes it met, the recurrent and class layers), so a worker ships only the blocks of
 `block` consecutive weights of the flat buffer in which its replica differs from the weights the
 round started from (`changed_blocks`, restricted to the pieces seq.changeable_pieces says the round
-can change), as block indices and their values (`gather_blocks`). The driver writes them into its
-copy of each shard's replica (`scatter_blocks`) and merges with the thread shards' own kernel
-(seq.merge_pieces) over the union of the blocks: a weight no shard changed is left alone by that
-merge anyway, so the merged weights are the thread shards' bit for bit.
+can change), as block indices and their values (`gather_blocks`). The driver merges them
+(`merge_sent`) with the arithmetic of the thread shards' merge (seq.merge_pieces) over the union of
+the blocks: a weight no shard changed is left alone by that merge anyway, and a shard that did not
+send a block had not changed it, so the merged weights are the thread shards' bit for bit. The
+workers take the merged blocks back (`scatter_blocks`).
 """
 from __future__ import annotations
 
@@ -70,24 +71,51 @@ def scatter_blocks(dst, blocks, block, values):
             o += 1
 
 
-@njit(cache=True)
-def block_pieces(blocks, block, P, piece):
-    """Ascending blocks as [start, end) pieces of the flat buffer (adjacent blocks joined, pieces at
-    most `piece` long), for seq.merge_pieces."""
-    out = np.empty((blocks.shape[0] * (block // piece + 2) + 1, 2), dtype=np.int64)
-    n = 0
-    i = 0
-    m = blocks.shape[0]
-    while i < m:
-        j = i
-        while j + 1 < m and blocks[j + 1] == blocks[j] + 1:
-            j += 1
-        s = blocks[i] * block
-        e = min(P, (blocks[j] + 1) * block)
-        while s < e:
-            out[n, 0] = s
-            out[n, 1] = min(e, s + piece)
-            n += 1
-            s = min(e, s + piece)
-        i = j + 1
-    return out[:n]
+@njit(cache=True, nogil=True)
+def merge_sent(base, union, block, sent_blocks, sent_values, block_offs, value_offs):
+    """seq.merge_pieces on the blocks the shards sent: shard t sent blocks
+    sent_blocks[block_offs[t]:block_offs[t + 1]] (ascending) with their values
+    sent_values[value_offs[t]:value_offs[t + 1]] (gather_blocks of its replica); union is the
+    ascending union of the shards' blocks. The weights of base in those blocks are merged as
+    seq._merge_range merges the dense replicas (a shard that did not send a block has its replica
+    equal to base there: no change), with the same arithmetic, so the same bits; returns the
+    merged blocks' weights (gather_blocks of the new base)."""
+    P = base.shape[0]
+    T = block_offs.shape[0] - 1
+    ptr = block_offs[:T].copy()
+    vptr = value_offs[:T].copy()
+    total = 0
+    for k in union:
+        total += min(P, (k + 1) * block) - k * block
+    out = np.empty(total, dtype=base.dtype)
+    acc = np.empty(block, dtype=np.float64)
+    cnt = np.empty(block, dtype=np.int32)
+    last = np.empty(block, dtype=base.dtype)
+    o = 0
+    for k in union:
+        lo = k * block
+        n = min(P, lo + block) - lo
+        bv = base[lo:lo + n]
+        for j in range(n):
+            acc[j] = 0.0
+            cnt[j] = 0
+            last[j] = bv[j]
+        for t in range(T):
+            if ptr[t] < block_offs[t + 1] and sent_blocks[ptr[t]] == k:
+                rv = sent_values[vptr[t]:vptr[t] + n]
+                for j in range(n):
+                    d = rv[j] - bv[j]
+                    changed = d != 0.0
+                    acc[j] += d
+                    cnt[j] += 1 if changed else 0
+                    last[j] = rv[j] if changed else last[j]
+                ptr[t] += 1
+                vptr[t] += n
+        for j in range(n):
+            c = cnt[j]
+            v = bv[j] + acc[j] / (c if c > 1 else 1)
+            v = last[j] if c == 1 else v
+            bv[j] = bv[j] if c == 0 else v
+            out[o + j] = bv[j]
+        o += n
+    return out
