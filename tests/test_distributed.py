@@ -68,7 +68,7 @@ def sha(path):
 def test_two_workers_train_what_two_threads_train(local_ray, data, tmp_path, monkeypatch):
     """--workers 2 equals --threads 2 (same seed and merge interval) weight for weight, epoch for
     epoch; twice the same seed gives the same weights, whether the workers read their shard from the
-    id file or get it through the object store."""
+    id file or get it through the object store; --workers 1 equals --threads 1."""
     vocab, tr, va, ids_path = data
     monkeypatch.setattr(train_mod, "CHUNK_WORDS", 4000)
     threads = make(vocab, tr, va, tmp_path / "t.rnnlm", threads=2).run()
@@ -81,6 +81,9 @@ def test_two_workers_train_what_two_threads_train(local_ray, data, tmp_path, mon
     assert np.array_equal(again.params.flat, workers.params.flat)
     one = make(vocab, tr, va, tmp_path / "one.rnnlm", threads=1).run()   # merging costs a little
     assert not np.array_equal(one.params.flat, workers.params.flat)
+    # one worker is rnnlm-0.4b's procedure on one thread (nothing to merge)
+    one_worker = make(vocab, tr, va, tmp_path / "w1.rnnlm", ids_path=ids_path, workers=1).run()
+    assert np.array_equal(one.params.flat, one_worker.params.flat)
 
 
 @needs_ray
