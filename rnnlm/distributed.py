@@ -163,6 +163,9 @@ class DistributedTrainer(Trainer):
                 if self.ray_address:
                     ray.init(address=self.ray_address, **kw)
                 else:
+                    # Ray runs its workers at niceness 15 by default: on a machine shared with other
+                    # work they would get only what everything else leaves (threads run at 0)
+                    os.environ.setdefault("RAY_worker_niceness", "0")
                     ray.init(num_cpus=max(self.shards, os.cpu_count() or 1), include_dashboard=False, **kw)
             except Exception as exc:   # noqa: BLE001 (Ray raises ConnectionError, RuntimeError, ...)
                 where = f"the Ray cluster at {self.ray_address}" if self.ray_address else "a local Ray"
