@@ -161,12 +161,15 @@ class DistributedTrainer(Trainer):
             kw = dict(logging_level=logging.ERROR, log_to_driver=False)
             try:
                 if self.ray_address:
+                    _reachable(self.ray_address)
                     ray.init(address=self.ray_address, **kw)
                 else:
                     # Ray runs its workers at niceness 15 by default: on a machine shared with other
                     # work they would get only what everything else leaves (threads run at 0)
                     os.environ.setdefault("RAY_worker_niceness", "0")
                     ray.init(num_cpus=max(self.shards, os.cpu_count() or 1), include_dashboard=False, **kw)
+            except RnnlmError:
+                raise
             except Exception as exc:   # noqa: BLE001 (Ray raises ConnectionError, RuntimeError, ...)
                 where = f"the Ray cluster at {self.ray_address}" if self.ray_address else "a local Ray"
                 raise RnnlmError(f"could not start or join {where}: {str(exc).splitlines()[0]}") from None
@@ -206,8 +209,9 @@ class DistributedTrainer(Trainer):
         try:
             return ray.get(refs)
         except ray.exceptions.RayActorError as exc:
-            raise RnnlmError(f"a Ray worker died ({_first_line(exc)}); {self.ckpt_path} holds the last "
-                             "checkpoint: continue with the same command and --resume") from None
+            kept = (f"{self.ckpt_path} holds the last checkpoint: continue with the same command and --resume"
+                    if os.path.exists(self.ckpt_path) else "no checkpoint had been written yet")
+            raise RnnlmError(f"a Ray worker died ({_first_line(exc)}); {kept}") from None
         except ray.exceptions.RayTaskError as exc:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, RnnlmError):
@@ -265,6 +269,19 @@ class DistributedTrainer(Trainer):
                                    _offsets([x[1] for x in res]))
             self._pending = self._ray.put((union, merged))
         return float(logp.sum()), int(n_c.sum())
+
+
+def _reachable(address: str) -> None:
+    """A HOST:PORT address must answer within seconds (Ray itself retries for minutes)."""
+    import socket
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return   # "auto", "ray://...": left to Ray
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as exc:
+        raise RnnlmError(f"cannot reach the Ray head at {address} ({exc.strerror or exc}); "
+                         "is `ray start --head` running there?") from None
 
 
 def _offsets(arrays) -> np.ndarray:
