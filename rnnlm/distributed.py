@@ -130,8 +130,8 @@ class DistributedTrainer(Trainer):
     """Trainer whose shards are Ray actors (tcfg.workers of them). ids_path: the memory-mapped id
     cache the training ids came from (corpus.prepare's SplitStats.cache_path), read by the actors
     themselves; None ships every shard through the object store. ray_address: join that cluster
-    ("auto", "HOST:6379"); None starts a local Ray unless one is already initialised (which is then
-    used and left running)."""
+    ("auto", "HOST:6379"); None: $RAY_ADDRESS if set, else a local Ray of this run's own. A Ray
+    already initialised in this process (ray.init) is used as it is and left running."""
 
     def __init__(self, mcfg, tcfg, tokenizer, train_ids, valid_ids, model_path, log=None, progress=None,
                  ids_path: str | None = None, ray_address: str | None = None):
@@ -160,19 +160,25 @@ class DistributedTrainer(Trainer):
         if not ray.is_initialized():
             kw = dict(logging_level=logging.ERROR, log_to_driver=False)
             try:
-                if self.ray_address:
-                    _reachable(self.ray_address)
-                    ray.init(address=self.ray_address, **kw)
+                address = self.ray_address or os.environ.get("RAY_ADDRESS")
+                if address:
+                    _reachable(address)
+                    ray.init(address=address, **kw)
                 else:
                     # Ray runs its workers at niceness 15 by default: on a machine shared with other
                     # work they would get only what everything else leaves (threads run at 0)
                     os.environ.setdefault("RAY_worker_niceness", "0")
-                    ray.init(num_cpus=max(self.shards, os.cpu_count() or 1), include_dashboard=False, **kw)
+                    # "local": a Ray of this run's own, never another run's (ray.init() would join
+                    # the latest `ray start` cluster, or another local run's, which may end first)
+                    ray.init(address="local", num_cpus=max(self.shards, os.cpu_count() or 1),
+                             include_dashboard=False, **kw)
             except RnnlmError:
                 raise
             except Exception as exc:   # noqa: BLE001 (Ray raises ConnectionError, RuntimeError, ...)
-                where = f"the Ray cluster at {self.ray_address}" if self.ray_address else "a local Ray"
-                raise RnnlmError(f"could not start or join {where}: {str(exc).splitlines()[0]}") from None
+                where = f"the Ray cluster at {address}" if address else "a local Ray"
+                hint = ("; a cluster with token authentication needs RAY_AUTH_MODE=token and its token "
+                        "(docs/distributed.md)" if address and not os.environ.get("RAY_AUTH_MODE") else "")
+                raise RnnlmError(f"could not start or join {where}: {str(exc).splitlines()[0]}{hint}") from None
             started = True
         cpus = ray.cluster_resources().get("CPU", 0)
         if cpus < self.shards:
