@@ -143,6 +143,7 @@ class DistributedTrainer(Trainer):
         self.workers: list = []
         self._pending = None
         self._ray = None
+        self._started = False
 
     # ------------------------------------------------------------------ Ray
     def _spec(self) -> dict:
@@ -153,10 +154,10 @@ class DistributedTrainer(Trainer):
                     eos=self.eos, h_init=m.reset_hidden, dorder=m.direct_order, bias=m.bias,
                     drop_in=t.dropout_input, drop_out=t.dropout, block=m.hidden)
 
-    def _start(self) -> bool:
-        """Connect to Ray (or start it) and start one actor per shard; True if Ray was started here."""
+    def _start(self) -> None:
+        """Connect to Ray (or start it: then _started, and _stop shuts it down) and start one actor
+        per shard."""
         ray = self._ray = import_ray()
-        started = False
         if not ray.is_initialized():
             kw = dict(logging_level=logging.ERROR, log_to_driver=False)
             try:
@@ -179,7 +180,7 @@ class DistributedTrainer(Trainer):
                 hint = ("; a cluster with token authentication needs RAY_AUTH_MODE=token and its token "
                         "(docs/distributed.md)" if address and not os.environ.get("RAY_AUTH_MODE") else "")
                 raise RnnlmError(f"could not start or join {where}: {str(exc).splitlines()[0]}{hint}") from None
-            started = True
+            self._started = True
         cpus = ray.cluster_resources().get("CPU", 0)
         if cpus < self.shards:
             raise RnnlmError(f"--workers {self.shards} needs {self.shards} CPUs; the Ray cluster has {cpus:g}")
@@ -197,18 +198,20 @@ class DistributedTrainer(Trainer):
                 why = self._get([self.workers[s].load.remote(np.ascontiguousarray(self.train_ids[max(0, lo - 1):hi]))])[0]
                 if why:
                     raise RnnlmError(f"worker {s}: {why}")
-        return started
 
-    def _stop(self, started: bool) -> None:
+    def _stop(self) -> None:
         ray = self._ray
+        if ray is None:
+            return
         for w in self.workers:
             try:
                 ray.kill(w)
             except Exception:   # noqa: BLE001 (already dead)
                 pass
         self.workers = []
-        if started:
+        if self._started:
             ray.shutdown()
+            self._started = False
 
     def _get(self, refs):
         ray = self._ray
@@ -225,19 +228,19 @@ class DistributedTrainer(Trainer):
             raise RnnlmError(f"a Ray worker failed: {_first_line(cause or exc)}") from None
 
     def run(self, resume: bool = False):
-        started = self._start()
         old_term = None
         try:
             # SIGTERM does what Ctrl-C does (Trainer's flag: checkpoint at the next chunk, then stop)
-            old_term = signal.signal(signal.SIGTERM, lambda sig, frame: signal.getsignal(signal.SIGINT)(sig, frame))
+            old_term = signal.signal(signal.SIGTERM, _as_sigint)
         except ValueError:   # not the main thread
             pass
         try:
+            self._start()
             return super().run(resume)
         finally:
             if old_term is not None:
                 signal.signal(signal.SIGTERM, old_term)
-            self._stop(started)
+            self._stop()
 
     # ------------------------------------------------------------------ the chunk step
     def _epoch_data(self, params):
@@ -275,6 +278,14 @@ class DistributedTrainer(Trainer):
                                    _offsets([x[1] for x in res]))
             self._pending = self._ray.put((union, merged))
         return float(logp.sum()), int(n_c.sum())
+
+
+def _as_sigint(sig, frame) -> None:
+    """SIGTERM handler: whatever SIGINT does now (during training: Trainer's checkpoint-and-stop flag)."""
+    handler = signal.getsignal(signal.SIGINT)
+    if not callable(handler):
+        raise KeyboardInterrupt
+    handler(sig, frame)
 
 
 def _reachable(address: str) -> None:

@@ -32,7 +32,18 @@ def local_ray():
     if ray.is_initialized():   # pragma: no cover (another module's Ray)
         yield
         return
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    # "local": a Ray of the tests' own (without it ray.init joins a Ray already running on the machine);
+    # its workers at niceness 0, as `rnnlm train --workers` starts them (Ray's default is 15)
+    old = os.environ.get("RAY_worker_niceness")
+    os.environ["RAY_worker_niceness"] = "0"
+    try:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.ERROR,
+                 log_to_driver=False)
+    finally:
+        if old is None:
+            del os.environ["RAY_worker_niceness"]
+        else:
+            os.environ["RAY_worker_niceness"] = old
     try:
         yield
     finally:
@@ -118,7 +129,7 @@ def test_dead_worker_keeps_the_checkpoint_and_resume_ends_bit_identical(local_ra
 @needs_ray
 def test_cli_two_workers_and_resume_options(local_ray, tmp_path, capsys):
     """`rnnlm train --workers 2` through the CLI (the workers read the prepared id cache); --resume
-    keeps the checkpoint's worker count and refuses another."""
+    keeps the checkpoint's worker count and refuses another; more workers than CPUs is refused."""
     tr, va = tmp_path / "tr.txt", tmp_path / "va.txt"
     lines = read_lines(os.path.join(SYN, "train.txt"))[:600]
     tr.write_text("\n".join(lines) + "\n")
@@ -130,6 +141,9 @@ def test_cli_two_workers_and_resume_options(local_ray, tmp_path, capsys):
     assert "workers 2 (Ray)" in out and "epoch   1" in out
     assert main(base + ["--resume", "--workers", "3"]) == 1
     assert "was made with --workers 2; resume with the same setting" in capsys.readouterr().err
+    assert main(base + ["--workers", "3", "--force"]) == 1   # the shared Ray has 2 CPUs
+    assert capsys.readouterr().err == "rnnlm: error: --workers 3 needs 3 CPUs; the Ray cluster has 2\n"
+    assert ray.is_initialized()   # a Ray the run did not start is left running
 
 
 def _one_line_error(argv, capsys, match):
