@@ -167,6 +167,7 @@ def test_bad_worker_options_are_one_line_errors(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)   # as if Ray were not installed
     _one_line_error(base + ["--workers", "2"], capsys, 'pip install "rnnlm-numba[distributed]"')
     assert not os.path.exists(tmp_path / "m.rnnlm")
+    assert main(base + ["--hidden", "4", "--max-epochs", "1"]) == 0   # training without Ray is untouched
 
 
 def test_sparse_blocks_merge_as_the_dense_replicas():
