@@ -219,7 +219,7 @@ def add_model_commands(sub) -> None:
     g.add_argument("--workers", type=int, default=None, metavar="N",
                    help="rnnlm schedule: train N text shards on N Ray workers (one core each), merged as "
                         "--threads N merges its shards (the same model); starts a local Ray unless "
-                        "--ray-address is given")
+                        "--ray-address (or $RAY_ADDRESS) is given")
     g.add_argument("--ray-address", metavar="ADDR",
                    help="join this Ray cluster (auto, or HEAD:6379) instead of starting a local Ray")
     g.add_argument("--sync-words", type=int, default=None, metavar="N",
