@@ -257,7 +257,7 @@ def test_read_only_directory_for_real(env, capsys, tmp_path):
 
 
 def test_a_late_write_failure_is_one_line_and_keeps_the_checkpoint(env, capsys, tmp_path, monkeypatch):
-    from rnnlm.training import loop as train_mod
+    from rnnlm.training import files as train_mod   # where the trainer writes its files
     real = train_mod.save_model
     model = tmp_path / "late.rnnlm"
 

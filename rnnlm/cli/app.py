@@ -228,6 +228,15 @@ def add_model_commands(sub) -> None:
                         "one text shard per thread, so give --threads 1 for rnnlm-0.4b's exact procedure")
     g.add_argument("--checkpoint-words", type=int, default=1_000_000, metavar="N",
                    help="also checkpoint every N training words (default: 1000000; 0 = epoch ends only)")
+    g = t.add_argument_group("distributed (optional extra: pip install \"rnnlm-numba[distributed]\")")
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="rnnlm schedule: train N text shards on N Ray workers (one core each), merged as "
+                        "--threads N merges its shards (the same model); starts a local Ray unless "
+                        "--ray-address (or $RAY_ADDRESS) is given")
+    g.add_argument("--ray-address", metavar="ADDR",
+                   help="join this Ray cluster (auto, or HEAD:6379) instead of starting a local Ray")
+    g.add_argument("--sync-words", type=int, default=None, metavar="N",
+                   help="rnnlm schedule on threads or workers: words of each shard between merges (default: 2048)")
     t.set_defaults(func=cmd_train)
 
 
@@ -240,6 +249,14 @@ def cmd_train(args) -> int:
         raise RnnlmError("--valid FILE is required (it drives the learning-rate schedule)")
     if os.path.isdir(args.model):
         raise RnnlmError(f"{args.model}: is a directory")
+    for name in ("workers", "sync_words"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise RnnlmError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.workers is not None:
+        if args.threads is not None:
+            raise RnnlmError("give --workers or --threads, not both (each worker trains one shard on one core)")
+        from rnnlm.training.distributed import import_ray
+        import_ray()   # fail before the corpus is read
     if args.threads is not None:
         args.threads = cap_threads(args.threads)
     for suffix in ("", ".ckpt", ".log.jsonl", ".png"):   # MODEL and the files written beside it
@@ -263,6 +280,10 @@ def _train(args) -> int:
             raise RnnlmError(f"{args.model}.ckpt: no checkpoint to resume from")
         mcfg, tcfg = ck.config, TrainConfig.from_dict(ck.meta["train"])
         tok = tokenizer_from_bytes(ck.tokenizer_bytes)
+        if args.workers is not None and args.workers != tcfg.workers:
+            raise RnnlmError(f"{args.model}.ckpt: was made with "
+                             + (f"--workers {tcfg.workers}" if tcfg.workers else "threads, not --workers")
+                             + "; resume with the same setting")
     elif os.path.exists(args.model) and not args.force:
         raise RnnlmError(f"{args.model}: exists; use --force to overwrite or --resume to continue")
     else:
@@ -287,12 +308,16 @@ def _train(args) -> int:
                            bptt_block=args.bptt_block, batch_size=args.batch_size, cost=args.cost,
                            max_epochs=args.max_epochs, min_improvement=args.min_improvement,
                            independent=args.independent, seed=args.seed,
-                           threads=(args.threads if args.threads is not None
+                           threads=(1 if args.workers else
+                                    args.threads if args.threads is not None
                                     else 1 if softmax == "hs" and args.schedule == "batch" else default_threads()),
                            checkpoint_words=args.checkpoint_words, dropout=args.dropout,
-                           dropout_input=args.dropout_input)
+                           dropout_input=args.dropout_input, workers=args.workers or 0,
+                           sync_words=args.sync_words or 0)
         if tcfg.cost == "sse" and mcfg.classes:
             raise RnnlmError("--cost sse needs a full softmax (--classes 0)")
+    if args.ray_address and not tcfg.workers:
+        raise RnnlmError("--ray-address needs --workers N")
     use_threads(tcfg.threads)
     for name in ("train", "valid"):
         st = pc.stats[name]
@@ -300,9 +325,15 @@ def _train(args) -> int:
               + (f", {st.n_blank:,} blank lines skipped" if st.n_blank else ""))
     out_layer = f"classes {mcfg.classes}" if mcfg.softmax == "class" else f"softmax {mcfg.softmax}"
     print(f"vocabulary {len(tok):,}, {out_layer}, hidden {mcfg.hidden} {mcfg.activation}, "
-          f"schedule {tcfg.schedule}, lr {tcfg.lr:g}, threads {tcfg.threads}"
+          f"schedule {tcfg.schedule}, lr {tcfg.lr:g}, "
+          + (f"workers {tcfg.workers} (Ray)" if tcfg.workers else f"threads {tcfg.threads}")
           + (f", direct {mcfg.direct_size:,} weights order {mcfg.direct_order}" if mcfg.direct_size else ""))
-    trainer = Trainer(mcfg, tcfg, tok, pc["train"], pc["valid"], args.model)
+    if tcfg.workers:
+        from rnnlm.training.distributed import DistributedTrainer
+        trainer = DistributedTrainer(mcfg, tcfg, tok, pc["train"], pc["valid"], args.model,
+                                     ids_path=pc.stats["train"].cache_path or None, ray_address=args.ray_address)
+    else:
+        trainer = Trainer(mcfg, tcfg, tok, pc["train"], pc["valid"], args.model)
     mf = trainer.run(resume=args.resume)
     best = min((h for h in mf.meta["history"] if not h.get("diverged")), key=lambda h: h["valid_entropy"])
     print(f"saved {args.model}: valid ppl {best['valid_ppl']:.2f} (best epoch {best['epoch']})")

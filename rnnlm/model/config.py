@@ -113,6 +113,9 @@ class TrainConfig:
     lr_decay: the factor applied when halving (0.5).
     dropout / dropout_input (schedule "rnnlm"): inverted-dropout rates on the state the output layer
     reads and on the input word's embedding (the non-recurrent connections); evaluation never drops.
+    workers (schedule "rnnlm"): 0, or the number of Ray workers (rnnlm.training.distributed), one text shard
+    each, merged as the thread shards are; sync_words: words of each shard between merges of the
+    shards (threads or workers; 0 = rnnlm.training.loop.SYNC_WORDS, 2048).
     """
 
     lr: float = 0.1
@@ -132,6 +135,8 @@ class TrainConfig:
     checkpoint_words: int = 0
     dropout: float = 0.0
     dropout_input: float = 0.0
+    workers: int = 0
+    sync_words: int = 0
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -157,6 +162,10 @@ class TrainConfig:
             raise RnnlmError(f"--lr-decay must be in (0, 1), got {self.lr_decay}")
         if self.threads < 1:
             raise RnnlmError(f"--threads must be >= 1, got {self.threads}")
+        if self.workers < 0 or self.sync_words < 0:
+            raise RnnlmError(f"--workers and --sync-words must be >= 1, got {self.workers}, {self.sync_words}")
+        if self.workers and self.schedule != "rnnlm":
+            raise RnnlmError("--workers is implemented for --schedule rnnlm only")
         for name, v in (("--dropout", self.dropout), ("--dropout-input", self.dropout_input)):
             if not 0.0 <= v < 1.0:
                 raise RnnlmError(f"{name} must be in [0, 1), got {v}")

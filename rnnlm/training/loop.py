@@ -30,13 +30,11 @@ stops with a clear error. No non-finite weight is ever written to the model file
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -47,10 +45,11 @@ from rnnlm.errors import RnnlmError
 from rnnlm.use.evaluate import stream_logprobs
 from rnnlm.model.huffman import build_tree, save_arrays, train_counts
 from rnnlm.kernels import hsoftmax as KH
-from rnnlm.model.file import ModelFile, Params, load_model, save_model
-from rnnlm.data.text import atomic_write, atomic_write_bytes
+from rnnlm.model.file import ModelFile, Params
 from rnnlm.model.layout import ClassInfo, history_width, param_args
 from rnnlm.runtime import blas_single_thread, check_memory
+from rnnlm.training.files import ModelFiles
+from rnnlm.training.schedule import Schedule, _learnt
 from rnnlm.training.signals import TrainingInterrupted, _SigintFlag  # noqa: F401 (TrainingInterrupted: part of the API)
 from rnnlm.training.batch_step import BatchStepper
 from rnnlm.training.threads import rnnlm_train_shards
@@ -84,26 +83,6 @@ def rnnlm_depth(bptt: int, block: int) -> int:
     return bptt + block - 1
 
 
-@dataclass
-class Schedule:
-    lr: float
-    epoch: int = 0                  # completed epochs
-    position: int = 0               # words (rnnlm) or windows (batch) done in the current epoch
-    halving: bool = False
-    done: bool = False
-    last_valid: float | None = None  # validation entropy after the previous epoch (bits)
-    failures: int = 0               # divergences in a row (reset by a good epoch)
-    train_logprob: float = 0.0      # ln p summed over the current epoch so far (checkpoints of before)
-    train_logprob_fixed: int = 0    # ln p summed over the current epoch so far, in units of 1 / FIXED_ONE
-    train_tokens: int = 0
-    history: list = field(default_factory=list)
-
-
-def _learnt(sched: Schedule) -> bool:
-    """At least one epoch ended without diverging (so MODEL holds something learnt)."""
-    return any(not h.get("diverged") for h in sched.history)
-
-
 def _fingerprint(*arrays) -> str:
     h = hashlib.sha256()
     for a in arrays:
@@ -118,7 +97,7 @@ def _tty(stream) -> bool:
         return False
 
 
-class Trainer:
+class Trainer(ModelFiles):
     """Trains one model; `run()` returns the final ModelFile (also written to `model_path`)."""
 
     def __init__(self, mcfg: ModelConfig, tcfg: TrainConfig, tokenizer, train_ids, valid_ids,
@@ -148,14 +127,18 @@ class Trainer:
         if mcfg.classes > 0 and self.classes.num_classes != mcfg.classes:
             raise RnnlmError(f"model has {mcfg.classes} classes but the vocabulary {self.classes.num_classes}")
         self.data_fp = _fingerprint(self.train_ids, self.valid_ids)
-        # the rnnlm schedule on T > 1 threads trains T contiguous shards of the text at once
-        self.shards = tcfg.threads if tcfg.schedule == "rnnlm" else 1
+        # the rnnlm schedule on T > 1 threads (or T Ray workers, rnnlm.training.distributed) trains T
+        # contiguous shards of the text at once, merged every `sync` words of each shard
+        self.shards = (tcfg.workers or tcfg.threads) if tcfg.schedule == "rnnlm" else 1
+        sharded = tcfg.schedule == "rnnlm" and (self.shards > 1 or bool(tcfg.workers))
         self.chunk = (max(1, CHUNK_WORDS // self.shards) if tcfg.schedule == "rnnlm"
                       else max(1, CHUNK_WORDS // (tcfg.batch_size * tcfg.bptt)))   # the largest chunk
+        self.sync = tcfg.sync_words or min(SYNC_WORDS, self.chunk)
+        if sharded:
+            self.chunk = max(self.chunk, self.sync)
         # chunks are whole multiples of `grain` units: the shards' merge rounds (`sync` words each), the
         # batch schedule's groups of windows whose summed loss is one number (ACC_WINDOWS)
-        self.sync = min(SYNC_WORDS, self.chunk)
-        self.grain = ((self.sync if self.shards > 1 else 1) if tcfg.schedule == "rnnlm"
+        self.grain = ((self.sync if sharded else 1) if tcfg.schedule == "rnnlm"
                       else min(self._acc_windows(), self.chunk))
         self.next_chunk = min(self.chunk, max(self.grain, FIRST_CHUNK if tcfg.schedule == "rnnlm" else 1))
         self.stop_after_chunks = None   # tests: simulate a kill after this many chunks
@@ -179,41 +162,6 @@ class Trainer:
     def _meta(self, sched: Schedule) -> dict:
         return dict(train=self.tcfg.to_dict(), history=sched.history,
                     tokenizer_kind=getattr(self.tok, "kind", "word"), **self.hs_meta)
-
-    def _save_checkpoint(self, params, saved, sched, sstate):
-        meta = self._meta(sched)
-        meta["checkpoint"] = dict(schedule={k: v for k, v in sched.__dict__.items() if k != "history"},
-                                  data=self.data_fp, log=self.log_entries)
-        arrays = {"saved": saved.flat, **{f"stream_{k}": v for k, v in sstate.items()}, **self.hs_arrays}
-        save_model(self.ckpt_path, ModelFile(self.mcfg, params, self.tok.to_bytes(), meta, arrays))
-
-    def _load_checkpoint(self):
-        mf = load_model(self.ckpt_path)
-        ck = mf.meta.get("checkpoint")
-        if ck is None:
-            raise RnnlmError(f"{self.ckpt_path}: not a training checkpoint")
-        if ck["data"] != self.data_fp:
-            raise RnnlmError(f"{self.ckpt_path}: was made with other training/validation data; "
-                             "resume with the same files or start afresh without --resume")
-        if mf.config != self.mcfg or TrainConfig.from_dict(mf.meta["train"]) != self.tcfg:
-            raise RnnlmError(f"{self.ckpt_path}: was made with other model/training options")
-        try:
-            sched = Schedule(**ck["schedule"], history=mf.meta["history"])
-            saved = Params(self.mcfg, mf.arrays["saved"].copy())
-        except (TypeError, KeyError, RnnlmError) as exc:
-            raise RnnlmError(f"{self.ckpt_path}: damaged checkpoint ({exc})") from None
-        log = ck.get("log", [])
-        if not (isinstance(log, list) and all(isinstance(e, dict) for e in log)):
-            raise RnnlmError(f"{self.ckpt_path}: damaged checkpoint (epoch log)")
-        self.log_entries = list(log)
-        sstate = {k[len("stream_"):]: v.copy() for k, v in mf.arrays.items() if k.startswith("stream_")}
-        fresh = self._fresh_stream_state()
-        if (set(sstate) != set(fresh) or not np.isfinite(saved.flat).all()
-                or any(sstate[k].shape != v.shape or sstate[k].dtype != v.dtype for k, v in fresh.items())
-                or not all(np.isfinite(v).all() for v in sstate.values())):
-            raise RnnlmError(f"{self.ckpt_path}: damaged checkpoint (training state arrays)")
-        params = Params(self.mcfg, mf.params.flat.copy())
-        return params, saved, sched, sstate
 
     def _acc_windows(self) -> int:
         """Windows of a grain of the batch schedule: ACC_WINDOWS, fewer when the model is so large
@@ -457,39 +405,3 @@ class Trainer:
                 kept = f"no epoch completed, {self.model_path} was not written"
             raise RnnlmError(f"training diverged {sched.failures} times in a row (last lr {lr_used:g}); "
                              f"{kept}; try a smaller --lr or --clip")
-
-    def _write_model(self, params, sched) -> ModelFile:
-        """MODEL, then its log and learning curve, each atomically. A failure is one line that
-        names the file and says that the checkpoint (written just before) keeps the work."""
-        mf = ModelFile(self.mcfg, params, self.tok.to_bytes(), self._meta(sched), dict(self.hs_arrays),
-                       self.classes.tree)
-        try:
-            save_model(self.model_path, mf)
-            text = "".join(json.dumps(e) + "\n" for e in self.log_entries)
-            atomic_write_bytes(self.log_path, text.encode("utf-8"))
-            self._plot(sched.history)
-        except RnnlmError as exc:
-            kept = (f"; the training state is in {self.ckpt_path} (continue with --resume)"
-                    if os.path.exists(self.ckpt_path) else "")
-            raise RnnlmError(f"{exc}{kept}") from None
-        return mf
-
-    def _plot(self, history):
-        try:
-            import matplotlib
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            return
-        history = [h for h in history if not h.get("diverged")]
-        ep = [h["epoch"] for h in history]
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        ax.plot(ep, [h["train_ppl"] for h in history], "o-", label="train")
-        ax.plot(ep, [h["valid_ppl"] for h in history], "s-", label="valid")
-        ax.set_xlabel("epoch"); ax.set_ylabel("perplexity"); ax.set_yscale("log"); ax.legend()
-        ax.set_title(os.path.basename(self.model_path))
-        fig.tight_layout()
-        try:
-            atomic_write(self.model_path + ".png", lambda fh: fig.savefig(fh, format="png", dpi=100))
-        finally:
-            plt.close(fig)
