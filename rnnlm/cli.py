@@ -129,13 +129,20 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_vocab(args) -> int:
-    from rnnlm.textio import read_lines
+    import itertools
+    import os
+    from rnnlm.stream import open_text
     from rnnlm.tokenizer import WordVocab
-    lines = read_lines(args.train)
-    tok = WordVocab.build(lines, min_count=args.min_count, max_size=args.max_size,
-                          num_classes=args.classes, class_mode=args.class_mode, name=lines.source)
+    text, tmp = open_text(args.train)      # streamed: memory grows with the vocabulary only
+    try:
+        lines = itertools.chain.from_iterable(text.batches(text.progress("counting words in")))
+        tok = WordVocab.build(lines, min_count=args.min_count, max_size=args.max_size,
+                              num_classes=args.classes, class_mode=args.class_mode, name=text.name)
+    finally:
+        if tmp is not None:
+            os.unlink(tmp)
     total = int(tok.counts.sum())
-    print(f"{lines.source}: {len(lines)} lines ({lines.n_blank} blank lines skipped), "
+    print(f"{text.name}: {text.n_lines} lines ({text.n_blank} blank lines skipped), "
           f"{total} tokens incl. </s>")
     unk = (f"<unk> covers {tok.counts[tok.unk_id]} tokens ({100 * tok.counts[tok.unk_id] / total:.2f}%)"
            if tok.unk_id is not None else "no <unk> (OOV words will be skipped at evaluation)")

@@ -363,39 +363,69 @@ class SentencePieceTokenizer(_Tokenizer):
     @classmethod
     def train(cls, lines: Iterable[str], vocab_size: int = 8000, model_type: str = "unigram",
               num_classes: int = 100, class_mode: str = "sqrt", *, character_coverage: float = 1.0,
-              input_sentence_size: int = 2_000_000, name: str = "training text"):
-        """Train in memory (deterministic, quiet); ids ordered by piece counts in `lines`.
+              input_sentence_size: int = 2_000_000, name: str = "training text",
+              count_batches: Iterable | None = None):
+        """Train in memory (deterministic, quiet); ids ordered by piece counts in the text.
 
+        SentencePiece learns from the first `input_sentence_size` non-blank lines of `lines` (read
+        lazily: a huge text is never held in memory); the pieces are then counted over every line,
+        in a second pass over `count_batches` (an iterable of lists of lines, e.g. a streamed
+        file) or, when it is None, over `lines` itself (kept in memory for that).
         `vocab_size` is an upper bound (``hard_vocab_limit=false``) and includes ``<unk>`` and
         ``</s>``.
         """
         import sentencepiece as spm
         if model_type not in ("unigram", "bpe"):
             raise RnnlmError(f"--sp-model-type must be unigram or bpe, got {model_type!r}")
-        lines = [s for s in (ln.strip() for ln in lines) if s]
-        if not lines:
-            raise RnnlmError(f"{name}: no text to train SentencePiece on")
-        if all(len(s) > SP_MAX_LINE // 4 and len(s.encode()) > SP_MAX_LINE for s in lines):
-            raise RnnlmError(f"{name}: every line is longer than SentencePiece's limit of {SP_MAX_LINE:,} "
-                             "bytes per sentence; put one sentence per line")
+        if count_batches is None:
+            lines = [s for s in (ln.strip() for ln in lines) if s]
+            count_batches = [lines]
+        seen = {"any": False, "short": False, "error": None}
+
+        def sample():   # an error while reading (e.g. bad UTF-8) is re-raised after SentencePiece returns
+            try:
+                for ln in itertools.islice((s for s in (x.strip() for x in lines) if s), int(input_sentence_size)):
+                    seen["any"] = True
+                    if not seen["short"] and (len(ln) <= SP_MAX_LINE // 4 or len(ln.encode()) <= SP_MAX_LINE):
+                        seen["short"] = True
+                    yield ln
+            except Exception as exc:  # noqa: BLE001 - handed back to the caller below
+                seen["error"] = exc
+
         settings = dict(vocab_size=int(vocab_size), model_type=model_type,
                         character_coverage=float(character_coverage),
                         input_sentence_size=int(input_sentence_size))
         buf = io.BytesIO()
+        failure = None
         try:
             spm.SentencePieceTrainer.train(
-                sentence_iterator=iter(lines), model_writer=buf, unk_id=0, eos_id=1, bos_id=-1,
+                sentence_iterator=sample(), model_writer=buf, unk_id=0, eos_id=1, bos_id=-1,
                 pad_id=-1, eos_piece=EOS, unk_piece=UNK, minloglevel=2, num_threads=1,
                 shuffle_input_sentence=False, hard_vocab_limit=False, max_sentence_length=SP_MAX_LINE,
                 **settings)
         except RuntimeError as exc:
-            msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            raise RnnlmError(f"{name}: SentencePiece training failed: {msg}") from None
+            failure = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        if seen["error"] is not None:
+            raise seen["error"]
+        if not seen["any"]:
+            raise RnnlmError(f"{name}: no text to train SentencePiece on")
+        if not seen["short"]:
+            raise RnnlmError(f"{name}: every line is longer than SentencePiece's limit of {SP_MAX_LINE:,} "
+                             "bytes per sentence; put one sentence per line")
+        if failure is not None:
+            raise RnnlmError(f"{name}: SentencePiece training failed: {failure}")
         sp = spm.SentencePieceProcessor(model_proto=buf.getvalue())
         n_sp = sp.get_piece_size()
-        flat = np.fromiter(itertools.chain.from_iterable(sp.encode(lines)), dtype=np.int64)
-        counts = np.bincount(flat, minlength=n_sp).astype(np.int64)
-        counts[sp.eos_id()] += len(lines)
+        counts = np.zeros(n_sp, dtype=np.int64)
+        n_lines = 0
+        for batch in count_batches:
+            batch = [s for s in (ln.strip() for ln in batch) if s]
+            for i in range(0, len(batch), 1 << 16):
+                part = sp.encode(batch[i:i + (1 << 16)])
+                flat = np.fromiter(itertools.chain.from_iterable(part), dtype=np.int64)
+                counts += np.bincount(flat, minlength=n_sp).astype(np.int64)
+            n_lines += len(batch)
+        counts[sp.eos_id()] += n_lines
         pieces = [sp.id_to_piece(i) for i in range(n_sp)]
         order = sorted(range(n_sp), key=lambda i: (-int(counts[i]), pieces[i]))
         return cls(buf.getvalue(), order, counts[order], num_classes=num_classes,
