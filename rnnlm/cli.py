@@ -301,7 +301,8 @@ def cmd_train(args) -> int:
     print(f"vocabulary {len(tok):,}, classes {mcfg.classes}, hidden {mcfg.hidden} {mcfg.activation}, "
           f"schedule {tcfg.schedule}, lr {tcfg.lr:g}, threads {tcfg.threads}"
           + (f", direct {mcfg.direct_size:,} weights order {mcfg.direct_order}" if mcfg.direct_size else ""))
-    trainer = Trainer(mcfg, tcfg, tok, pc["train"], pc["valid"], args.model)
+    trainer = Trainer(mcfg, tcfg, tok, pc["train"], pc["valid"], args.model,
+                      checks=(pc.checks.get("train"), pc.checks.get("valid")))
     mf = trainer.run(resume=args.resume)
     best = min((h for h in mf.meta["history"] if not h.get("diverged")), key=lambda h: h["valid_entropy"])
     print(f"saved {args.model}: valid ppl {best['valid_ppl']:.2f} (best epoch {best['epoch']})")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rnnlm import kernels as K
-from rnnlm.batching import inputs_targets
+from rnnlm.batching import inputs_targets, shifted
 from rnnlm.config import ModelConfig
 from rnnlm.errors import RnnlmError
 from rnnlm.model import Params
@@ -78,8 +78,7 @@ def stream_logprobs_from(cfg: ModelConfig, params: Params, classes: ClassInfo, i
     if cfg.compat:
         from rnnlm.kernels.rnnlm04b import compat_logprobs_from
         return compat_logprobs_from(cfg, params, classes, ids, independent, h, progress, ng)
-    x, y = inputs_targets(ids, eos)
-    n = len(y)
+    n = len(ids)   # read a chunk at a time (ids may be a large memory map): no whole copy
     out = np.empty(n, dtype=np.float64)
     h_out = h
     h = np.ascontiguousarray(h.reshape(1, cfg.hidden), dtype=params.flat.dtype).copy()
@@ -90,7 +89,8 @@ def stream_logprobs_from(cfg: ModelConfig, params: Params, classes: ClassInfo, i
     with blas_single_thread():   # the kernels' products are small: BLAS threads only cost here
         for a in range(0, n, EVAL_CHUNK):
             b = min(n, a + EVAL_CHUNK)
-            K.window_logprob(x[a:b].reshape(-1, 1), y[a:b].reshape(-1, 1), h, ng, *param_args(params),
+            x, y = shifted(ids, eos, a, b)
+            K.window_logprob(x.reshape(-1, 1), y.reshape(-1, 1), h, ng, *param_args(params),
                              classes.word_class, classes.class_starts, cfg.activation_code, bool(independent),
                              int(eos), float(cfg.reset_hidden), cfg.direct_order, out[a:b].reshape(-1, 1),
                              h_next, ng_next)

@@ -113,12 +113,7 @@ class IdChecks:
 
     def check_at_open(self, arr) -> list:
         """Verify every block (small arrays) or a sample; returns the blocks that fail."""
-        nb = self.n_blocks
-        if nb <= FULL_CHECK_BLOCKS:
-            blocks = range(nb)
-        else:
-            blocks = sorted({0, nb - 1, *np.linspace(0, nb - 1, SAMPLE_BLOCKS + 2).astype(int).tolist()})
-        return self._bad_blocks(arr, blocks)
+        return self._bad_blocks(arr, blocks_checked_at_open(self.n_blocks))
 
     def ensure(self, arr, lo: int, hi: int | None = None, *, starts=None) -> None:
         """Verify (once per process) the blocks holding ids lo : hi, or, with `starts` (an array of
@@ -130,7 +125,7 @@ class IdChecks:
         if hi <= lo:
             return
         offs = np.zeros(1, np.int64) if starts is None else np.asarray(starts, np.int64)
-        first = (offs + lo) // self.block
+        first = np.maximum(offs + lo, 0) // self.block
         last = np.minimum((offs + hi - 1) // self.block, self.n_blocks - 1)
         need = set()
         for f, l in zip(first.tolist(), last.tolist()):
@@ -160,18 +155,27 @@ class IdChecks:
                           f"{self.n_blocks} fails its checksum){removed}")
 
 
-def checks_for_array(arr: np.ndarray, block: int = BLOCK) -> IdChecks:
+def blocks_checked_at_open(nb: int) -> list:
+    """Every block when there are at most FULL_CHECK_BLOCKS, else the first, the last and
+    SAMPLE_BLOCKS evenly spread between them."""
+    if nb <= FULL_CHECK_BLOCKS:
+        return list(range(nb))
+    return sorted({0, nb - 1, *np.linspace(0, nb - 1, SAMPLE_BLOCKS + 2).astype(int).tolist()})
+
+
+def checks_for_array(arr: np.ndarray, block: int | None = None) -> IdChecks:
     """IdChecks computed from an in-memory array (every block marked verified)."""
-    arr = np.asarray(arr)
+    arr, block = np.asarray(arr), block or BLOCK
     crcs = [_crc(arr[i:i + block]) for i in range(0, len(arr), block)]
     ch = IdChecks(len(arr), block, crcs)
     ch.verified[:] = True
     return ch
 
 
-def write_ids(path, chunks, block: int = BLOCK) -> IdChecks:
+def write_ids(path, chunks, block: int | None = None) -> IdChecks:
     """Write int32 `chunks` (an iterable of 1-D arrays) as one ``.npy`` at `path`, atomically,
-    in bounded memory; returns the block checksums."""
+    in bounded memory; returns the block checksums (blocks of `block`, default `BLOCK`, ids)."""
+    block = block or BLOCK
     crcs: list = []
     state = {"n": 0, "crc": 0, "fill": 0}
 
