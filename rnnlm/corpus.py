@@ -274,8 +274,8 @@ def _build_from_source(src, settings: dict):
         lines = itertools.chain.from_iterable(src.batches(src.progress("counting words in")))
         return build_tokenizer(lines, settings, src.display)
     sample = itertools.chain.from_iterable(src.batches(src.progress("training SentencePiece on")))
-    counting = src.batches(src.progress("counting pieces in"))
-    return build_tokenizer(sample, settings, src.display, count_batches=_Lazy(lambda: counting))
+    counting = _Lazy(lambda: src.batches(src.progress("counting pieces in")))
+    return build_tokenizer(sample, settings, src.display, count_batches=counting)
 
 
 class _Lazy:

@@ -51,7 +51,8 @@ class Progress:
     jobs print nothing. `enabled=False` silences it."""
 
     def __init__(self, desc: str, total: int | None, *, unit: str = "B", enabled: bool = True,
-                 every: float | None = None):
+                 every: float | None = None, bar: bool | None = None):
+        """`bar`: True/False forces the tqdm bar on/off (then plain lines), None: on a terminal."""
         self.desc, self.total, self.unit, self.done = desc, total, unit, 0
         self.t0 = self.last = time.monotonic()
         env = os.environ.get("RNNLM_PROGRESS_SECONDS", "")
@@ -61,7 +62,7 @@ class Progress:
             self.every = 30.0
         self.bar = None
         self.enabled = enabled
-        if enabled and _tty(sys.stderr):
+        if enabled and (_tty(sys.stderr) if bar is None else bar):
             from tqdm import tqdm
             self.bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, leave=False,
                             file=sys.stderr, dynamic_ncols=True)

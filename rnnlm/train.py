@@ -128,6 +128,7 @@ class Trainer:
         self.log_path = model_path + ".log.jsonl"
         self.log = log or (lambda msg: print(msg, flush=True))
         self.progress = _tty(sys.stderr) if progress is None else progress
+        self.progress_lines = progress is None and not self.progress
         self.eos = int(tokenizer.eos_id)
         self.classes = ClassInfo.from_tokenizer(tokenizer, mcfg.classes > 0)
         if mcfg.classes > 0 and self.classes.num_classes != mcfg.classes:
@@ -308,11 +309,14 @@ class Trainer:
             self.drop_seed = (t.seed * 1_000_003 + len(sched.history) * 7_919 + 1) % (1 << 62)
             units = self._units()
             data = self._epoch_data(params)
+            # a tqdm bar on a terminal (progress=True); otherwise (progress=None) a plain line on
+            # stderr every $RNNLM_PROGRESS_SECONDS (30) s, so that a long epoch shows in a log
             bar = None
-            if self.progress:
-                from tqdm import tqdm
-                bar = tqdm(total=units, initial=sched.position, file=sys.stderr, leave=False,
-                           desc=f"epoch {sched.epoch + 1}", unit="w" if t.schedule == "rnnlm" else "win")
+            if self.progress or self.progress_lines:
+                from rnnlm.stream import Progress
+                bar = Progress(f"epoch {sched.epoch + 1}", units, bar=self.progress,
+                               unit="words" if t.schedule == "rnnlm" else "windows")
+                bar.update(sched.position)
             t0 = time.perf_counter()
             words0 = sched.train_tokens
             while sched.position < units:

@@ -88,6 +88,20 @@ def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _rss_now() -> dict:
+    """Resident memory now, split into anonymous (heap: model, buffers) and file-backed (pages of
+    the memory-mapped cache and of the libraries; the kernel can drop these) in MB."""
+    out = {}
+    try:
+        with open("/proc/self/status") as fh:
+            for ln in fh:
+                if ln.startswith(("RssAnon:", "RssFile:")):
+                    out[ln.split(":")[0].lower() + "_mb"] = int(ln.split()[1]) / 1024
+    except OSError:
+        pass
+    return out
+
+
 # ------------------------------------------------------------------ child processes
 
 def child_prepare(a) -> dict:
@@ -129,7 +143,7 @@ def child_train(a) -> dict:
         words += t._train_chunk(params, sstate, tcfg.lr, lo, min(units, lo + t.chunk), data)[1]
     sec = time.perf_counter() - t0
     return dict(words=words, seconds=sec, words_per_second=words / sec, peak_rss_mb=_maxrss_mb(),
-                cache_reuse_seconds=reuse_s)
+                cache_reuse_seconds=reuse_s, params_mb=params.flat.nbytes / 2**20, **_rss_now())
 
 
 def child_eval(a) -> dict:
