@@ -22,6 +22,7 @@ Example::
 """
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import sys
@@ -34,6 +35,13 @@ from rnnlm.textio import STDIN, display_name
 
 CHUNK_BYTES = 1 << 22          # bytes read at a time
 LINES_PER_BATCH = 1 << 14      # lines handed on at a time by `batches`
+
+
+def batched(lines, n: int = LINES_PER_BATCH):
+    """Lists of up to `n` consecutive items of the iterable `lines`."""
+    it = iter(lines)
+    while batch := list(itertools.islice(it, n)):
+        yield batch
 
 
 def _tty(stream) -> bool:

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rnnlm.errors import RnnlmError
+from rnnlm.stream import batched as _batched
 from rnnlm.textio import atomic_write_bytes, read_bytes
 
 EOS = "</s>"
@@ -192,13 +193,6 @@ class _Tokenizer:
                 f"unk={'yes' if self.unk_id is not None else 'no'})")
 
 
-LINES_PER_BATCH = 1 << 14  # lines split at once when counting and encoding words
-
-
-def _batched(lines: Iterable[str], n: int = LINES_PER_BATCH):
-    it = iter(lines)
-    while batch := list(itertools.islice(it, n)):
-        yield batch
 
 
 def _finish(parts: list, unk_id, n_lines: int) -> EncodedText:
@@ -371,26 +365,22 @@ class SentencePieceTokenizer(_Tokenizer):
         """Train in memory (deterministic, quiet); ids ordered by piece counts in the text.
 
         SentencePiece learns from the first `input_sentence_size` non-blank lines of `lines` (read
-        lazily: a huge text is never held in memory); the pieces are then counted over every line,
-        in a second pass over `count_batches` (an iterable of lists of lines, e.g. a streamed
-        file) or, when it is None, over `lines` itself (kept in memory for that).
-        `vocab_size` is an upper bound (``hard_vocab_limit=false``) and includes ``<unk>`` and
-        ``</s>``.
+        lazily); the pieces are then counted over every line of `count_batches` (lists of lines,
+        e.g. a second pass over a streamed file; default: `lines`, then kept in memory).
+        `vocab_size` is an upper bound (``hard_vocab_limit=false``) incl. ``<unk>`` and ``</s>``.
         """
         import sentencepiece as spm
         if model_type not in ("unigram", "bpe"):
             raise RnnlmError(f"--sp-model-type must be unigram or bpe, got {model_type!r}")
         if count_batches is None:
-            lines = [s for s in (ln.strip() for ln in lines) if s]
-            count_batches = [lines]
+            count_batches = [lines := [s for s in (ln.strip() for ln in lines) if s]]
         seen = {"any": False, "short": False, "error": None}
 
         def sample():   # an error while reading (e.g. bad UTF-8) is re-raised after SentencePiece returns
             try:
                 for ln in itertools.islice((s for s in (x.strip() for x in lines) if s), int(input_sentence_size)):
                     seen["any"] = True
-                    if not seen["short"] and (len(ln) <= SP_MAX_LINE // 4 or len(ln.encode()) <= SP_MAX_LINE):
-                        seen["short"] = True
+                    seen["short"] = seen["short"] or len(ln) <= SP_MAX_LINE // 4 or len(ln.encode()) <= SP_MAX_LINE
                     yield ln
             except Exception as exc:  # noqa: BLE001 - handed back to the caller below
                 seen["error"] = exc
@@ -398,8 +388,7 @@ class SentencePieceTokenizer(_Tokenizer):
         settings = dict(vocab_size=int(vocab_size), model_type=model_type,
                         character_coverage=float(character_coverage),
                         input_sentence_size=int(input_sentence_size))
-        buf = io.BytesIO()
-        failure = None
+        buf, failure = io.BytesIO(), None
         try:
             spm.SentencePieceTrainer.train(
                 sentence_iterator=sample(), model_writer=buf, unk_id=0, eos_id=1, bos_id=-1,
@@ -419,14 +408,11 @@ class SentencePieceTokenizer(_Tokenizer):
             raise RnnlmError(f"{name}: SentencePiece training failed: {failure}")
         sp = spm.SentencePieceProcessor(model_proto=buf.getvalue())
         n_sp = sp.get_piece_size()
-        counts = np.zeros(n_sp, dtype=np.int64)
-        n_lines = 0
+        counts, n_lines = np.zeros(n_sp, dtype=np.int64), 0
         for batch in count_batches:
             batch = [s for s in (ln.strip() for ln in batch) if s]
-            for i in range(0, len(batch), 1 << 16):
-                part = sp.encode(batch[i:i + (1 << 16)])
-                flat = np.fromiter(itertools.chain.from_iterable(part), dtype=np.int64)
-                counts += np.bincount(flat, minlength=n_sp).astype(np.int64)
+            counts += np.bincount(np.fromiter(itertools.chain.from_iterable(sp.encode(batch)), dtype=np.int64),
+                                  minlength=n_sp)
             n_lines += len(batch)
         counts[sp.eos_id()] += n_lines
         pieces = [sp.id_to_piece(i) for i in range(n_sp)]

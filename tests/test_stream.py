@@ -1,6 +1,5 @@
 """The streaming data path: chunked text reading, the checksummed id cache, bounded memory,
 training straight from the memory map."""
-import io
 import json
 import os
 import random
@@ -8,7 +7,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from rnnlm import idcache
 from rnnlm.batching import Streams, inputs_targets, shifted, streams, window, windows
