@@ -209,7 +209,7 @@ class Trainer:
             return self._train_shards(params, sstate, lr, a, b, data)
         if t.schedule == "rnnlm":
             if self.train_checks is not None:
-                self.train_checks.ensure(self.train_ids, max(0, a - 1), b)
+                self.train_checks.ensure(self.train_ids, a - 1, b)
             x, y = shifted(self.train_ids, self.eos, a, b)
             logp = np.empty(b - a, dtype=np.float64)
             KS.rnnlm_train_stream(x, y, *param_args(params), self.classes.word_class,
@@ -222,7 +222,7 @@ class Trainer:
             return float(logp.sum()), b - a
         st, stepper = data
         if self.train_checks is not None:
-            self.train_checks.ensure(self.train_ids, max(0, a * t.bptt - 1), min(st.L, b * t.bptt),
+            self.train_checks.ensure(self.train_ids, a * t.bptt - 1, min(st.L, b * t.bptt),
                                      starts=st.starts)
         lp, n = 0.0, 0
         with blas_single_thread():   # once for the chunk, not per window
@@ -250,7 +250,7 @@ class Trainer:
         starts, lens, reps = data
         n_c = np.clip(lens - a, 0, b - a).astype(np.int64)
         if self.train_checks is not None:
-            self.train_checks.ensure(self.train_ids, max(0, a - 1), b, starts=starts)
+            self.train_checks.ensure(self.train_ids, a - 1, b, starts=starts)
         X = np.zeros((self.shards, b - a), np.int32)   # shard s's words a : b (zeros past its end)
         Y = np.zeros((self.shards, b - a), np.int32)
         for s in range(self.shards):

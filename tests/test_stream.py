@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from rnnlm import idcache
 from rnnlm.batching import Streams, inputs_targets, shifted, streams, window, windows
@@ -205,3 +206,17 @@ def test_trainer_reads_the_memory_map_without_copying(tmp_path):
                 TrainConfig(lr=0.1, max_epochs=1), tok, pc["train"], pc["valid"], str(tmp_path / "m"),
                 log=lambda s: None, checks=(pc.checks["train"], pc.checks["valid"]))
     assert np.shares_memory(t.train_ids, pc["train"]) and np.shares_memory(t.valid_ids, pc["valid"])
+
+
+def test_ensure_covers_the_id_before_each_stream():
+    """A window's inputs start one id before each stream's first target: that id's block is
+    verified too (here it is the only damaged one)."""
+    arr = np.arange(100, dtype=np.int32)
+    checks = idcache.checks_for_array(arr, 10)
+    checks.verified[:] = False
+    arr[19] += 1                                       # block 1; stream 1 starts at 20
+    with pytest.raises(RnnlmError, match="block 1 of 10 fails its checksum"):
+        checks.ensure(arr, -1, 4, starts=[0, 20, 40])
+    checks.verified[:] = False
+    checks.ensure(arr, 0, 4, starts=[0, 20, 40])       # targets only: blocks 0, 2, 4 are sound
+    assert checks.verified.tolist() == [True, False, True, False, True] + [False] * 5
