@@ -38,7 +38,9 @@ def add_data_commands(sub) -> None:
         "prepare", help="tokenise train/valid/test and cache the id arrays",
         formatter_class=_formatter,
         description="Build the tokenizer from TRAIN only, tokenise every split and cache it as\n"
-                    "int32 .npy arrays (reused while the files and settings are unchanged).\n\n"
+                    "int32 .npy arrays (reused while the files and settings are unchanged).\n"
+                    "Text is streamed (memory does not grow with the corpus); progress goes to\n"
+                    "stderr (a bar on a terminal, else a line every $RNNLM_PROGRESS_SECONDS=30 s).\n\n"
                     + text_note,
         epilog="examples:\n"
                "  rnnlm prepare train.txt valid.txt test.txt --classes 100 --out tok.json\n"
