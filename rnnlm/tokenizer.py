@@ -198,13 +198,11 @@ class _Tokenizer:
 def _finish(parts: list, unk_id, n_lines: int) -> EncodedText:
     """Concatenate int32 chunks (OOV = -1) and apply the OOV policy."""
     ids = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
-    oov = ids < 0
-    n_oov = int(oov.sum())
-    if n_oov:
-        if unk_id is not None:
-            ids[oov] = unk_id
-        else:
-            ids = ids[~oov]
+    n_oov = int((oov := ids < 0).sum())
+    if n_oov and unk_id is not None:
+        ids[oov] = unk_id
+    elif n_oov:
+        ids = ids[~oov]
     return EncodedText(ids, len(ids), n_oov, n_oov if unk_id is not None else 0, n_lines)
 
 
