@@ -134,12 +134,12 @@ def test_shard_replicas_are_kept_across_chunks(data, tmp_path, monkeypatch):
         t = make(vocab, tr, va, tmp_path / "m.rnnlm", threads=2, seed=5)
         params = Params.init(t.mcfg, np.random.default_rng(5))
         sstate = t._fresh_stream_state()
-        X, Y, lens, reps = t._epoch_data(params)
+        starts, lens, reps = t._epoch_data(params)
         units = t._units()
         for a in range(0, units, 1000):   # chunks of 1000 words of each shard: 3-4 merges each
             if fresh:
                 reps = np.ascontiguousarray(np.broadcast_to(params.flat, reps.shape))
-            t._train_chunk(params, sstate, 0.1, a, min(units, a + 1000), (X, Y, lens, reps))
+            t._train_chunk(params, sstate, 0.1, a, min(units, a + 1000), (starts, lens, reps))
             assert (reps == params.flat).all()
         runs.append(params.flat.copy())
     assert t.shards == 2 and units > 3000

@@ -40,7 +40,9 @@ def add_data_commands(sub) -> None:
         "prepare", help="tokenise train/valid/test and cache the id arrays",
         formatter_class=_formatter,
         description="Build the tokenizer from TRAIN only, tokenise every split and cache it as\n"
-                    "int32 .npy arrays (reused while the files and settings are unchanged).\n\n"
+                    "int32 .npy arrays (reused while the files and settings are unchanged).\n"
+                    "Text is streamed (memory does not grow with the corpus); progress goes to\n"
+                    "stderr (a bar on a terminal, else a line every $RNNLM_PROGRESS_SECONDS=30 s).\n\n"
                     + text_note,
         epilog="examples:\n"
                "  rnnlm prepare train.txt valid.txt test.txt --classes 100 --out tok.json\n"
@@ -137,13 +139,19 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_vocab(args) -> int:
-    from rnnlm.data.text import read_lines
+    import itertools
+    from rnnlm.data.stream import open_text
     from rnnlm.data.tokenizer import WordVocab
-    lines = read_lines(args.train)
-    tok = WordVocab.build(lines, min_count=args.min_count, max_size=args.max_size,
-                          num_classes=args.classes, class_mode=args.class_mode, name=lines.source)
+    text, tmp = open_text(args.train)      # streamed: memory grows with the vocabulary only
+    try:
+        lines = itertools.chain.from_iterable(text.batches(text.progress("counting words in")))
+        tok = WordVocab.build(lines, min_count=args.min_count, max_size=args.max_size,
+                              num_classes=args.classes, class_mode=args.class_mode, name=text.name)
+    finally:
+        if tmp is not None:
+            os.unlink(tmp)
     total = int(tok.counts.sum())
-    print(f"{lines.source}: {len(lines)} lines ({lines.n_blank} blank lines skipped), "
+    print(f"{text.name}: {text.n_lines} lines ({text.n_blank} blank lines skipped), "
           f"{total} tokens incl. </s>")
     unk = (f"<unk> covers {tok.counts[tok.unk_id]} tokens ({100 * tok.counts[tok.unk_id] / total:.2f}%)"
            if tok.unk_id is not None else "no <unk> (OOV words will be skipped at evaluation)")
@@ -328,12 +336,13 @@ def _train(args) -> int:
           f"schedule {tcfg.schedule}, lr {tcfg.lr:g}, "
           + (f"workers {tcfg.workers} (Ray)" if tcfg.workers else f"threads {tcfg.threads}")
           + (f", direct {mcfg.direct_size:,} weights order {mcfg.direct_order}" if mcfg.direct_size else ""))
+    checks = (pc.checks.get("train"), pc.checks.get("valid"))
     if tcfg.workers:
         from rnnlm.training.distributed import DistributedTrainer
-        trainer = DistributedTrainer(mcfg, tcfg, tok, pc["train"], pc["valid"], args.model,
+        trainer = DistributedTrainer(mcfg, tcfg, tok, pc["train"], pc["valid"], args.model, checks=checks,
                                      ids_path=pc.stats["train"].cache_path or None, ray_address=args.ray_address)
     else:
-        trainer = Trainer(mcfg, tcfg, tok, pc["train"], pc["valid"], args.model)
+        trainer = Trainer(mcfg, tcfg, tok, pc["train"], pc["valid"], args.model, checks=checks)
     mf = trainer.run(resume=args.resume)
     best = min((h for h in mf.meta["history"] if not h.get("diverged")), key=lambda h: h["valid_entropy"])
     print(f"saved {args.model}: valid ppl {best['valid_ppl']:.2f} (best epoch {best['epoch']})")

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rnnlm.errors import RnnlmError
+from rnnlm.data.stream import batched as _batched
 from rnnlm.data.text import atomic_write_bytes, read_bytes
 
 EOS = "</s>"
@@ -192,19 +193,16 @@ class _Tokenizer:
                 f"unk={'yes' if self.unk_id is not None else 'no'})")
 
 
-CHUNK = 1 << 20  # ids buffered in a Python list before moving them to NumPy
 
 
 def _finish(parts: list, unk_id, n_lines: int) -> EncodedText:
     """Concatenate int32 chunks (OOV = -1) and apply the OOV policy."""
     ids = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
-    oov = ids < 0
-    n_oov = int(oov.sum())
-    if n_oov:
-        if unk_id is not None:
-            ids[oov] = unk_id
-        else:
-            ids = ids[~oov]
+    n_oov = int((oov := ids < 0).sum())
+    if n_oov and unk_id is not None:
+        ids[oov] = unk_id
+    elif n_oov:
+        ids = ids[~oov]
     return EncodedText(ids, len(ids), n_oov, n_oov if unk_id is not None else 0, n_lines)
 
 
@@ -253,11 +251,10 @@ class WordVocab(_Tokenizer):
             raise RnnlmError(f"unknown class mode {class_mode!r}")
         counter: Counter = Counter()
         n_lines = 0
-        for line in lines:
-            toks = line.split()
-            if toks:
-                counter.update(toks)
-                n_lines += 1
+        for batch in _batched(lines):   # one split per batch of lines: the same words, faster
+            batch = [ln for ln in batch if ln and not ln.isspace()]
+            counter.update(" ".join(batch).split())
+            n_lines += len(batch)
         if not n_lines:
             raise RnnlmError(f"{name}: no text to build a vocabulary from")
         n_eos = n_lines + counter.pop(EOS, 0)
@@ -285,21 +282,19 @@ class WordVocab(_Tokenizer):
         >>> WordVocab.build(["a b"]).encode_lines(["a x", "b"]).n_oov
         1
         """
-        index, eos = self._index, self.eos_id
-        buf: list[int] = []
+        get = self._index.get
         parts: list[np.ndarray] = []
         n_lines = 0
-        for line in lines:
-            toks = line.split()
-            if not toks and skip_blank:
+        for batch in _batched(lines):
+            if skip_blank:
+                batch = [ln for ln in batch if ln and not ln.isspace()]
+            if not batch:
                 continue
-            buf.extend([index.get(w, -1) for w in toks])
-            buf.append(eos)
-            n_lines += 1
-            if len(buf) >= CHUNK:
-                parts.append(np.array(buf, dtype=np.int32))
-                buf = []
-        parts.append(np.array(buf, dtype=np.int32))
+            # every line's words then </s>: splitting the lines joined by " </s> " gives exactly that
+            # (a literal </s> in the text is the end token either way)
+            toks = (f" {EOS} ".join(batch) + f" {EOS}").split()
+            parts.append(np.fromiter(map(get, toks, itertools.repeat(-1)), dtype=np.int32, count=len(toks)))
+            n_lines += len(batch)
         return _finish(parts, self.unk_id, n_lines)
 
     def decode(self, ids) -> str:
@@ -363,39 +358,61 @@ class SentencePieceTokenizer(_Tokenizer):
     @classmethod
     def train(cls, lines: Iterable[str], vocab_size: int = 8000, model_type: str = "unigram",
               num_classes: int = 100, class_mode: str = "sqrt", *, character_coverage: float = 1.0,
-              input_sentence_size: int = 2_000_000, name: str = "training text"):
-        """Train in memory (deterministic, quiet); ids ordered by piece counts in `lines`.
+              input_sentence_size: int = 2_000_000, name: str = "training text",
+              count_batches: Iterable | None = None):
+        """Train in memory (deterministic, quiet); ids ordered by piece counts in the text.
 
-        `vocab_size` is an upper bound (``hard_vocab_limit=false``) and includes ``<unk>`` and
-        ``</s>``.
+        SentencePiece learns from the first `input_sentence_size` non-blank lines of `lines` (read
+        lazily); the pieces are then counted over every line of `count_batches` (lists of lines,
+        e.g. a second pass over a streamed file; default: `lines`, then kept in memory).
+        `vocab_size` is an upper bound (``hard_vocab_limit=false``) incl. ``<unk>`` and ``</s>``.
         """
         import sentencepiece as spm
         if model_type not in ("unigram", "bpe"):
             raise RnnlmError(f"--sp-model-type must be unigram or bpe, got {model_type!r}")
-        lines = [s for s in (ln.strip() for ln in lines) if s]
-        if not lines:
-            raise RnnlmError(f"{name}: no text to train SentencePiece on")
-        if all(len(s) > SP_MAX_LINE // 4 and len(s.encode()) > SP_MAX_LINE for s in lines):
-            raise RnnlmError(f"{name}: every line is longer than SentencePiece's limit of {SP_MAX_LINE:,} "
-                             "bytes per sentence; put one sentence per line")
+        if count_batches is None:
+            count_batches = [lines := [s for s in (ln.strip() for ln in lines) if s]]
+        seen = {"any": False, "short": False, "error": None}
+
+        def sample():   # an error while reading (e.g. bad UTF-8) is re-raised after SentencePiece returns
+            try:
+                for ln in itertools.islice((s for s in (x.strip() for x in lines) if s), int(input_sentence_size)):
+                    seen["any"] = True
+                    seen["short"] = seen["short"] or len(ln) <= SP_MAX_LINE // 4 or len(ln.encode()) <= SP_MAX_LINE
+                    yield ln
+            except Exception as exc:  # noqa: BLE001 - handed back to the caller below
+                seen["error"] = exc
+
         settings = dict(vocab_size=int(vocab_size), model_type=model_type,
                         character_coverage=float(character_coverage),
                         input_sentence_size=int(input_sentence_size))
-        buf = io.BytesIO()
+        buf, failure = io.BytesIO(), None
         try:
             spm.SentencePieceTrainer.train(
-                sentence_iterator=iter(lines), model_writer=buf, unk_id=0, eos_id=1, bos_id=-1,
+                sentence_iterator=sample(), model_writer=buf, unk_id=0, eos_id=1, bos_id=-1,
                 pad_id=-1, eos_piece=EOS, unk_piece=UNK, minloglevel=2, num_threads=1,
                 shuffle_input_sentence=False, hard_vocab_limit=False, max_sentence_length=SP_MAX_LINE,
                 **settings)
         except RuntimeError as exc:
-            msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            raise RnnlmError(f"{name}: SentencePiece training failed: {msg}") from None
+            failure = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        if seen["error"] is not None:
+            raise seen["error"]
+        if not seen["any"]:
+            raise RnnlmError(f"{name}: no text to train SentencePiece on")
+        if not seen["short"]:
+            raise RnnlmError(f"{name}: every line is longer than SentencePiece's limit of {SP_MAX_LINE:,} "
+                             "bytes per sentence; put one sentence per line")
+        if failure is not None:
+            raise RnnlmError(f"{name}: SentencePiece training failed: {failure}")
         sp = spm.SentencePieceProcessor(model_proto=buf.getvalue())
         n_sp = sp.get_piece_size()
-        flat = np.fromiter(itertools.chain.from_iterable(sp.encode(lines)), dtype=np.int64)
-        counts = np.bincount(flat, minlength=n_sp).astype(np.int64)
-        counts[sp.eos_id()] += len(lines)
+        counts, n_lines = np.zeros(n_sp, dtype=np.int64), 0
+        for batch in count_batches:
+            batch = [s for s in (ln.strip() for ln in batch) if s]
+            counts += np.bincount(np.fromiter(itertools.chain.from_iterable(sp.encode(batch)), dtype=np.int64),
+                                  minlength=n_sp)
+            n_lines += len(batch)
+        counts[sp.eos_id()] += n_lines
         pieces = [sp.id_to_piece(i) for i in range(n_sp)]
         order = sorted(range(n_sp), key=lambda i: (-int(counts[i]), pieces[i]))
         return cls(buf.getvalue(), order, counts[order], num_classes=num_classes,

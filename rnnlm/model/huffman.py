@@ -107,8 +107,13 @@ def build_tree(counts) -> HsTree:
 
 
 def train_counts(train_ids: np.ndarray, vocab_size: int) -> np.ndarray:
-    """How often each word is a target in the training text (every token, each </s> included)."""
-    return np.bincount(np.asarray(train_ids, dtype=np.int64), minlength=vocab_size).astype(np.int64)
+    """How often each word is a target in the training text (every token, each </s> included),
+    counted a block at a time (a memory-mapped corpus is never copied whole)."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    step = 1 << 22
+    for a in range(0, len(train_ids), step):
+        counts += np.bincount(np.asarray(train_ids[a:a + step]), minlength=vocab_size)[:vocab_size]
+    return counts
 
 
 def save_arrays(tree: HsTree) -> tuple[dict, dict]:

@@ -24,7 +24,7 @@ import os
 import numpy as np
 
 from rnnlm import kernels as K
-from rnnlm.model.layout import ClassInfo, param_args
+from rnnlm.model.layout import ClassInfo, history_width, param_args
 from rnnlm.model.file import Params
 from rnnlm.runtime import blas_single_thread, num_threads
 from rnnlm.training.threads import (own_cpus, reduce_pieces_threads, sgd_pieces_threads, window_grad_classes,

@@ -134,10 +134,10 @@ class DistributedTrainer(Trainer):
     already initialised in this process (ray.init) is used as it is and left running."""
 
     def __init__(self, mcfg, tcfg, tokenizer, train_ids, valid_ids, model_path, log=None, progress=None,
-                 ids_path: str | None = None, ray_address: str | None = None):
+                 checks=None, ids_path: str | None = None, ray_address: str | None = None):
         if tcfg.workers < 1 or tcfg.schedule != "rnnlm":
             raise RnnlmError("DistributedTrainer needs --workers >= 1 and --schedule rnnlm")
-        super().__init__(mcfg, tcfg, tokenizer, train_ids, valid_ids, model_path, log, progress)
+        super().__init__(mcfg, tcfg, tokenizer, train_ids, valid_ids, model_path, log, progress, checks=checks)
         self.ids_path = os.path.abspath(ids_path) if ids_path else None   # actors run elsewhere
         self.ray_address = ray_address
         self.workers: list = []

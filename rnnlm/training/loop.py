@@ -39,7 +39,7 @@ import time
 import numpy as np
 
 from rnnlm.kernels import word as KS
-from rnnlm.data.windows import inputs_targets, num_windows, streams, window, windows
+from rnnlm.data.windows import Streams, num_windows, shifted
 from rnnlm.model.config import ModelConfig, TrainConfig
 from rnnlm.errors import RnnlmError
 from rnnlm.use.evaluate import stream_logprobs
@@ -101,11 +101,17 @@ class Trainer(ModelFiles):
     """Trains one model; `run()` returns the final ModelFile (also written to `model_path`)."""
 
     def __init__(self, mcfg: ModelConfig, tcfg: TrainConfig, tokenizer, train_ids, valid_ids,
-                 model_path: str, log=None, progress: bool | None = None):
+                 model_path: str, log=None, progress: bool | None = None, checks=None):
+        """`train_ids`/`valid_ids` may be read-only memory maps (``prepare``'s cache): they are read
+        a chunk at a time, never copied whole. `checks`: their ``rnnlm.data.idcache.IdChecks`` (train,
+        valid) when they come from the cache; then every block is verified against its checksum
+        before its first use, and the checkpoint's data fingerprint comes from the checksums
+        instead of a hash of every id."""
         self.mcfg, self.tcfg, self.tok = mcfg, tcfg, tokenizer
         check_memory(mcfg, tcfg)
-        self.train_ids = np.ascontiguousarray(train_ids, dtype=np.int32)
+        self.train_ids = np.ascontiguousarray(train_ids, dtype=np.int32)   # no copy for int32 maps
         self.valid_ids = np.ascontiguousarray(valid_ids, dtype=np.int32)
+        self.train_checks, valid_checks = checks if checks is not None else (None, None)
         if len(self.train_ids) < 2 or len(self.valid_ids) < 1:
             raise RnnlmError("training and validation text must not be empty")
         self.model_path = model_path
@@ -114,6 +120,7 @@ class Trainer(ModelFiles):
         self.log_entries: list[dict] = []   # MODEL.log.jsonl's lines, written with the model
         self.log = log or (lambda msg: print(msg, flush=True))
         self.progress = _tty(sys.stderr) if progress is None else progress
+        self.progress_lines = progress is None and not self.progress
         self.eos = int(tokenizer.eos_id)
         self.classes = ClassInfo.from_tokenizer(tokenizer, mcfg.classes > 0)
         self.hs_arrays, self.hs_meta = {}, {}
@@ -126,7 +133,12 @@ class Trainer(ModelFiles):
             self.hs_arrays, self.hs_meta = save_arrays(self.classes.tree)
         if mcfg.classes > 0 and self.classes.num_classes != mcfg.classes:
             raise RnnlmError(f"model has {mcfg.classes} classes but the vocabulary {self.classes.num_classes}")
-        self.data_fp = _fingerprint(self.train_ids, self.valid_ids)
+        if self.train_checks is not None and valid_checks is not None:
+            valid_checks.verify_all(self.valid_ids)   # it is read whole at every epoch's end anyway
+            self.data_fp = hashlib.sha256((self.train_checks.fingerprint() + valid_checks.fingerprint())
+                                          .encode()).hexdigest()[:16]
+        else:
+            self.data_fp = _fingerprint(self.train_ids, self.valid_ids)
         # the rnnlm schedule on T > 1 threads (or T Ray workers, rnnlm.training.distributed) trains T
         # contiguous shards of the text at once, merged every `sync` words of each shard
         self.shards = (tcfg.workers or tcfg.threads) if tcfg.schedule == "rnnlm" else 1
@@ -193,19 +205,21 @@ class Trainer(ModelFiles):
         t = self.tcfg
         if t.schedule == "rnnlm" and self.shards > 1:
             return self._train_shards(params, sstate, lr, a, b, data)
+        if t.schedule == "rnnlm" and self.train_checks is not None:
+            self.train_checks.ensure(self.train_ids, a - 1, b)
         if t.schedule == "rnnlm" and self.classes.tree is not None:
-            x, y = data
+            x, y = shifted(self.train_ids, self.eos, a, b)
             logp = np.empty(b - a, dtype=np.float64)
-            KH.hs_train_stream(x[a:b], y[a:b], params.emb, params.rec, params.bh, params.out_w, params.bo,
+            KH.hs_train_stream(x, y, params.emb, params.rec, params.bh, params.out_w, params.bo,
                                *self.classes.tree.kernel_args(), self.mcfg.activation_code, lr, t.beta, t.clip,
                                t.bptt_block, t.independent, self.eos, self.mcfg.reset_hidden, self.mcfg.bias,
                                RNNLM_L2_EVERY, t.dropout_input, t.dropout, self.drop_seed, sstate["h"],
                                sstate["hist"], sstate["hs"], sstate["err"], sstate["istate"], logp)
             return _fixed_sum(logp), b - a
         if t.schedule == "rnnlm":
-            x, y = data
+            x, y = shifted(self.train_ids, self.eos, a, b)
             logp = np.empty(b - a, dtype=np.float64)
-            KS.rnnlm_train_stream(x[a:b], y[a:b], *param_args(params), self.classes.word_class,
+            KS.rnnlm_train_stream(x, y, *param_args(params), self.classes.word_class,
                                  self.classes.class_starts, self.mcfg.activation_code, lr, t.beta, t.clip,
                                  t.bptt_block, t.independent, self.eos, self.mcfg.reset_hidden,
                                  self.mcfg.direct_order, self.mcfg.bias, RNNLM_L2_EVERY,
@@ -213,18 +227,21 @@ class Trainer(ModelFiles):
                                  sstate["hs"], sstate["err"], sstate["ng"],
                                  sstate["istate"], logp)
             return _fixed_sum(logp), b - a
-        xs, ys, stepper = data
+        st, stepper = data
+        if self.train_checks is not None:
+            self.train_checks.ensure(self.train_ids, a * t.bptt - 1, min(st.L, b * t.bptt),
+                                     starts=st.starts)
         lp, n = 0, 0
         with blas_single_thread():   # once for the chunk, not per window
-            whole = max(a, min(b, xs.shape[1] // t.bptt))   # windows a : whole are full length
+            whole = max(a, min(b, st.L // t.bptt))   # windows a : whole are full length
             for g in range(a, whole, self.grain):   # one call per grain: the loss summed over fixed windows
-                X, Y = windows(xs, ys, g * t.bptt, min(whole, g + self.grain) - g, t.bptt)
+                X, Y = st.windows(g * t.bptt, min(whole, g + self.grain) - g, t.bptt)
                 loss, sstate["h"], sstate["ng"] = stepper.step_windows(X, Y, sstate["h"], sstate["ng"], lr, t.beta,
                                                                        t.clip, 1.0 / t.batch_size)
                 lp += _fixed_sum(-loss)
                 n += X.size
             for wi in range(whole, b):   # the last, shorter window
-                xw, yw = window(xs, ys, wi * t.bptt, t.bptt)
+                xw, yw = st.window(wi * t.bptt, t.bptt)
                 loss, sstate["h"], sstate["ng"] = stepper.step_windows(xw[None], yw[None], sstate["h"], sstate["ng"],
                                                                        lr, t.beta, t.clip, 1.0 / t.batch_size)
                 lp += _fixed_sum(-loss)
@@ -237,10 +254,18 @@ class Trainer(ModelFiles):
         and again after every chunk (its last merge writes every weight a shard changed into params
         and every replica), so they are not copied again for each chunk (32 MB at hidden 200)."""
         t, m = self.tcfg, self.mcfg
-        X, Y, lens, reps = data
+        starts, lens, reps = data
         n_c = np.clip(lens - a, 0, b - a).astype(np.int64)
+        if self.train_checks is not None:
+            self.train_checks.ensure(self.train_ids, a - 1, b, starts=starts)
+        X = np.zeros((self.shards, b - a), np.int32)   # shard s's words a : b (zeros past its end)
+        Y = np.zeros((self.shards, b - a), np.int32)
+        for s in range(self.shards):
+            if n_c[s]:
+                X[s, :n_c[s]], Y[s, :n_c[s]] = shifted(self.train_ids, self.eos, int(starts[s]) + a,
+                                                       int(starts[s]) + a + int(n_c[s]))
         logp = np.zeros((self.shards, b - a), dtype=np.float64)
-        rnnlm_train_shards(np.ascontiguousarray(X[:, a:b]), np.ascontiguousarray(Y[:, a:b]), n_c,
+        rnnlm_train_shards(X, Y, n_c,
                               self.sync, params.flat, reps, m.vocab_size, m.hidden, m.classes,
                               m.direct_size, self.classes.word_class, self.classes.class_starts,
                               m.activation_code, lr, t.beta, t.clip, t.bptt_block, t.independent, self.eos,
@@ -251,23 +276,19 @@ class Trainer(ModelFiles):
         return _fixed_sum(logp), int(n_c.sum())
 
     def _epoch_data(self, params):
+        """What an epoch reads besides `train_ids` (sliced per chunk, never copied whole)."""
         t = self.tcfg
         if t.schedule == "rnnlm" and self.shards > 1:
-            x, y = inputs_targets(self.train_ids, self.eos)
-            T, L = self.shards, self._units()
-            X = np.zeros((T, L), np.int32)
-            Y = np.zeros((T, L), np.int32)
-            lens = np.zeros(T, np.int64)
-            for s in range(T):   # contiguous shards; the last may be shorter
-                xs, ys = x[s * L:(s + 1) * L], y[s * L:(s + 1) * L]
-                X[s, :len(xs)], Y[s, :len(ys)], lens[s] = xs, ys, len(xs)
-            return X, Y, lens, np.ascontiguousarray(np.broadcast_to(params.flat, (T, params.flat.size)))
+            T, L, n = self.shards, self._units(), len(self.train_ids)
+            starts = np.arange(T, dtype=np.int64) * L     # contiguous shards; the last may be shorter
+            lens = np.clip(n - starts, 0, L).astype(np.int64)
+            return starts, lens, np.ascontiguousarray(np.broadcast_to(params.flat, (T, params.flat.size)))
         if t.schedule == "rnnlm":
-            return inputs_targets(self.train_ids, self.eos)
-        xs, ys, _ = streams(self.train_ids, self.eos, t.batch_size)
+            return None
+        st = Streams(self.train_ids, self.eos, t.batch_size)
         stepper = BatchStepper(params, self.classes, self.mcfg.activation_code, t.cost_code, t.independent,
                                self.eos, self.mcfg.reset_hidden, threads=t.threads)
-        return xs, ys, stepper
+        return st, stepper
 
     # ------------------------------------------------------------------ main loop
     def run(self, resume: bool = False) -> ModelFile:
@@ -294,11 +315,14 @@ class Trainer(ModelFiles):
             self.drop_seed = (t.seed * 1_000_003 + len(sched.history) * 7_919 + 1) % (1 << 62)
             units = self._units()
             data = self._epoch_data(params)
+            # a tqdm bar on a terminal (progress=True); otherwise (progress=None) a plain line on
+            # stderr every $RNNLM_PROGRESS_SECONDS (30) s, so that a long epoch shows in a log
             bar = None
-            if self.progress:
-                from tqdm import tqdm
-                bar = tqdm(total=units, initial=sched.position, file=sys.stderr, leave=False,
-                           desc=f"epoch {sched.epoch + 1}", unit="w" if t.schedule == "rnnlm" else "win")
+            if self.progress or self.progress_lines:
+                from rnnlm.data.stream import Progress
+                bar = Progress(f"epoch {sched.epoch + 1}", units, bar=self.progress,
+                               unit="words" if t.schedule == "rnnlm" else "windows")
+                bar.update(sched.position)
             t0 = time.perf_counter()
             words0 = sched.train_tokens
             while sched.position < units:

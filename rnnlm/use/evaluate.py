@@ -11,11 +11,11 @@ import numpy as np
 
 from rnnlm import kernels as K
 from rnnlm.kernels import hsoftmax as KH
-from rnnlm.data.windows import inputs_targets
+from rnnlm.data.windows import inputs_targets, shifted
 from rnnlm.model.config import ModelConfig
 from rnnlm.errors import RnnlmError
 from rnnlm.model.file import Params
-from rnnlm.model.layout import ClassInfo, history_width, initial_history, initial_state, param_args  # noqa: F401
+from rnnlm.model.layout import ClassInfo, initial_history, initial_state, param_args  # noqa: F401 (re-exported)
 from rnnlm.use.result import EvalResult
 from rnnlm.runtime import blas_single_thread
 
@@ -44,8 +44,7 @@ def stream_logprobs_from(cfg: ModelConfig, params: Params, classes: ClassInfo, i
     if cfg.compat:
         from rnnlm.interop.rnnlm04b.evaluate import compat_logprobs_from
         return compat_logprobs_from(cfg, params, classes, ids, independent, h, progress, ng)
-    x, y = inputs_targets(ids, eos)
-    n = len(y)
+    n = len(ids)   # read a chunk at a time (ids may be a large memory map): no whole copy
     out = np.empty(n, dtype=np.float64)
     h_out = h
     h = np.ascontiguousarray(h.reshape(1, cfg.hidden), dtype=params.flat.dtype).copy()
@@ -56,14 +55,15 @@ def stream_logprobs_from(cfg: ModelConfig, params: Params, classes: ClassInfo, i
     with blas_single_thread():   # the kernels' products are small: BLAS threads only cost here
         for a in range(0, n, EVAL_CHUNK):
             b = min(n, a + EVAL_CHUNK)
+            x, y = shifted(ids, eos, a, b)
             if classes.tree is not None:   # hierarchical softmax: no direct connections, ng unchanged
-                KH.hs_window_logprob(x[a:b].reshape(-1, 1), y[a:b].reshape(-1, 1), h, params.emb, params.rec,
+                KH.hs_window_logprob(x.reshape(-1, 1), y.reshape(-1, 1), h, params.emb, params.rec,
                                      params.bh, params.out_w, params.bo, *classes.tree.kernel_args(),
                                      cfg.activation_code, bool(independent), int(eos), float(cfg.reset_hidden),
                                      out[a:b].reshape(-1, 1), h_next)
                 ng_next[...] = ng
             else:
-                K.window_logprob(x[a:b].reshape(-1, 1), y[a:b].reshape(-1, 1), h, ng, *param_args(params),
+                K.window_logprob(x.reshape(-1, 1), y.reshape(-1, 1), h, ng, *param_args(params),
                                  classes.word_class, classes.class_starts, cfg.activation_code, bool(independent),
                                  int(eos), float(cfg.reset_hidden), cfg.direct_order, out[a:b].reshape(-1, 1),
                                  h_next, ng_next)
