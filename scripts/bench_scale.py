@@ -21,10 +21,8 @@ The 100M text needs about 1 GB of disk in --workdir and its cache about 0.4 GB m
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -42,6 +40,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (and nothing else: a row is measured by `measure_train` with these settings).
 TRAIN_ROWS = {
     "rnnlm schedule, class softmax": dict(model={}, train=dict(schedule="rnnlm", lr=0.1)),
+    "rnnlm schedule, hs": dict(model=dict(softmax="hs", classes=0), train=dict(schedule="rnnlm", lr=0.1)),
     "batch schedule, class softmax": dict(model={}, train=dict(schedule="batch", lr=1.0, batch_size=32)),
 }
 
@@ -128,7 +127,7 @@ def child_train(a) -> dict:
     pc = _prepared(a)                      # reuses the cache: cheap key, sampled checksums
     reuse_s = time.perf_counter() - t0
     tok = pc.tokenizer
-    mcfg = ModelConfig(vocab_size=len(tok), hidden=a.hidden, classes=tok.num_classes, **row["model"])
+    mcfg = ModelConfig(**{**dict(vocab_size=len(tok), hidden=a.hidden, classes=tok.num_classes), **row["model"]})
     tcfg = TrainConfig(threads=a.threads, max_epochs=1, checkpoint_words=0, **row["train"])
     _threads(a.threads)
     t = Trainer(mcfg, tcfg, tok, pc["train"], pc["valid"], os.path.join(a.cache, "bench.rnnlm"),
@@ -168,27 +167,6 @@ def child_eval(a) -> dict:
 
 # ------------------------------------------------------------------ driver
 
-def machine() -> str:
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
-
-
-def revision() -> str:
-    try:
-        rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True).stdout.strip()
-        return rev + ("+dirty" if dirty else "")
-    except OSError:
-        return "unknown"
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -212,6 +190,7 @@ def main() -> int:
         return 0
 
     os.makedirs(a.workdir, exist_ok=True)
+    started = time.time()
     env = dict(os.environ, RNNLM_THREADS=str(a.threads))
     results = []
     for spec in a.sizes.split(","):
@@ -259,14 +238,20 @@ def main() -> int:
                      + f"{max(v['peak_rss_mb'] for v in r['train'].values()):.0f} |")
     table = "\n".join(lines)
     print(table)
-    doc = dict(revision=revision(), date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               machine=machine(), command=" ".join(["python", "scripts/bench_scale.py", *sys.argv[1:]]),
-               settings=dict(hidden=a.hidden, threads=a.threads, train_words=a.train_words,
-                             eval_words=a.eval_words, rows=TRAIN_ROWS),
-               results=results, table=table)
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    from rnnlm.data.text import atomic_write_bytes
-    atomic_write_bytes(a.out, (json.dumps(doc, indent=1) + "\n").encode())
+    cols = ["tokens", "types", "classes", "prepare s", "prepare peak RSS MB", *(f"train words/s: {n}" for n in TRAIN_ROWS),
+            "eval words/s", "cache reuse s", "train peak RSS MB"]
+    printed = [[r["tokens"], r["types"], r["classes"], round(r["prepare"]["seconds"], 1),
+                round(r["prepare"]["peak_rss_mb"]), *(round(r["train"][n]["words_per_second"]) for n in TRAIN_ROWS),
+                round(r["eval"]["words_per_second"]), round(max(v["cache_reuse_seconds"] for v in r["train"].values()), 2),
+                round(max(v["peak_rss_mb"] for v in r["train"].values()))] for r in results]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import results as results_json
+    name = os.path.splitext(os.path.basename(a.out))[0]
+    results_json.write(name, results, started, dict(settings=dict(hidden=a.hidden, threads=a.threads,
+                                                                   train_words=a.train_words, eval_words=a.eval_words,
+                                                                   rows=list(TRAIN_ROWS))),
+                       out_dir=os.path.dirname(os.path.abspath(a.out)),
+                       tables={"scale": dict(columns=cols, rows=printed)})
     print(f"wrote {a.out}", file=sys.stderr)
     return 0
 
