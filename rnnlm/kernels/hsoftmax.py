@@ -11,7 +11,7 @@ fastmath here except in the dot products (core._dot).
 
 Kernels: `hs_train_stream` (rnnlm-0.4b's per-word schedule with this output layer: the node rows
 of the target's path updated every word, the hidden error kept for the BPTT sweep, the same
-helpers as seq.rnnlm_train_stream; `hs_shard_run` runs it on one text shard of the threaded
+helpers as word.rnnlm_train_stream; `hs_shard_run` runs it on one text shard of the threaded
 per-word schedule), `hs_windows_grad` (the batch schedule's windows: gradient, or
 gradient and SGD step of each window on the touched node rows only), `hs_window_logprob`
 (evaluation) and `hs_distribution` (one step's distribution over all words, or one word's

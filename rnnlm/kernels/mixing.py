@@ -4,9 +4,9 @@
 A round of a shard changes few of the weights (the embedding rows of the words it read, the output
 rows of the classes it met, the recurrent and class layers), so a worker ships only the blocks of
 `block` consecutive weights of the flat buffer in which its replica differs from the weights the
-round started from (`changed_blocks`, restricted to the pieces seq.changeable_pieces says the round
+round started from (`changed_blocks`, restricted to the pieces word.changeable_pieces says the round
 can change), as block indices and their values (`gather_blocks`). The driver merges them
-(`merge_sent`) with the arithmetic of the thread shards' merge (seq.merge_pieces) over the union of
+(`merge_sent`) with the arithmetic of the thread shards' merge (word.merge_pieces) over the union of
 the blocks: a weight no shard changed is left alone by that merge anyway, and a shard that did not
 send a block had not changed it, so the merged weights are the thread shards' bit for bit. The
 workers take the merged blocks back (`scatter_blocks`).
@@ -73,11 +73,11 @@ def scatter_blocks(dst, blocks, block, values):
 
 @njit(cache=True, nogil=True)
 def merge_sent(base, union, block, sent_blocks, sent_values, block_offs, value_offs):
-    """seq.merge_pieces on the blocks the shards sent: shard t sent blocks
+    """word.merge_pieces on the blocks the shards sent: shard t sent blocks
     sent_blocks[block_offs[t]:block_offs[t + 1]] (ascending) with their values
     sent_values[value_offs[t]:value_offs[t + 1]] (gather_blocks of its replica); union is the
     ascending union of the shards' blocks. The weights of base in those blocks are merged as
-    seq._merge_range merges the dense replicas (a shard that did not send a block has its replica
+    word._merge_range merges the dense replicas (a shard that did not send a block has its replica
     equal to base there: no change), with the same arithmetic, so the same bits; returns the
     merged blocks' weights (gather_blocks of the new base)."""
     P = base.shape[0]

@@ -4,11 +4,11 @@ The per-word schedule on N Ray actors instead of N threads. Actor t (`ShardWorke
 t (the same contiguous shards as `--threads N`), reads it itself from the memory-mapped id cache
 (the driver sends the path and the shard's bounds; where the file is absent or different on the
 actor's node the driver ships the shard through the object store), keeps its replica of the
-weights and its stream state, and runs the thread shards' kernel (kernels.seq.shard_run) for
+weights and its stream state, and runs the thread shards' kernel (kernels.word.shard_run) for
 `sync` words a round; the kernels are compiled (or loaded from Numba's cache) once per actor and
 reused for every round and epoch. After each round it returns the blocks of weights its replica
 changed (kernels.mixing), the driver merges them with the thread shards' rule and kernel
-(kernels.seq.merge_pieces: iterative parameter mixing, a weight one shard changed takes its value,
+(kernels.word.merge_pieces: iterative parameter mixing, a weight one shard changed takes its value,
 one several changed the mean of their changes) and sends the merged blocks back with the next
 round. So `--workers N` trains exactly what `--threads N` trains: the same weights, bit for bit.
 

@@ -285,9 +285,9 @@ def rnnlm_train_shards(X, Y, lens, sync, base, reps, N, M, C, S, word_class, cla
     """rnnlm-0.4b's per-word schedule on T = X.shape[0] shards of the text at once, one thread each.
 
     Shard t trains its own replica reps[t] (T, P) of the flat parameters `base` (P) on X[t, :lens[t]]
-    (targets Y), with its own stream state (H[t], HIST[t], ... as kernels.seq.rnnlm_train_stream).
+    (targets Y), with its own stream state (H[t], HIST[t], ... as kernels.word.rnnlm_train_stream).
     After every `sync` words of each shard the replicas are merged, weight by weight, over the weights
-    the round can have changed (kernels.seq.changeable_pieces, merge_pieces): a weight only one shard
+    the round can have changed (kernels.word.changeable_pieces, merge_pieces): a weight only one shard
     changed takes that shard's value (rare words' rows keep their whole update); a weight several
     shards changed moves by the mean of their changes (adding them up, as faster-rnnlm's lock-free
     threads do, was unstable with merges this far apart).
@@ -317,7 +317,7 @@ def rnnlm_train_shards(X, Y, lens, sync, base, reps, N, M, C, S, word_class, cla
 
 
 def _changeable(X, lens, HIST, a, sync, N, M, P) -> np.ndarray:
-    """kernels.seq.changeable_pieces (the weights a round can change), in pieces of PIECE weights."""
+    """kernels.word.changeable_pieces (the weights a round can change), in pieces of PIECE weights."""
     from rnnlm import kernels as K
     from rnnlm.kernels import word as KS
     return KS.changeable_pieces(X, lens, HIST, a, sync, N, M, P, K.PIECE)
