@@ -67,7 +67,7 @@ def _path_forward(s, out_w, bo, start, node, code, w, gz):
 def hs_train_stream(x, y, emb, rec, bh, out_w, bo, start, node, code, act, lr, beta, clip, block,
                     independent, eos, h_init, use_bias, l2_every, drop_in, drop_out, drop_seed,
                     h, hist, hs, err, istate, logp):
-    """seq.rnnlm_train_stream with the hierarchical softmax (same state arrays but no direct-
+    """word.rnnlm_train_stream with the hierarchical softmax (same state arrays but no direct-
     connection history; the same forward step, dropout and BPTT update): every word the rows of
     the target's path move by -lr * (scale * dL/dz * s + beta * row) (L2 every `l2_every` words,
     `clip` bounds the output gradient's norm as there), its hidden error sum_path dL/dz * out_w[n]
@@ -141,7 +141,7 @@ def hs_train_stream(x, y, emb, rec, bh, out_w, bo, start, node, code, act, lr, b
 @njit(cache=True, nogil=True)
 def hs_shard_run(t, a, sync, X, Y, lens, reps, N, M, start, node, code, act, lr, beta, clip, block, independent,
                  eos, h_init, use_bias, l2_every, drop_in, drop_out, drop_seed, H, HIST, HS, ERR, IST, LOGP):
-    """seq.shard_run with the hierarchical softmax: words a : a + sync of shard t (hs_train_stream
+    """word.shard_run with the hierarchical softmax: words a : a + sync of shard t (hs_train_stream
     on replica reps[t], whose blocks are emb, rec, bh, out_w (N - 1, M), bo (N - 1), in the order
     of model.param_shapes; nogil, for one Python thread per shard, rnnlm.training.threads.rnnlm_train_shards)."""
     lo = min(a, lens[t])
