@@ -102,6 +102,10 @@ class TrainConfig:
     lr_decay: the factor applied when halving (0.5).
     dropout / dropout_input (schedule "rnnlm"): inverted-dropout rates on the state the output layer
     reads and on the input word's embedding (the non-recurrent connections); evaluation never drops.
+    patience: failing epochs in a row (see min_improvement) before the schedule acts; 1 is
+    rnnlm-0.4b's rule; K > 1 keeps the best weights aside and acts after K (rnnlm/schedule.py).
+    asgd: the schedule's first action starts averaging the weights (NT-ASGD) instead of halving;
+    validation and the model file then use the average (rnnlm/schedule.py).
     """
 
     lr: float = 0.1
@@ -121,6 +125,8 @@ class TrainConfig:
     checkpoint_words: int = 0
     dropout: float = 0.0
     dropout_input: float = 0.0
+    patience: int = 1
+    asgd: bool = False
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -146,6 +152,8 @@ class TrainConfig:
             raise RnnlmError(f"--lr-decay must be in (0, 1), got {self.lr_decay}")
         if self.threads < 1:
             raise RnnlmError(f"--threads must be >= 1, got {self.threads}")
+        if not 1 <= self.patience <= 1000:
+            raise RnnlmError(f"--patience must be in 1..1000, got {self.patience}")
         for name, v in (("--dropout", self.dropout), ("--dropout-input", self.dropout_input)):
             if not 0.0 <= v < 1.0:
                 raise RnnlmError(f"{name} must be in [0, 1), got {v}")

@@ -1,9 +1,8 @@
 """The training loop: epochs, rnnlm-0.4b's learning-rate schedule with rollback, checkpoints, resume.
 
-Schedule (rnnlm-0.4b's): after each epoch the validation entropy H is measured. An epoch that makes H
-worse is rolled back (the weights return to those after the previous epoch). While H improves by more
-than the factor `min_improvement` the learning rate is kept; the first time it does not, halving
-starts (lr *= lr_decay every epoch from then on); the second time, training stops.
+Schedule (rnnlm/schedule.py; rnnlm-0.4b's by default): after each epoch the validation entropy H is
+measured; a worse epoch is rolled back; lr is kept while H improves by more than `min_improvement`,
+then halved every epoch; the second failure stops. `patience` and `asgd` (averaged weights) vary it.
 
 Checkpoints (`MODEL.ckpt`) hold the weights, the rollback copy, the stream state and the schedule; they
 are written at fixed positions (multiples of the chunk size) so that a run resumed from any checkpoint
@@ -30,8 +29,6 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
-
 import numpy as np
 
 from rnnlm.kernels import seq as KS
@@ -40,6 +37,7 @@ from rnnlm.config import ModelConfig, TrainConfig
 from rnnlm.errors import RnnlmError
 from rnnlm.evaluate import stream_logprobs
 from rnnlm.model import ModelFile, Params, load_model, save_model
+from rnnlm.schedule import Average, Schedule, decide
 from rnnlm.textio import atomic_write, atomic_write_bytes
 from rnnlm.step import BatchStepper, ClassInfo, blas_single_thread, history_width, param_args
 from rnnlm.threads import rnnlm_train_shards
@@ -131,20 +129,6 @@ def rnnlm_depth(bptt: int, block: int) -> int:
     return bptt + block - 1
 
 
-@dataclass
-class Schedule:
-    lr: float
-    epoch: int = 0                  # completed epochs
-    position: int = 0               # words (rnnlm) or windows (batch) done in the current epoch
-    halving: bool = False
-    done: bool = False
-    last_valid: float | None = None  # validation entropy after the previous epoch (bits)
-    failures: int = 0               # divergences in a row (reset by a good epoch)
-    train_logprob: float = 0.0      # ln p summed over the current epoch so far
-    train_tokens: int = 0
-    history: list = field(default_factory=list)
-
-
 def _learnt(sched: Schedule) -> bool:
     """At least one epoch ended without diverging (so MODEL holds something learnt)."""
     return any(not h.get("diverged") for h in sched.history)
@@ -192,6 +176,7 @@ class Trainer:
                       else max(1, CHUNK_WORDS // (tcfg.batch_size * tcfg.bptt)))
         self.stop_after_chunks = None   # tests: simulate a kill after this many chunks
         self.drop_seed = 0              # dropout masks' seed, set for each epoch by the training loop
+        self.avg = None                 # Average (--asgd), made by run()
 
     # ------------------------------------------------------------------ state
     def _fresh_stream_state(self):
@@ -217,6 +202,8 @@ class Trainer:
         meta["checkpoint"] = dict(schedule={k: v for k, v in sched.__dict__.items() if k != "history"},
                                   data=self.data_fp, log=self.log_entries)
         arrays = {"saved": saved.flat, **{f"stream_{k}": v for k, v in sstate.items()}}
+        if self.avg is not None:
+            arrays.update(avg_sum=self.avg.sum, saved_avg_sum=self.avg.saved_sum)
         save_model(self.ckpt_path, ModelFile(self.mcfg, params, self.tok.to_bytes(), meta, arrays))
 
     def _load_checkpoint(self):
@@ -245,6 +232,12 @@ class Trainer:
                 or not all(np.isfinite(v).all() for v in sstate.values())):
             raise RnnlmError(f"{self.ckpt_path}: damaged checkpoint (training state arrays)")
         params = Params(self.mcfg, mf.params.flat.copy())
+        if self.avg is not None:
+            for k in ("sum", "saved_sum"):
+                a = mf.arrays.get(f"avg_{k}" if k == "sum" else "saved_avg_sum")
+                if a is None or a.shape != saved.flat.shape or a.dtype != np.float64 or not np.isfinite(a).all():
+                    raise RnnlmError(f"{self.ckpt_path}: damaged checkpoint (weight average)")
+                setattr(self.avg, k, a.copy())
         return params, saved, sched, sstate
 
     # ------------------------------------------------------------------ one epoch
@@ -327,6 +320,9 @@ class Trainer:
     # ------------------------------------------------------------------ main loop
     def run(self, resume: bool = False) -> ModelFile:
         t = self.tcfg
+        if t.asgd:
+            from rnnlm.model import param_shapes
+            self.avg = Average(sum(int(np.prod(s)) for _, s in param_shapes(self.mcfg)))
         if resume:
             if not os.path.exists(self.ckpt_path):
                 raise RnnlmError(f"{self.ckpt_path}: no checkpoint to resume from")
@@ -365,6 +361,8 @@ class Trainer:
                 sched.train_logprob += lp
                 sched.train_tokens += n
                 sched.position = b
+                if sched.averaging:
+                    self.avg.add(sched, params.flat)
                 words_since_ckpt += n
                 if bar is not None:
                     bar.update(b - a)
@@ -394,12 +392,14 @@ class Trainer:
             self._save_checkpoint(params, saved, sched, sstate)
             words_since_ckpt = 0
             if _learnt(sched):   # a run whose every epoch diverged leaves MODEL alone
-                mf = self._write_model(params, sched)
-        return mf if mf is not None else self._write_model(params, sched)
+                mf = self._write_model(saved, sched)
+        return mf if mf is not None else self._write_model(saved, sched)
 
     def _end_epoch(self, params, saved, sched: Schedule, seconds: float, words: int):
         t = self.tcfg
-        lp = stream_logprobs(self.mcfg, params, self.classes, self.valid_ids, self.eos, t.independent)
+        averaged = bool(sched.averaging and sched.avg_chunks)
+        judged = Params(self.mcfg, Average.mean(self.avg.sum, sched.avg_chunks, params.flat.dtype)) if averaged else params
+        lp = stream_logprobs(self.mcfg, judged, self.classes, self.valid_ids, self.eos, t.independent)
         valid = float(-lp.sum() / len(lp) / LN2)
         train = float(-sched.train_logprob / max(sched.train_tokens, 1) / LN2)
         if not math.isfinite(valid) or (sched.last_valid is not None
@@ -408,35 +408,48 @@ class Trainer:
             return
         sched.failures = 0
         lr_used = sched.lr
-        rolled_back = bool(sched.last_valid is not None and valid > sched.last_valid)
-        if rolled_back:
+        d = decide(sched, valid, t.min_improvement, t.patience, t.asgd)
+        if d.restore:
             params.flat[:] = saved.flat
-        else:
+            if self.avg is not None:
+                self.avg.restore(sched)
+        elif d.keep:
             saved.flat[:] = params.flat
-        if sched.last_valid is not None and valid * t.min_improvement > sched.last_valid:
-            if sched.halving:
-                sched.done = True
-            sched.halving = True
+            if self.avg is not None:
+                self.avg.keep(sched)
+        if d.event == "average":   # the average starts from the weights the schedule goes on from
+            self.avg.restart(sched)
+            self.avg.keep(sched)
         if sched.halving and not sched.done:
             sched.lr *= t.lr_decay
-        sched.last_valid = valid
         sched.epoch += 1
         sched.position = 0
         if sched.epoch >= t.max_epochs:
             sched.done = True
         entry = dict(epoch=sched.epoch, lr=lr_used, train_entropy=train, valid_entropy=valid,
-                     train_ppl=2.0 ** train, valid_ppl=2.0 ** valid, rolled_back=rolled_back)
+                     train_ppl=2.0 ** train, valid_ppl=2.0 ** valid, rolled_back=d.restore)
+        if t.patience > 1:
+            entry["kept"] = d.keep
+        if t.asgd:
+            entry["averaged"] = averaged
+        if d.event:
+            entry["event"] = d.event
         sched.history.append(entry)
         sched.train_logprob, sched.train_tokens = 0.0, 0
         wps = words / seconds if seconds > 0 else float("nan")
+        notes = (["averaged"] if averaged else []) + (["rolled back"] if d.restore else []) \
+            + (["not kept"] if t.patience > 1 and not d.keep and not d.restore else []) \
+            + ([{"average": "averaging starts", "halve": "halving starts", "stop": "stop"}[d.event]] if d.event else [])
         self.log(f"epoch {sched.epoch:3d}  lr {lr_used:.6g}  train {train:.4f} bits (ppl {2 ** train:.2f})  "
                  f"valid {valid:.4f} bits (ppl {2 ** valid:.2f})  {wps:,.0f} words/s  {seconds:.1f} s"
-                 + ("  [rolled back]" if rolled_back else ""))
+                 + "".join(f"  [{x}]" for x in notes))
         self.log_entries.append(dict(entry, words_per_second=wps, seconds=seconds))
 
     def _diverged(self, params, saved, sched: Schedule, what: str) -> None:
         """Roll back to the last good weights, lower the rate, restart the epoch (or give up)."""
         params.flat[:] = saved.flat
+        if self.avg is not None:
+            self.avg.restore(sched)
         sched.failures += 1
         lr_used = sched.lr
         sched.lr *= self.tcfg.lr_decay
@@ -449,16 +462,20 @@ class Trainer:
                  f"restarting the epoch with lr {sched.lr:.6g}")
         if sched.failures >= MAX_DIVERGENCES:
             if _learnt(sched):   # a good epoch to keep
-                self._write_model(params, sched)
+                self._write_model(saved, sched)
                 kept = f"{self.model_path} holds the last good weights"
             else:   # nothing learnt: whatever MODEL was (a previous model, or nothing) stays
                 kept = f"no epoch completed, {self.model_path} was not written"
             raise RnnlmError(f"training diverged {sched.failures} times in a row (last lr {lr_used:g}); "
                              f"{kept}; try a smaller --lr or --clip")
 
-    def _write_model(self, params, sched) -> ModelFile:
-        """MODEL, then its log and learning curve, each atomically. A failure is one line that
-        names the file and says that the checkpoint (written just before) keeps the work."""
+    def _write_model(self, saved, sched) -> ModelFile:
+        """MODEL (the kept weights, or their average with --asgd once it has started), then its log
+        and learning curve, each atomically. A failure is one line that names the file and says that
+        the checkpoint (written just before) keeps the work."""
+        params = saved
+        if self.avg is not None and sched.saved_avg_chunks:
+            params = Params(self.mcfg, Average.mean(self.avg.saved_sum, sched.saved_avg_chunks, saved.flat.dtype))
         mf = ModelFile(self.mcfg, params, self.tok.to_bytes(), self._meta(sched))
         try:
             save_model(self.model_path, mf)
