@@ -3,6 +3,7 @@
 # published single-model figures (Mikolov's PTB, 10k vocabulary).
 #
 #   scripts/ptb.sh [--ptb DIR] [--out DIR] [--only NAME[,NAME...]] [--threads N] [--ablations] [--no-kn5]
+#                  [--reuse]
 #
 # PTB comes from ../shared/corpora/ptb (train.txt, valid.txt, test.txt) unless --ptb is given.
 # Protocol: every setting (here: the dynamic-evaluation learning rate, and in the configurations
@@ -15,6 +16,7 @@
 # arguments include --threads 2 need both cores to themselves for their speed to mean anything.
 # --ablations also trains the models that chose the settings (no dropout, other rates, input
 # dropout, direct connections): about 1 h 30 min more on one core. --no-kn5 skips the interpolation.
+# --reuse evaluates again a model this script trained in OUT with the same arguments (no retraining).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -24,6 +26,7 @@ ONLY=""
 THREADS=1
 ABLATIONS=0
 KN5=1
+REUSE=0
 PY=${PYTHON:-python3}
 while [ $# -gt 0 ]; do
     case $1 in
@@ -33,7 +36,8 @@ while [ $# -gt 0 ]; do
         --threads) THREADS=$2; shift 2 ;;
         --ablations) ABLATIONS=1; shift ;;
         --no-kn5) KN5=0; shift ;;
-        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --reuse) REUSE=1; shift ;;
+        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "ptb.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -55,10 +59,18 @@ train() {
     local model=$OUT/$name.rnnlm
     echo "== $name: rnnlm train $*" >&2
     local t0 t1
-    t0=$(date +%s.%N)
-    rnnlm train --train "$PTB/train.txt" --valid "$PTB/valid.txt" --model "$model" --force \
-        --threads "$THREADS" "$@" >&2
-    t1=$(date +%s.%N)
+    if [ "$REUSE" = 1 ] && [ -f "$model" ] && [ -f "$OUT/$name.args" ] && [ "$(cat "$OUT/$name.args")" = "$*" ]; then
+        echo "   (--reuse: evaluating the model an earlier run trained with these arguments)" >&2
+        read -r t0 t1 < "$OUT/$name.time"
+    else
+        rm -f "$OUT/$name.args" "$OUT/$name.time"
+        t0=$(date +%s.%N)
+        rnnlm train --train "$PTB/train.txt" --valid "$PTB/valid.txt" --model "$model" --force \
+            --threads "$THREADS" "$@" >&2
+        t1=$(date +%s.%N)
+        echo "$t0 $t1" > "$OUT/$name.time"
+        echo "$*" > "$OUT/$name.args"
+    fi
     rnnlm eval "$model" "$PTB/valid.txt" --json > "$OUT/$name.valid.json"
     : > "$OUT/$name.valid-dynamic.jsonl"
     for lr in $DYN_RATES; do
