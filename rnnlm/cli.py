@@ -216,7 +216,7 @@ def add_model_commands(sub) -> None:
                         "stops; K > 1 keeps the best weights and goes on from the latest (default: 1, rnnlm-0.4b)")
     g.add_argument("--asgd", action="store_true",
                    help="averaged SGD (NT-ASGD): where halving would start, keep lr and average the weights "
-                        "after every chunk instead; validation and MODEL use the average; halving then starts from it")
+                        "after every chunk instead; validation and MODEL use the average; halving comes after")
     g.add_argument("--independent", action="store_true", help="reset the hidden state after each </s>")
     g.add_argument("--dropout", type=float, default=0.0, metavar="P",
                    help="rnnlm: dropout rate on the state the output layer reads (default: 0)")

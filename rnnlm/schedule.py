@@ -18,10 +18,8 @@ starts averaging, as below). The model file always holds the best weights.
 LSTM language models", here with the rule above as its trigger): the first time the schedule acts,
 instead of halving, the rate is kept and averaging starts: after every training chunk the weights
 are added to a running sum, and validation, rollback and the model file use the mean of the
-weights since the trigger (Polyak & Juditsky 1992). When the averaged model fails in turn, the kept
-average becomes the weights training goes on from, averaging ends, and halving starts as without
-`asgd`; the next failure stops training. (Averaging on through the halving was tried on PTB: the
-average, dominated by the constant-rate weights, improved too slowly and stopped above plain halving.)
+weights since the trigger (Polyak & Juditsky 1992). When the averaged model fails in turn, halving
+starts as without `asgd` (averaging goes on), and the next failure stops training.
 """
 from __future__ import annotations
 

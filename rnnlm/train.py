@@ -421,13 +421,6 @@ class Trainer:
         if d.event == "average":   # the average starts from the weights the schedule goes on from
             self.avg.restart(sched)
             self.avg.keep(sched)
-        elif d.event == "halve" and sched.averaging:   # the kept average is where halving starts from
-            if sched.saved_avg_chunks:
-                saved.flat[:] = Average.mean(self.avg.saved_sum, sched.saved_avg_chunks, saved.flat.dtype)
-            params.flat[:] = saved.flat
-            sched.averaging = False
-            self.avg.restart(sched)
-            self.avg.keep(sched)
         if sched.halving and not sched.done:
             sched.lr *= t.lr_decay
         sched.epoch += 1

@@ -168,7 +168,7 @@ train batch-h200 --hidden 200 --classes 100 --schedule batch --batch-size 32 --b
 train batch-h200-2threads --hidden 200 --classes 100 --schedule batch --batch-size 32 --bptt 4 \
     --min-improvement 1.001 --max-epochs 40 --threads 2
 # averaged SGD (--asgd: where rnnlm-0.4b's rule would start halving, the rate is kept and the weights
-# averaged after every chunk; validation and the model use the average; halving then starts from it)
+# averaged after every chunk; validation and the model use the average; halving comes after)
 train h100-asgd --hidden 100 --classes 100 --bptt 4 --bptt-block 10 --min-improvement 1.001 --asgd \
     --max-epochs 40
 # wider sigmoid layers with dropout on the state the output layer reads (rates chosen on valid:
