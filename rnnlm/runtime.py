@@ -104,13 +104,14 @@ def num_threads() -> int:
 def training_bytes(mcfg, tcfg) -> tuple[int, int]:
     """(parameter count, bytes a training run holds at its peak, estimated): the weights, their
     rollback copy and the gradient or checkpoint copy, one replica per text shard (the rnnlm schedule
-    on T threads), plus the float64 draws that initialise the largest block."""
+    on T threads), the float64 draws that initialise the largest block, and --asgd's sums."""
     import numpy as np
     from rnnlm.model.file import param_shapes
     sizes = [int(np.prod(s)) for _, s in param_shapes(mcfg)]
     n = sum(sizes)
     shards = tcfg.threads if tcfg.schedule == "rnnlm" and tcfg.threads > 1 else 0
-    return n, n * np.dtype(mcfg.dtype).itemsize * (3 + shards) + 24 * max(sizes)
+    avg = 16 * n if getattr(tcfg, "asgd", False) else 0   # --asgd: the float64 running sum and its kept copy
+    return n, n * np.dtype(mcfg.dtype).itemsize * (3 + shards) + 24 * max(sizes) + avg
 
 
 def available_memory() -> int | None:

@@ -156,3 +156,34 @@ def test_bad_input_is_rejected():
         model.logprob(np.array([3]))
     with pytest.raises(ValueError):
         AddK.fit(np.array([0, 1]), 3, k=0.0)
+
+
+@pytest.mark.parametrize("cls", [KneserNey, AddK])
+def test_object_keys_give_the_int64_results(markov, monkeypatch, cls):
+    """Where V ** order overflows int64 the keys are Python integers: the same probabilities."""
+    from rnnlm.use import ngram as ngram
+    ids, V = markov
+    ref = cls.fit(ids[:3000], V, order=4)
+    monkeypatch.setattr(ngram, "_key_dtype", lambda v, o: object)
+    big = cls.fit(ids[:3000], V, order=4)
+    assert big.key_dtype is object and ref.key_dtype is np.int64
+    assert np.array_equal(big.prob(ids[3000:]), ref.prob(ids[3000:]))
+    assert np.array_equal(big.distribution(ids[3000:3003]), ref.distribution(ids[3000:3003]))
+
+
+def test_five_gram_over_ten_thousand_words():
+    """PTB's case (`rnnlm kn-prob --order 5`, 10,000 words): 10000 ** 5 > 2 ** 63."""
+    rng = np.random.default_rng(2)
+    V = 10_000
+    zipf = 1.0 / np.arange(1, V + 1)
+    ids = rng.choice(V, size=50_000, p=zipf / zipf.sum()).astype(np.int32)
+    seq = np.arange(9000, 9010)                                # a rare 10-gram seen three times
+    ids[1000:1010] = ids[2000:2010] = ids[3000:3010] = seq
+    model = KneserNey.fit(ids, V, order=5)
+    assert model.key_dtype is object
+    assert abs(model.distribution(np.arange(4)).sum() - 1.0) < 1e-9
+    p = model.prob(ids[:5000])
+    assert np.all(np.isfinite(p)) and np.all(p > 0)
+    assert model.prob(seq)[4:].min() > 0.3
+    three = KneserNey.fit(ids, V, order=3)
+    assert model.perplexity(ids[:20000]) < three.perplexity(ids[:20000])   # longer contexts are used

@@ -30,6 +30,14 @@ def test_ptb_recipe_on_a_tiny_corpus(tmp_path):
     assert r["dynamic_lr"] in (0.01, 0.02, 0.03, 0.05, 0.1)
     assert 1 < r["test"] < 364 and 1 < r["test_dynamic"] < 364 and r["epochs"] >= 1
     assert "| rnnlm `h50`:" in out.stdout and "| RNNLM (published" in out.stdout
+    # the Kneser-Ney 5-gram interpolation: lambda chosen on valid (no worse there than either model
+    # alone, as lambda 0 and 1 are on the grid), test read with it
+    k = r["kn5"]
+    assert 0 <= k["lam"] <= 1 and 0 <= k["lam_dynamic"] <= 1
+    assert k["valid"] <= min(r["valid"], k["kn5_valid"]) + 1e-6
+    assert k["valid_dynamic"] <= min(r["valid_dynamic"], k["kn5_valid"]) + 1e-6
+    assert 1 < k["test"] < 364 and 1 < k["test_dynamic"] < 364
+    assert "| `h50` + KN5 |" in out.stdout
     # a missing corpus: one line, exit 1
     bad = subprocess.run(["bash", os.path.join(ROOT, "scripts", "ptb.sh"), "--ptb", str(tmp_path / "none")],
                          env=env, capture_output=True, text=True)

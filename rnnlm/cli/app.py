@@ -224,6 +224,12 @@ def add_model_commands(sub) -> None:
     g.add_argument("--cost", choices=("ce", "sse"), default="ce", help="ce or sse (sse: full softmax only)")
     g.add_argument("--max-epochs", type=int, default=20, metavar="N")
     g.add_argument("--min-improvement", type=float, default=1.003, metavar="F")
+    g.add_argument("--patience", type=int, default=1, metavar="K",
+                   help="failing epochs in a row (by --min-improvement) before halving starts or training "
+                        "stops; K > 1 keeps the best weights and goes on from the latest (default: 1, rnnlm-0.4b)")
+    g.add_argument("--asgd", action="store_true",
+                   help="averaged SGD (NT-ASGD): where halving would start, keep lr and average the weights "
+                        "after every chunk instead; validation and MODEL use the average; halving comes after")
     g.add_argument("--independent", action="store_true", help="reset the hidden state after each </s>")
     g.add_argument("--dropout", type=float, default=0.0, metavar="P",
                    help="rnnlm: dropout rate on the state the output layer reads (default: 0)")
@@ -321,7 +327,7 @@ def _train(args) -> int:
                                     else 1 if softmax == "hs" and args.schedule == "batch" else default_threads()),
                            checkpoint_words=args.checkpoint_words, dropout=args.dropout,
                            dropout_input=args.dropout_input, workers=args.workers or 0,
-                           sync_words=args.sync_words or 0)
+                           sync_words=args.sync_words or 0, patience=args.patience, asgd=args.asgd)
         if tcfg.cost == "sse" and mcfg.classes:
             raise RnnlmError("--cost sse needs a full softmax (--classes 0)")
     if args.ray_address and not tcfg.workers:

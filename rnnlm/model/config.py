@@ -116,6 +116,10 @@ class TrainConfig:
     workers (schedule "rnnlm"): 0, or the number of Ray workers (rnnlm.training.distributed), one text shard
     each, merged as the thread shards are; sync_words: words of each shard between merges of the
     shards (threads or workers; 0 = rnnlm.training.loop.SYNC_WORDS, 2048).
+    patience: failing epochs in a row (see min_improvement) before the schedule acts; 1 is
+    rnnlm-0.4b's rule; K > 1 keeps the best weights aside and acts after K (rnnlm/training/schedule.py).
+    asgd: the schedule's first action starts averaging the weights (NT-ASGD) instead of halving;
+    validation and the model file then use the average (rnnlm/training/schedule.py).
     """
 
     lr: float = 0.1
@@ -137,6 +141,8 @@ class TrainConfig:
     dropout_input: float = 0.0
     workers: int = 0
     sync_words: int = 0
+    patience: int = 1
+    asgd: bool = False
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -166,6 +172,8 @@ class TrainConfig:
             raise RnnlmError(f"--workers and --sync-words must be >= 1, got {self.workers}, {self.sync_words}")
         if self.workers and self.schedule != "rnnlm":
             raise RnnlmError("--workers is implemented for --schedule rnnlm only")
+        if not 1 <= self.patience <= 1000:
+            raise RnnlmError(f"--patience must be in 1..1000, got {self.patience}")
         for name, v in (("--dropout", self.dropout), ("--dropout-input", self.dropout_input)):
             if not 0.0 <= v < 1.0:
                 raise RnnlmError(f"{name} must be in [0, 1), got {v}")

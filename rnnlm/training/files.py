@@ -12,7 +12,7 @@ from rnnlm.data.text import atomic_write, atomic_write_bytes
 from rnnlm.errors import RnnlmError
 from rnnlm.model.config import TrainConfig
 from rnnlm.model.file import ModelFile, Params, load_model, save_model
-from rnnlm.training.schedule import Schedule
+from rnnlm.training.schedule import Average, Schedule
 
 
 class ModelFiles:
@@ -23,6 +23,8 @@ class ModelFiles:
         meta["checkpoint"] = dict(schedule={k: v for k, v in sched.__dict__.items() if k != "history"},
                                   data=self.data_fp, log=self.log_entries)
         arrays = {"saved": saved.flat, **{f"stream_{k}": v for k, v in sstate.items()}, **self.hs_arrays}
+        if self.avg is not None:   # --asgd: the running sums of the weights
+            arrays.update(avg_sum=self.avg.sum, saved_avg_sum=self.avg.saved_sum)
         save_model(self.ckpt_path, ModelFile(self.mcfg, params, self.tok.to_bytes(), meta, arrays))
 
     def _load_checkpoint(self):
@@ -51,11 +53,21 @@ class ModelFiles:
                 or not all(np.isfinite(v).all() for v in sstate.values())):
             raise RnnlmError(f"{self.ckpt_path}: damaged checkpoint (training state arrays)")
         params = Params(self.mcfg, mf.params.flat.copy())
+        if self.avg is not None:
+            for k in ("sum", "saved_sum"):
+                a = mf.arrays.get(f"avg_{k}" if k == "sum" else "saved_avg_sum")
+                if a is None or a.shape != saved.flat.shape or a.dtype != np.float64 or not np.isfinite(a).all():
+                    raise RnnlmError(f"{self.ckpt_path}: damaged checkpoint (weight average)")
+                setattr(self.avg, k, a.copy())
         return params, saved, sched, sstate
 
-    def _write_model(self, params, sched) -> ModelFile:
-        """MODEL, then its log and learning curve, each atomically. A failure is one line that
-        names the file and says that the checkpoint (written just before) keeps the work."""
+    def _write_model(self, saved, sched) -> ModelFile:
+        """MODEL (the kept weights, or their average with --asgd once it has started), then its log
+        and learning curve, each atomically. A failure is one line that names the file and says that
+        the checkpoint (written just before) keeps the work."""
+        params = saved
+        if self.avg is not None and sched.saved_avg_chunks:
+            params = Params(self.mcfg, Average.mean(self.avg.saved_sum, sched.saved_avg_chunks, saved.flat.dtype))
         mf = ModelFile(self.mcfg, params, self.tok.to_bytes(), self._meta(sched), dict(self.hs_arrays),
                        self.classes.tree)
         try:

@@ -1,9 +1,8 @@
 """The training loop: epochs, rnnlm-0.4b's learning-rate schedule with rollback, checkpoints, resume.
 
-Schedule (rnnlm-0.4b's): after each epoch the validation entropy H is measured. An epoch that makes H
-worse is rolled back (the weights return to those after the previous epoch). While H improves by more
-than the factor `min_improvement` the learning rate is kept; the first time it does not, halving
-starts (lr *= lr_decay every epoch from then on); the second time, training stops.
+Schedule (rnnlm/training/schedule.py; rnnlm-0.4b's by default): after each epoch the validation entropy H is
+measured; a worse epoch is rolled back; lr is kept while H improves by more than `min_improvement`,
+then halved every epoch; the second failure stops. `patience` and `asgd` (averaged weights) vary it.
 
 Chunks: an epoch is trained in chunks, between which the loop checks the weights, writes checkpoints
 and looks at Ctrl-C. Their size adapts to the speed measured on the chunks before (CHUNK_SECONDS
@@ -49,7 +48,7 @@ from rnnlm.model.file import ModelFile, Params
 from rnnlm.model.layout import ClassInfo, history_width, param_args
 from rnnlm.runtime import blas_single_thread, check_memory
 from rnnlm.training.files import ModelFiles
-from rnnlm.training.schedule import Schedule, _learnt
+from rnnlm.training.schedule import Average, Schedule, _learnt, decide
 from rnnlm.training.signals import TrainingInterrupted, _SigintFlag  # noqa: F401 (TrainingInterrupted: part of the API)
 from rnnlm.training.batch_step import BatchStepper
 from rnnlm.training.threads import rnnlm_train_shards
@@ -153,8 +152,10 @@ class Trainer(ModelFiles):
         self.grain = ((self.sync if sharded else 1) if tcfg.schedule == "rnnlm"
                       else min(self._acc_windows(), self.chunk))
         self.next_chunk = min(self.chunk, max(self.grain, FIRST_CHUNK if tcfg.schedule == "rnnlm" else 1))
+        self.avg_every = max(self.grain, self.chunk // self.grain * self.grain)   # --asgd: units between samples
         self.stop_after_chunks = None   # tests: simulate a kill after this many chunks
         self.drop_seed = 0              # dropout masks' seed, set for each epoch by the training loop
+        self.avg = None                 # Average (--asgd), made by run()
 
     # ------------------------------------------------------------------ state
     def _fresh_stream_state(self):
@@ -293,6 +294,9 @@ class Trainer(ModelFiles):
     # ------------------------------------------------------------------ main loop
     def run(self, resume: bool = False) -> ModelFile:
         t = self.tcfg
+        if t.asgd:
+            from rnnlm.model.file import param_shapes
+            self.avg = Average(sum(int(np.prod(s)) for _, s in param_shapes(self.mcfg)))
         if resume:
             if not os.path.exists(self.ckpt_path):
                 raise RnnlmError(f"{self.ckpt_path}: no checkpoint to resume from")
@@ -328,6 +332,8 @@ class Trainer(ModelFiles):
             while sched.position < units:
                 a = sched.position
                 b = min(units, a // self.grain * self.grain + self.next_chunk)
+                if sched.averaging:   # --asgd takes the weights at fixed points: the chunk size adapts to speed
+                    b = min(b, (a // self.avg_every + 1) * self.avg_every)
                 c0 = time.perf_counter()
                 lp, n = self._train_chunk(params, sstate, sched.lr, a, b, data)
                 c1 = time.perf_counter()
@@ -338,6 +344,8 @@ class Trainer(ModelFiles):
                 sched.train_logprob_fixed += lp
                 sched.train_tokens += n
                 sched.position = b
+                if sched.averaging and (b % self.avg_every == 0 or b == units):
+                    self.avg.add(sched, params.flat)
                 words_since_ckpt += n
                 if bar is not None:
                     bar.update(b - a)
@@ -367,12 +375,14 @@ class Trainer(ModelFiles):
             self._save_checkpoint(params, saved, sched, sstate)
             words_since_ckpt = 0
             if _learnt(sched):   # a run whose every epoch diverged leaves MODEL alone
-                mf = self._write_model(params, sched)
-        return mf if mf is not None else self._write_model(params, sched)
+                mf = self._write_model(saved, sched)
+        return mf if mf is not None else self._write_model(saved, sched)
 
     def _end_epoch(self, params, saved, sched: Schedule, seconds: float, words: int):
         t = self.tcfg
-        lp = stream_logprobs(self.mcfg, params, self.classes, self.valid_ids, self.eos, t.independent)
+        averaged = bool(sched.averaging and sched.avg_chunks)
+        judged = Params(self.mcfg, Average.mean(self.avg.sum, sched.avg_chunks, params.flat.dtype)) if averaged else params
+        lp = stream_logprobs(self.mcfg, judged, self.classes, self.valid_ids, self.eos, t.independent)
         valid = float(-lp.sum() / len(lp) / LN2)
         logprob = sched.train_logprob + sched.train_logprob_fixed / FIXED_ONE
         train = float(-logprob / max(sched.train_tokens, 1) / LN2)
@@ -382,35 +392,48 @@ class Trainer(ModelFiles):
             return
         sched.failures = 0
         lr_used = sched.lr
-        rolled_back = bool(sched.last_valid is not None and valid > sched.last_valid)
-        if rolled_back:
+        d = decide(sched, valid, t.min_improvement, t.patience, t.asgd)
+        if d.restore:
             params.flat[:] = saved.flat
-        else:
+            if self.avg is not None:
+                self.avg.restore(sched)
+        elif d.keep:
             saved.flat[:] = params.flat
-        if sched.last_valid is not None and valid * t.min_improvement > sched.last_valid:
-            if sched.halving:
-                sched.done = True
-            sched.halving = True
+            if self.avg is not None:
+                self.avg.keep(sched)
+        if d.event == "average":   # the average starts from the weights the schedule goes on from
+            self.avg.restart(sched)
+            self.avg.keep(sched)
         if sched.halving and not sched.done:
             sched.lr *= t.lr_decay
-        sched.last_valid = valid
         sched.epoch += 1
         sched.position = 0
         if sched.epoch >= t.max_epochs:
             sched.done = True
         entry = dict(epoch=sched.epoch, lr=lr_used, train_entropy=train, valid_entropy=valid,
-                     train_ppl=2.0 ** train, valid_ppl=2.0 ** valid, rolled_back=rolled_back)
+                     train_ppl=2.0 ** train, valid_ppl=2.0 ** valid, rolled_back=d.restore)
+        if t.patience > 1:
+            entry["kept"] = d.keep
+        if t.asgd:
+            entry["averaged"] = averaged
+        if d.event:
+            entry["event"] = d.event
         sched.history.append(entry)
         sched.train_logprob, sched.train_logprob_fixed, sched.train_tokens = 0.0, 0, 0
         wps = words / seconds if seconds > 0 else float("nan")
+        notes = (["averaged"] if averaged else []) + (["rolled back"] if d.restore else []) \
+            + (["not kept"] if t.patience > 1 and not d.keep and not d.restore else []) \
+            + ([{"average": "averaging starts", "halve": "halving starts", "stop": "stop"}[d.event]] if d.event else [])
         self.log(f"epoch {sched.epoch:3d}  lr {lr_used:.6g}  train {train:.4f} bits (ppl {2 ** train:.2f})  "
                  f"valid {valid:.4f} bits (ppl {2 ** valid:.2f})  {wps:,.0f} words/s  {seconds:.1f} s"
-                 + ("  [rolled back]" if rolled_back else ""))
+                 + "".join(f"  [{x}]" for x in notes))
         self.log_entries.append(dict(entry, words_per_second=wps, seconds=seconds))
 
     def _diverged(self, params, saved, sched: Schedule, what: str) -> None:
         """Roll back to the last good weights, lower the rate, restart the epoch (or give up)."""
         params.flat[:] = saved.flat
+        if self.avg is not None:
+            self.avg.restore(sched)
         sched.failures += 1
         lr_used = sched.lr
         sched.lr *= self.tcfg.lr_decay
@@ -423,7 +446,7 @@ class Trainer(ModelFiles):
                  f"restarting the epoch with lr {sched.lr:.6g}")
         if sched.failures >= MAX_DIVERGENCES:
             if _learnt(sched):   # a good epoch to keep
-                self._write_model(params, sched)
+                self._write_model(saved, sched)
                 kept = f"{self.model_path} holds the last good weights"
             else:   # nothing learnt: whatever MODEL was (a previous model, or nothing) stays
                 kept = f"no epoch completed, {self.model_path} was not written"

@@ -11,7 +11,9 @@ stream is the same as at every other sentence start).
 * :class:`AddK` -- add-k (Lidstone) smoothing of the maximum-likelihood n-gram estimate.
 
 n-grams are encoded as int64 keys ``((w1 * V) + w2) * V + w3`` and looked up with
-``np.unique`` / ``np.searchsorted``, so fitting and scoring 1M tokens takes about a second.
+``np.unique`` / ``np.searchsorted``, so fitting and scoring 1M tokens takes about a second. When
+``V ** order`` does not fit in int64 (a 5-gram over 10,000 words), the same keys are exact Python
+integers in object arrays: the same results, several times slower.
 
 >>> model = KneserNey.fit(train_ids, vocab_size=V, order=3, pad_id=eos_id)
 >>> model.perplexity(test_ids), model.logprob(test_ids)[:5]
@@ -33,11 +35,16 @@ def _check_ids(ids, vocab_size: int) -> np.ndarray:
     return ids
 
 
-def _encode(padded: np.ndarray, start: int, length: int, k: int, vocab_size: int) -> np.ndarray:
+def _key_dtype(vocab_size: int, order: int):
+    """int64 when every key fits in it, else object (exact Python integers)."""
+    return np.int64 if float(vocab_size) ** order < 2.0 ** 63 else object
+
+
+def _encode(padded: np.ndarray, start: int, length: int, k: int, vocab_size: int, dtype=np.int64) -> np.ndarray:
     """Keys of the k-grams ``padded[j-k+1 .. j]`` for j in ``start .. start+length-1``."""
-    key = np.zeros(length, dtype=np.int64)
+    key = np.zeros(length, dtype=dtype)
     for off in range(k - 1, -1, -1):
-        key = key * vocab_size + padded[start - off:start - off + length]
+        key = key * vocab_size + padded[start - off:start - off + length].astype(dtype)
     return key
 
 
@@ -65,11 +72,10 @@ class NGramModel:
         """Validate the arguments of ``fit``, store them and return the padded id stream."""
         if order < 1:
             raise ValueError("order must be >= 1")
-        if float(vocab_size) ** order >= 2.0 ** 63:
-            raise ValueError("vocab_size ** order does not fit in int64 keys")
         if not 0 <= pad_id < vocab_size:
             raise ValueError(f"pad_id must lie in [0, {vocab_size})")
         self.order, self.vocab_size, self.pad_id = int(order), int(vocab_size), int(pad_id)
+        self.key_dtype = _key_dtype(self.vocab_size, self.order)
         ids = _check_ids(ids, vocab_size)
         if ids.size == 0:
             raise ValueError("cannot fit on an empty stream")
@@ -123,7 +129,7 @@ class KneserNey(NGramModel):
         self = cls()
         padded = self._setup(ids, vocab_size, order, pad_id)
         V, n = self.vocab_size, padded.size - (order - 1)
-        keys, counts = np.unique(_encode(padded, order - 1, n, order, V), return_counts=True)
+        keys, counts = np.unique(_encode(padded, order - 1, n, order, V, self.key_dtype), return_counts=True)
         # levels[k-1] describes k-grams: keys, (adjusted) counts, discounts, context tables.
         self.levels = [None] * order
         for k in range(order, 0, -1):
@@ -160,7 +166,7 @@ class KneserNey(NGramModel):
         p = np.full(length, 1.0 / V)
         for k in range(1, self.order + 1):
             lev = self.levels[k - 1]
-            key = _encode(padded, start, length, k, V)
+            key = _encode(padded, start, length, k, V, self.key_dtype)
             idx, found = _lookup(lev["keys"], key)
             num = np.where(found, lev["disc_counts"][idx], 0.0)
             cidx, cfound = _lookup(lev["ctx_keys"], key // V)
@@ -181,7 +187,7 @@ class AddK(NGramModel):
         self = cls()
         padded = self._setup(ids, vocab_size, order, pad_id)
         self.k = float(k)
-        keys = _encode(padded, order - 1, padded.size - (order - 1), order, self.vocab_size)
+        keys = _encode(padded, order - 1, padded.size - (order - 1), order, self.vocab_size, self.key_dtype)
         self.keys, self.counts = np.unique(keys, return_counts=True)
         self.ctx_keys, first = np.unique(self.keys // self.vocab_size, return_index=True)
         self.ctx_total = np.add.reduceat(self.counts, first)
@@ -189,7 +195,7 @@ class AddK(NGramModel):
 
     def _prob(self, padded: np.ndarray, start: int, length: int) -> np.ndarray:
         V = self.vocab_size
-        key = _encode(padded, start, length, self.order, V)
+        key = _encode(padded, start, length, self.order, V, self.key_dtype)
         idx, found = _lookup(self.keys, key)
         c = np.where(found, self.counts[idx], 0).astype(np.float64)
         cidx, cfound = _lookup(self.ctx_keys, key // V)
