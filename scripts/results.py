@@ -22,9 +22,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def revision() -> dict:
     """git rev-parse HEAD of the repository the scripts are in, and whether tracked files differ from it
     (results/ itself is left out of the check: that is where this run writes)."""
-    def git(*a):
+    def git(*a):   # stdout without its final newline (a status line starts with a space: keep it)
         try:
-            return subprocess.run(["git", "-C", ROOT, *a], capture_output=True, text=True).stdout.strip()
+            return subprocess.run(["git", "-C", ROOT, *a], capture_output=True, text=True).stdout.rstrip("\n")
         except OSError:
             return ""
     head = git("rev-parse", "HEAD")

@@ -28,10 +28,9 @@ import shutil
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 from rnnlm.errors import RnnlmError
-from rnnlm.data.text import STDIN, display_name
+from rnnlm.data.text import STDIN, check_path, display_name
 
 CHUNK_BYTES = 1 << 22          # bytes read at a time
 LINES_PER_BATCH = 1 << 14      # lines handed on at a time by `batches`
@@ -107,19 +106,6 @@ class Progress:
     def __exit__(self, *exc):
         self.close()
         return False
-
-
-def check_path(path) -> str:
-    """The one-line errors of `textio.read_bytes` for a path, without reading it."""
-    name = display_name(path)
-    p = Path(path)
-    if p.is_dir():
-        raise RnnlmError(f"{name}: is a directory, expected a text file")
-    if not p.exists():
-        raise RnnlmError(f"{name}: no such file")
-    if not os.access(p, os.R_OK):
-        raise RnnlmError(f"{name}: cannot read: Permission denied")
-    return name
 
 
 def spool_stdin(directory=None) -> str:

@@ -51,6 +51,20 @@ def display_name(path: str | os.PathLike) -> str:
     return "<stdin>" if str(path) == STDIN else str(path)
 
 
+def check_path(path) -> str:
+    """The one-line errors for a text file's path (a directory, missing, unreadable), without reading
+    it; returns the name to show."""
+    name = display_name(path)
+    p = Path(path)
+    if p.is_dir():
+        raise RnnlmError(f"{name}: is a directory, expected a text file")
+    if not p.exists():
+        raise RnnlmError(f"{name}: no such file")
+    if not os.access(p, os.R_OK):
+        raise RnnlmError(f"{name}: cannot read: Permission denied")
+    return name
+
+
 def read_bytes(path: str | os.PathLike) -> bytes:
     """Read a whole file (``-`` = standard input) as bytes, with one-line errors.
 
@@ -59,14 +73,9 @@ def read_bytes(path: str | os.PathLike) -> bytes:
     """
     if str(path) == STDIN:
         return sys.stdin.buffer.read()
-    name = display_name(path)
-    p = Path(path)
-    if p.is_dir():
-        raise RnnlmError(f"{name}: is a directory, expected a text file")
-    if not p.exists():
-        raise RnnlmError(f"{name}: no such file")
+    name = check_path(path)
     try:
-        return p.read_bytes()
+        return Path(path).read_bytes()
     except OSError as exc:
         raise RnnlmError(f"{name}: cannot read: {exc.strerror or exc}") from None
 
