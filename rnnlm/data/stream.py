@@ -30,7 +30,7 @@ import tempfile
 import time
 
 from rnnlm.errors import RnnlmError
-from rnnlm.data.text import STDIN, check_path, display_name
+from rnnlm.data.text import STDIN, check_path, decode_block, display_name
 
 CHUNK_BYTES = 1 << 22          # bytes read at a time
 LINES_PER_BATCH = 1 << 14      # lines handed on at a time by `batches`
@@ -116,16 +116,6 @@ def spool_stdin(directory=None) -> str:
     return tmp
 
 
-def _bad_bytes(block: bytes, err: UnicodeDecodeError, base: int, name: str, first: bytes):
-    """The error for the first undecodable byte of `block` (at file offset `base`)."""
-    at = base + err.start
-    if at == 0 and first[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        return RnnlmError(f"{name}: UTF-16 text (byte-order mark 0x{first[:2].hex()} at byte 0); "
-                          "re-encode the file as UTF-8")
-    return RnnlmError(f"{name}: not UTF-8 at byte {at} (byte 0x{block[err.start]:02x}); "
-                      "re-encode the file as UTF-8")
-
-
 class TextStream:
     """A validated one-sentence-per-line text file, read in chunks; iterable many times.
 
@@ -188,15 +178,7 @@ class TextStream:
         for base, block in self._blocks(progress):
             if base == 0:
                 first = block[:4]
-            nul = block.find(b"\x00")
-            try:
-                text = block.decode("utf-8")
-            except UnicodeDecodeError as err:
-                if nul != -1 and nul < err.start:
-                    raise RnnlmError(f"{self.name}: NUL byte at byte {base + nul} (binary file?)") from None
-                raise _bad_bytes(block, err, base, self.name, first) from None
-            if nul != -1:
-                raise RnnlmError(f"{self.name}: NUL byte at byte {base + nul} (binary file?)")
+            text = decode_block(block, self.name, base, first)
             if base == 0 and text.startswith("\ufeff"):
                 text = text[1:]
             if "\r" in text:

@@ -86,19 +86,27 @@ def check_text_bytes(data: bytes, name: str) -> str:
     >>> check_text_bytes(b"ok\\n", "a.txt")
     'ok\\n'
     """
-    nul = data.find(b"\x00")
+    return decode_block(data, name)
+
+
+def decode_block(block: bytes, name: str, base: int = 0, first: bytes | None = None) -> str:
+    """`block`, the bytes of a file from offset `base` on, decoded as UTF-8, or the one-line error
+    naming the first bad byte's file offset (a NUL, UTF-16 judged by the file's `first` bytes, or
+    bytes that are not UTF-8). The whole-file reader and the streaming one share it."""
+    first = block[:2] if first is None else first
+    nul = block.find(b"\x00")
     try:
-        text = data.decode("utf-8")
+        text = block.decode("utf-8")
     except UnicodeDecodeError as exc:
         if nul != -1 and nul < exc.start:
-            raise RnnlmError(f"{name}: NUL byte at byte {nul} (binary file?)") from None
-        if exc.start == 0 and data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-            raise RnnlmError(f"{name}: UTF-16 text (byte-order mark 0x{data[:2].hex()} at byte 0); "
+            raise RnnlmError(f"{name}: NUL byte at byte {base + nul} (binary file?)") from None
+        if base + exc.start == 0 and first[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            raise RnnlmError(f"{name}: UTF-16 text (byte-order mark 0x{first[:2].hex()} at byte 0); "
                              "re-encode the file as UTF-8") from None
-        raise RnnlmError(f"{name}: not UTF-8 at byte {exc.start} "
-                         f"(byte 0x{data[exc.start]:02x}); re-encode the file as UTF-8") from None
+        raise RnnlmError(f"{name}: not UTF-8 at byte {base + exc.start} "
+                         f"(byte 0x{block[exc.start]:02x}); re-encode the file as UTF-8") from None
     if nul != -1:
-        raise RnnlmError(f"{name}: NUL byte at byte {nul} (binary file?)")
+        raise RnnlmError(f"{name}: NUL byte at byte {base + nul} (binary file?)")
     return text
 
 
