@@ -227,38 +227,70 @@ def test_sigint_writes_a_checkpoint_and_resume_is_bit_identical(data, tmp_path, 
     assert sha(tmp_path / "full.rnnlm") == sha(tmp_path / "cut.rnnlm")
 
 
-@pytest.mark.parametrize("nth", [1, 2])
-def test_death_during_a_checkpoint_write_loses_nothing(data, tmp_path, monkeypatch, nth):
-    """The process dies while writing its nth checkpoint (half a file on disk, never renamed): the
-    previous checkpoint is intact and resuming from it ends bit-identical to an uninterrupted run."""
+@pytest.mark.parametrize("kind,nth", [("ckpt", 1), ("ckpt", 2), ("rollback", 1), ("ckpt after rollback", 1)])
+def test_death_during_a_checkpoint_write_loses_nothing(data, tmp_path, monkeypatch, kind, nth):
+    """The process dies while writing its nth checkpoint, or its nth new rollback copy, or the
+    checkpoint that follows a new rollback copy (half a file on disk, never renamed): the previous
+    checkpoint and the rollback file it names are intact, and resuming ends bit-identical to an
+    uninterrupted run. The rollback copy is written only when it changed (not at every checkpoint)."""
     from rnnlm.model import file as model_mod
     vocab, tr, va = data
     monkeypatch.setattr(train_mod, "CHUNK_WORDS", 4000)
     kw = dict(max_epochs=2, checkpoint_words=4000)
     make(vocab, tr, va, tmp_path / "full.rnnlm", **kw).run()
     real_savez = model_mod.np.savez
-    count = {"n": 0}
+    count = {"ckpt": 0, "rollback": 0, "ckpt after rollback": 0}
+    last = {"kind": None}
 
     class Died(BaseException):
         pass
 
     def dying_savez(fh, **arrays):
-        if "state_saved" in arrays:                   # a checkpoint (it carries the rollback copy)
-            count["n"] += 1
-            if count["n"] == nth + 1:
-                fh.write(b"PK\x03\x04 half a checkpoint")
-                fh.flush()
-                raise Died
+        name = os.path.basename(os.readlink(f"/proc/self/fd/{fh.fileno()}"))   # the temporary file's
+        if name.startswith(".cut.rnnlm.ckpt.rollback"):
+            what = ["rollback"]
+        elif name.startswith(".cut.rnnlm.ckpt."):
+            what = ["ckpt"] + (["ckpt after rollback"] if last["kind"] == "rollback" else [])
+        else:
+            what = []
+        for w in what:
+            count[w] += 1
+        if what:
+            last["kind"] = what[0]
+        if kind in what and count[kind] == nth + 1:
+            fh.write(b"PK\x03\x04 half a file")
+            fh.flush()
+            raise Died
         return real_savez(fh, **arrays)
 
     monkeypatch.setattr(model_mod.np, "savez", dying_savez)
     with pytest.raises(Died):
         make(vocab, tr, va, tmp_path / "cut.rnnlm", **kw).run()
     monkeypatch.setattr(model_mod.np, "savez", real_savez)
+    assert count["ckpt"] > count["rollback"] >= 1     # checkpoints mostly reuse the rollback copy
     from rnnlm.model.file import load_model
     load_model(str(tmp_path / "cut.rnnlm.ckpt"))         # the previous checkpoint is whole
     make(vocab, tr, va, tmp_path / "cut.rnnlm", **kw).run(resume=True)
     assert sha(tmp_path / "full.rnnlm") == sha(tmp_path / "cut.rnnlm")
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("cut.rnnlm.ckpt"))
+    assert len(left) == 2 and left[0] == "cut.rnnlm.ckpt"   # one rollback slot, no temporary files
+
+
+def test_resume_refuses_a_missing_or_different_rollback_copy(data, tmp_path):
+    from rnnlm.errors import RnnlmError
+    from rnnlm.training.files import ROLLBACK_SUFFIXES
+    vocab, tr, va = data
+    make(vocab, tr, va, tmp_path / "m.rnnlm", max_epochs=1).run()
+    slot = [p for p in tmp_path.iterdir() if p.name.endswith(ROLLBACK_SUFFIXES)]
+    assert len(slot) == 1
+    data_bytes = bytearray(slot[0].read_bytes())
+    data_bytes[-200] ^= 1                                  # one flipped bit inside the last array
+    slot[0].write_bytes(bytes(data_bytes))
+    with pytest.raises(RnnlmError, match="rollback copy .* (does not match|cannot be read)"):
+        make(vocab, tr, va, tmp_path / "m.rnnlm", max_epochs=1).run(resume=True)
+    slot[0].unlink()
+    with pytest.raises(RnnlmError, match="rollback copy .* is missing"):
+        make(vocab, tr, va, tmp_path / "m.rnnlm", max_epochs=1).run(resume=True)
 
 
 def test_rnnlm_schedule_on_two_threads(data, tmp_path, monkeypatch):

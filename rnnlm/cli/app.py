@@ -273,7 +273,7 @@ def cmd_train(args) -> int:
         import_ray()   # fail before the corpus is read
     if args.threads is not None:
         args.threads = cap_threads(args.threads)
-    for suffix in ("", ".ckpt", ".log.jsonl", ".png"):   # MODEL and the files written beside it
+    for suffix in ("", ".ckpt", ".ckpt.rollback0", ".ckpt.rollback1", ".log.jsonl", ".png"):   # MODEL and its companions
         refuse_inputs(args.model + suffix, [args.train, args.valid], what="model" if not suffix else f"{suffix} file")
     check_writable(args.model)
     with OutputLock(args.model):   # one writer of MODEL (and its .ckpt, .log.jsonl, .png) at a time

@@ -72,7 +72,8 @@ def _fixed_sum(v) -> int | float:
     return int(np.rint(a * FIXED_ONE).astype(np.int64).sum(dtype=np.int64))
 RNNLM_L2_EVERY = 10   # rnnlm-0.4b applies L2 to the output and hidden weights on every 10th word
 LN2 = math.log(2.0)
-SYNC_WORDS = 2048     # rnnlm schedule on T threads: words of each shard between merges
+SYNC_WORDS = 2048     # rnnlm schedule on T threads: words of each shard between merges,
+ROUND_BUDGET = 1e9    # fewer when a round would cost more multiply-adds than this (Trainer._sync_words)
 MAX_DIVERGENCES = 3   # consecutive divergences before training gives up
 EXPLODE_BITS = 1.0    # validation entropy rising by more than this (bits/word) counts as divergence
 
@@ -144,7 +145,7 @@ class Trainer(ModelFiles):
         sharded = tcfg.schedule == "rnnlm" and (self.shards > 1 or bool(tcfg.workers))
         self.chunk = (max(1, CHUNK_WORDS // self.shards) if tcfg.schedule == "rnnlm"
                       else max(1, CHUNK_WORDS // (tcfg.batch_size * tcfg.bptt)))   # the largest chunk
-        self.sync = tcfg.sync_words or min(SYNC_WORDS, self.chunk)
+        self.sync = tcfg.sync_words or min(self._sync_words(), self.chunk)
         if sharded:
             self.chunk = max(self.chunk, self.sync)
         # chunks are whole multiples of `grain` units: the shards' merge rounds (`sync` words each), the
@@ -176,15 +177,28 @@ class Trainer(ModelFiles):
         return dict(train=self.tcfg.to_dict(), history=sched.history,
                     tokenizer_kind=getattr(self.tok, "kind", "word"), **self.hs_meta)
 
+    def _word_cost(self) -> float:
+        """Multiply-adds of one training word (forward, backward, update; roughly): from the
+        configuration only, so that what is sized from it is the same on every run."""
+        m = self.mcfg
+        V, M = m.vocab_size, m.hidden
+        out = {"full": V, "class": m.classes + 2 * V / max(m.classes, 1), "hs": 2 * math.log2(max(V, 2))}[m.softmax]
+        return M * (3 * M + 3 * out)
+
     def _acc_windows(self) -> int:
         """Windows of a grain of the batch schedule: ACC_WINDOWS, fewer when the model is so large
         that they would cost more than ACC_BUDGET multiply-adds (a full softmax over a large
-        vocabulary: one window then). From the configuration only, so the same on every run."""
-        m, t = self.mcfg, self.tcfg
-        V, M = m.vocab_size, m.hidden
-        out = {"full": V, "class": m.classes + 2 * V / max(m.classes, 1), "hs": 2 * math.log2(V)}[m.softmax]
-        per_window = t.batch_size * t.bptt * M * (3 * M + 3 * out)
+        vocabulary: one window then)."""
+        t = self.tcfg
+        per_window = t.batch_size * t.bptt * self._word_cost()
         return max(1, min(ACC_WINDOWS, int(ACC_BUDGET // per_window)))
+
+    def _sync_words(self) -> int:
+        """Words of each shard between merges (the per-word schedule on several threads or workers,
+        whose rounds Ctrl-C waits for): SYNC_WORDS, fewer when a round would cost more than
+        ROUND_BUDGET multiply-adds (a full softmax over a large vocabulary: 11 words at V = 300k,
+        hidden 100, about half a second; a class softmax on PTB keeps SYNC_WORDS up to hidden 250)."""
+        return max(1, min(SYNC_WORDS, int(ROUND_BUDGET // self._word_cost())))
 
     def _adapt_chunk(self, units: int, seconds: float, check: float) -> None:
         """Size the next chunk from the last one's speed (`units` in `seconds`): CHUNK_SECONDS, or
@@ -306,6 +320,7 @@ class Trainer(ModelFiles):
             params = Params.init(self.mcfg, np.random.default_rng(t.seed))
             saved = params.copy()
             sched, sstate = Schedule(lr=t.lr), self._fresh_stream_state()
+            self._ensure_rollback(saved)   # now, not in the first checkpoint (Ctrl-C writes the weights once)
         with _SigintFlag() as sigint:
             return self._loop(params, saved, sched, sstate, sigint)
 
