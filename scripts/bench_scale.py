@@ -9,7 +9,14 @@ types (every type occurs at least once; about 20 tokens a line) and VALID of N/1
   path: the RSS should not grow with N);
 * training words/s over the first --train-words words of the cached, memory-mapped TRAIN (one
   chunk is run first to compile and is not timed), for each row of TRAIN_ROWS;
-* evaluation words/s over the first --eval-words words of VALID (exact, one stream).
+* evaluation words/s over the first --eval-words words of VALID (exact, one stream);
+* Ctrl-C latency: a real `rnnlm train` on the prepared corpus, sent SIGINT a few seconds into its
+  first epoch, for each softmax (class, hs, full) on 1 and 2 threads: seconds from the signal to
+  the process's exit, its checkpoint written (the issue's bound: 2 s), and the checkpoint's size.
+
+The training rows include the per-word schedule on 2 threads and on 1 and 2 Ray workers (a local
+Ray, started before the timing; skipped with a note when Ray is not installed): on one 2-core
+machine the workers show Ray's overhead against threads, not a cluster's speed.
 
 Prints a table and writes results/bench_scale.json (revision, date, machine, command, numbers).
 
@@ -32,17 +39,23 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Training rows: name -> keyword arguments for ModelConfig ("model") and TrainConfig ("train").
-# EXTENSION POINT (issue 22 parts 2 and 3, built on other branches): when `--softmax hs` and
-# `--workers N` exist, add rows here, e.g.
-#   "rnnlm, hs softmax":      dict(model=dict(softmax="hs"), train=dict(schedule="rnnlm")),
-#   "rnnlm, class, 2 workers": dict(model={}, train=dict(schedule="rnnlm", workers=2)),
-# (and nothing else: a row is measured by `measure_train` with these settings).
+# Training rows: name -> keyword arguments for ModelConfig ("model") and TrainConfig ("train"; its
+# threads default to --threads). A row is measured by `child_train` with these settings.
 TRAIN_ROWS = {
     "rnnlm schedule, class softmax": dict(model={}, train=dict(schedule="rnnlm", lr=0.1)),
     "rnnlm schedule, hs": dict(model=dict(softmax="hs", classes=0), train=dict(schedule="rnnlm", lr=0.1)),
     "batch schedule, class softmax": dict(model={}, train=dict(schedule="batch", lr=1.0, batch_size=32)),
+    "rnnlm schedule, class, 2 threads": dict(model={}, train=dict(schedule="rnnlm", lr=0.1, threads=2)),
+    "rnnlm schedule, class, 1 Ray worker": dict(model={}, train=dict(schedule="rnnlm", lr=0.1, workers=1)),
+    "rnnlm schedule, class, 2 Ray workers": dict(model={}, train=dict(schedule="rnnlm", lr=0.1, workers=2)),
 }
+# Ctrl-C latency rows: name -> rnnlm train options
+INTERRUPT_ROWS = {
+    "class": ["--softmax", "class"],
+    "hs": ["--softmax", "hs"],
+    "full": ["--softmax", "full", "--classes", "0"],
+}
+INTERRUPT_THREADS = (1, 2)
 
 
 def parse_count(s: str) -> int:
@@ -128,21 +141,79 @@ def child_train(a) -> dict:
     reuse_s = time.perf_counter() - t0
     tok = pc.tokenizer
     mcfg = ModelConfig(**{**dict(vocab_size=len(tok), hidden=a.hidden, classes=tok.num_classes), **row["model"]})
-    tcfg = TrainConfig(threads=a.threads, max_epochs=1, checkpoint_words=0, **row["train"])
-    _threads(a.threads)
-    t = Trainer(mcfg, tcfg, tok, pc["train"], pc["valid"], os.path.join(a.cache, "bench.rnnlm"),
-                log=lambda s: None, progress=False, checks=(pc.checks["train"], pc.checks["valid"]))
-    params = Params.init(mcfg, np.random.default_rng(1))
-    sstate, data = t._fresh_stream_state(), t._epoch_data(params)
-    per_unit = 1 if tcfg.schedule == "rnnlm" else tcfg.batch_size * tcfg.bptt
-    units = min(t._units(), max(2 * t.chunk, a.train_words // per_unit))
-    t._train_chunk(params, sstate, tcfg.lr, 0, t.chunk, data)          # compile, not timed
-    t0, words = time.perf_counter(), 0
-    for lo in range(t.chunk, units, t.chunk):
-        words += t._train_chunk(params, sstate, tcfg.lr, lo, min(units, lo + t.chunk), data)[1]
-    sec = time.perf_counter() - t0
+    tcfg = TrainConfig(**{**dict(threads=a.threads, max_epochs=1, checkpoint_words=0), **row["train"]})
+    _threads(max(tcfg.threads, tcfg.workers))
+    extra = {}
+    kw = dict(log=lambda s: None, progress=False, checks=(pc.checks["train"], pc.checks["valid"]))
+    model = os.path.join(a.cache, "bench.rnnlm")
+    if tcfg.workers:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            return dict(skipped="Ray is not installed (pip install -e \".[distributed]\")")
+        from rnnlm.training.distributed import DistributedTrainer
+        t = DistributedTrainer(mcfg, tcfg, tok, pc["train"], pc["valid"], model,
+                               ids_path=pc.stats["train"].cache_path or None, **kw)
+        s0 = time.perf_counter()
+        t._start()                                   # a local Ray and the actors: not timed
+        extra["ray_start_seconds"] = time.perf_counter() - s0
+    else:
+        t = Trainer(mcfg, tcfg, tok, pc["train"], pc["valid"], model, **kw)
+    try:
+        params = Params.init(mcfg, np.random.default_rng(1))
+        sstate, data = t._fresh_stream_state(), t._epoch_data(params)
+        per_unit = t.shards if tcfg.schedule == "rnnlm" else tcfg.batch_size * tcfg.bptt
+        units = min(t._units(), max(2 * t.chunk, a.train_words // per_unit))
+        t._train_chunk(params, sstate, tcfg.lr, 0, t.chunk, data)          # compile, not timed
+        t0, words = time.perf_counter(), 0
+        for lo in range(t.chunk, units, t.chunk):
+            words += t._train_chunk(params, sstate, tcfg.lr, lo, min(units, lo + t.chunk), data)[1]
+        sec = time.perf_counter() - t0
+    finally:
+        if tcfg.workers:
+            t._stop()
     return dict(words=words, seconds=sec, words_per_second=words / sec, peak_rss_mb=_maxrss_mb(),
-                cache_reuse_seconds=reuse_s, params_mb=params.flat.nbytes / 2**20, **_rss_now())
+                cache_reuse_seconds=reuse_s, params_mb=params.flat.nbytes / 2**20, **_rss_now(), **extra)
+
+
+def measure_interrupt(a, train: str, valid: str, cache: str, classes: int, opts: list, threads: int,
+                      settle: float = 5.0) -> dict:
+    """`rnnlm train` in a child process, sent SIGINT `settle` s after its rollback copy appears
+    (training has started: the copy is written just before the first chunk): seconds from the
+    signal to the exit, the exit status, where it stopped, the checkpoint's size."""
+    import re
+    import signal
+    model = os.path.join(cache, "interrupt.rnnlm")
+    for f in os.listdir(cache):
+        if f.startswith("interrupt.rnnlm"):
+            os.unlink(os.path.join(cache, f))
+    argv = [sys.executable, "-m", "rnnlm", "train", "--train", train, "--valid", valid, "--model", model,
+            "--cache-dir", cache, "--hidden", str(a.hidden), "--classes", str(classes), "--threads", str(threads),
+            "--max-epochs", "1", *opts]
+    env = dict(os.environ)
+    env.pop("RNNLM_THREADS", None)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    started = time.perf_counter()
+    rollback = [model + ".ckpt.rollback0", model + ".ckpt.rollback1"]
+    while proc.poll() is None and not any(os.path.exists(r) for r in rollback) and time.perf_counter() - started < 600:
+        time.sleep(0.05)
+    time.sleep(settle)
+    if proc.poll() is not None:
+        err = proc.communicate()[1]
+        if proc.returncode != 0:
+            raise SystemExit(f"bench_scale: rnnlm train {' '.join(opts)} failed:\n{err[-2000:]}")
+        return dict(skipped="the epoch ended before the signal (a text this small is not what this measures)")
+    t0 = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=600)[1]
+    latency = time.perf_counter() - t0
+    m = re.search(r"\(epoch 1, ([\d,]+) of ([\d,]+) (words|windows)\)", err)
+    ckpt = model + ".ckpt"
+    return dict(seconds=latency, returncode=proc.returncode, checkpoint_written="checkpoint" in err and m is not None,
+                position=int(m.group(1).replace(",", "")) if m else None,
+                checkpoint_mb=os.path.getsize(ckpt) / 1e6 if os.path.exists(ckpt) else None,
+                rollback_mb=sum(os.path.getsize(r) for r in rollback if os.path.exists(r)) / 1e6,
+                since_start_seconds=t0 - started)
 
 
 def child_eval(a) -> dict:
@@ -165,6 +236,56 @@ def child_eval(a) -> dict:
     return dict(words=len(lp), seconds=sec, words_per_second=len(lp) / sec, peak_rss_mb=_maxrss_mb())
 
 
+# ------------------------------------------------------------------ tables
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:g}M" if n >= 1_000_000 else f"{n / 1e3:g}k"
+
+
+def _size(r) -> str:
+    return f"{_count(r['tokens'])} / {_count(r['types'])}"
+
+
+def make_tables(results: list) -> dict:
+    """The printed tables as {name: {columns, rows}} (results.write's layout): the data path per
+    size; training words/s per row and size; Ctrl-C latency per softmax and threads and size."""
+    scale = dict(columns=["tokens", "types", "classes", "prepare s", "prepare peak RSS MB", "eval words/s",
+                          "cache reuse s", "train peak RSS MB"], rows=[])
+    for r in results:
+        ok = [v for v in r["train"].values() if "skipped" not in v]
+        scale["rows"].append([r["tokens"], r["types"], r["classes"], round(r["prepare"]["seconds"], 1),
+                              round(r["prepare"]["peak_rss_mb"]), round(r["eval"]["words_per_second"]),
+                              round(max(v["cache_reuse_seconds"] for v in ok), 2),
+                              round(max(v["peak_rss_mb"] for v in ok))])
+    train = dict(columns=["training (hidden 100, words/s)"] + [_size(r) for r in results], rows=[])
+    for name in TRAIN_ROWS:
+        cells = [name]
+        for r in results:
+            v = r["train"].get(name, {})
+            cells.append("skipped" if "skipped" in v or not v else round(v["words_per_second"]))
+        train["rows"].append(cells)
+    inter = dict(columns=["Ctrl-C: softmax, threads"] + [f"{_size(r)}: s to exit" for r in results]
+                 + [f"{_size(r)}: checkpoint MB" for r in results], rows=[])
+    names = list(dict.fromkeys(k for r in results for k in r.get("interrupt", {})))
+    for name in names:
+        vals = [r.get("interrupt", {}).get(name) for r in results]
+        vals = [v if v and "skipped" not in v else None for v in vals]
+        inter["rows"].append([name] + [round(v["seconds"], 2) if v else "n/a" for v in vals]
+                             + [round(v["checkpoint_mb"]) if v and v["checkpoint_mb"] else "n/a" for v in vals])
+    out = {"scale": scale, "train": train}
+    if names:
+        out["interrupt"] = inter
+    return out
+
+
+def render(t: dict) -> str:
+    def cell(v):
+        return f"{v:,}" if isinstance(v, int) else (f"{v:,.2f}" if isinstance(v, float) else str(v))
+    lines = ["| " + " | ".join(t["columns"]) + " |", "|" + "---:|" * len(t["columns"])]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in t["rows"]]
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------ driver
 
 def main() -> int:
@@ -179,6 +300,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--train-words", type=int, default=200_000, help="words timed per training row")
     p.add_argument("--eval-words", type=int, default=200_000, help="words timed for evaluation")
+    p.add_argument("--no-interrupt", action="store_true", help="skip the Ctrl-C latency measurements")
     p.add_argument("--out", default=os.path.join(ROOT, "results", "bench_scale.json"))
     p.add_argument("--child", choices=("prepare", "train", "eval"), help=argparse.SUPPRESS)
     for name in ("train", "valid", "cache", "row"):
@@ -219,39 +341,31 @@ def main() -> int:
             row["train"][name] = run_json(base + ["--child", "train", "--row", name], env)
         print(f"[{tag}] eval ...", file=sys.stderr, flush=True)
         row["eval"] = run_json(base + ["--child", "eval"], env)
+        row["interrupt"] = {}
+        if not a.no_interrupt:
+            for name, opts in INTERRUPT_ROWS.items():
+                for th in INTERRUPT_THREADS:
+                    print(f"[{tag}] Ctrl-C: {name} softmax, {th} thread(s) ...", file=sys.stderr, flush=True)
+                    row["interrupt"][f"{name}, {th} thread{'s' if th > 1 else ''}"] = measure_interrupt(
+                        a, train, valid, cache, classes, opts, th)
         results.append(row)
         if not a.keep:
             shutil.rmtree(cache, ignore_errors=True)
             for f in (train, valid):
                 os.unlink(f)
 
-    lines = [f"| tokens | types | classes | prepare s | prepare peak RSS MB | "
-             + " | ".join(f"train words/s: {n}" for n in TRAIN_ROWS) + " | eval words/s | "
-             "cache reuse s | train peak RSS MB |",
-             "|" + "---:|" * (8 + len(TRAIN_ROWS))]
-    for r in results:
-        lines.append(f"| {r['tokens']:,} | {r['types']:,} | {r['classes']} | {r['prepare']['seconds']:.1f} | "
-                     f"{r['prepare']['peak_rss_mb']:.0f} | "
-                     + " | ".join(f"{r['train'][n]['words_per_second']:,.0f}" for n in TRAIN_ROWS)
-                     + f" | {r['eval']['words_per_second']:,.0f} | "
-                     + f"{max(v['cache_reuse_seconds'] for v in r['train'].values()):.2f} | "
-                     + f"{max(v['peak_rss_mb'] for v in r['train'].values()):.0f} |")
-    table = "\n".join(lines)
-    print(table)
-    cols = ["tokens", "types", "classes", "prepare s", "prepare peak RSS MB", *(f"train words/s: {n}" for n in TRAIN_ROWS),
-            "eval words/s", "cache reuse s", "train peak RSS MB"]
-    printed = [[r["tokens"], r["types"], r["classes"], round(r["prepare"]["seconds"], 1),
-                round(r["prepare"]["peak_rss_mb"]), *(round(r["train"][n]["words_per_second"]) for n in TRAIN_ROWS),
-                round(r["eval"]["words_per_second"]), round(max(v["cache_reuse_seconds"] for v in r["train"].values()), 2),
-                round(max(v["peak_rss_mb"] for v in r["train"].values()))] for r in results]
+    tables = make_tables(results)
+    for t in tables.values():
+        print(render(t))
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import results as results_json
     name = os.path.splitext(os.path.basename(a.out))[0]
     results_json.write(name, results, started, dict(settings=dict(hidden=a.hidden, threads=a.threads,
                                                                    train_words=a.train_words, eval_words=a.eval_words,
-                                                                   rows=list(TRAIN_ROWS))),
+                                                                   rows=list(TRAIN_ROWS),
+                                                                   interrupt_rows=INTERRUPT_ROWS)),
                        out_dir=os.path.dirname(os.path.abspath(a.out)),
-                       tables={"scale": dict(columns=cols, rows=printed)})
+                       tables=tables)
     print(f"wrote {a.out}", file=sys.stderr)
     return 0
 

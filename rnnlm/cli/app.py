@@ -250,7 +250,8 @@ def add_model_commands(sub) -> None:
     g.add_argument("--ray-address", metavar="ADDR",
                    help="join this Ray cluster (auto, or HEAD:6379) instead of starting a local Ray")
     g.add_argument("--sync-words", type=int, default=None, metavar="N",
-                   help="rnnlm schedule on threads or workers: words of each shard between merges (default: 2048)")
+                   help="rnnlm schedule on threads or workers: words of each shard between merges (default: 2048, "
+                        "fewer for a model so costly that a round would take long, e.g. a full softmax over a large vocabulary)")
     t.set_defaults(func=cmd_train)
 
 

@@ -115,7 +115,8 @@ class TrainConfig:
     reads and on the input word's embedding (the non-recurrent connections); evaluation never drops.
     workers (schedule "rnnlm"): 0, or the number of Ray workers (rnnlm.training.distributed), one text shard
     each, merged as the thread shards are; sync_words: words of each shard between merges of the
-    shards (threads or workers; 0 = rnnlm.training.loop.SYNC_WORDS, 2048).
+    shards (threads or workers; 0 = from the model's cost, rnnlm.training.loop.Trainer._sync_words:
+    SYNC_WORDS = 2048, fewer for a costly model).
     patience: failing epochs in a row (see min_improvement) before the schedule acts; 1 is
     rnnlm-0.4b's rule; K > 1 keeps the best weights aside and acts after K (rnnlm/training/schedule.py).
     asgd: the schedule's first action starts averaging the weights (NT-ASGD) instead of halving;
