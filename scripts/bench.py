@@ -339,7 +339,7 @@ def main() -> int:
         except ImportError:
             print("bench.py: torch not installed (pip install -e '.[bench]'): no PyTorch rows", file=sys.stderr)
     load0 = os.getloadavg()
-    t_start = time.time()
+    t_start = results_json.start()
     gemm = {n: sgemm_gflops(n) for n in args.threads}
     par = max(args.threads)
     probe0 = sync_probe_us(par) if par > 1 else None

@@ -312,7 +312,9 @@ def main() -> int:
         return 0
 
     os.makedirs(a.workdir, exist_ok=True)
-    started = time.time()
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import results as results_json
+    started = results_json.start()
     env = dict(os.environ, RNNLM_THREADS=str(a.threads))
     results = []
     for spec in a.sizes.split(","):
@@ -357,8 +359,6 @@ def main() -> int:
     tables = make_tables(results)
     for t in tables.values():
         print(render(t))
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import results as results_json
     name = os.path.splitext(os.path.basename(a.out))[0]
     results_json.write(name, results, started, dict(settings=dict(hidden=a.hidden, threads=a.threads,
                                                                    train_words=a.train_words, eval_words=a.eval_words,

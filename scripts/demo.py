@@ -66,7 +66,10 @@ def main() -> int:
     from rnnlm.use.ngram import KneserNey
     from rnnlm.training.loop import Trainer
 
-    t_start, cpu_start, started_at = time.perf_counter(), time.process_time(), time.time()
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import results as results_json
+    started_at = results_json.start()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     load_start = os.getloadavg()
     files = [os.path.join(args.data, f"{s}.txt") for s in ("train", "valid", "test")]
     try:
@@ -129,8 +132,6 @@ def main() -> int:
     total = time.perf_counter() - t_start
     print(f"\nmodel: {model_path}; total time {total:.0f} s (training {t_train:.0f} s wall, {cpu_train:.0f} s CPU)")
     if args.results:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        import results as results_json
         rows = [[label, round(figures[key]["valid"], 2), round(figures[key]["test"], 2)]
                 for key, label in labels if key in figures]
         note = (f"Test perplexity {figures['test_above_true_percent']:.1f}% above the true perplexity; "

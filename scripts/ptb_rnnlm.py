@@ -101,7 +101,7 @@ def main() -> int:
                   file=sys.stderr)
             return 1
     os.makedirs(args.out, exist_ok=True)
-    started = time.time()
+    started = results_json.start()
     load0 = os.getloadavg()
     f = lambda s: os.path.abspath(os.path.join(args.ptb, f"{s}.txt"))
     pin = rnnlm04b.prefix(args.taskset)

@@ -78,6 +78,9 @@ def render(data: dict, table: str) -> str:
             raise ValueError(f"{data['name']}#{table}: a row has {len(row)} cells for {len(cols)} columns")
         lines.append("| " + " | ".join(cell(v) for v in row) + " |")
     rev = data["revision"][:10] + (" + uncommitted changes" if data.get("dirty") else "")
+    end = data.get("revision_at_end")
+    if end and (end.get("commit"), end.get("dirty")) != (data["revision"], data.get("dirty")):
+        rev += " (the tree changed before the run ended)"
     lines.append("")
     if t.get("note"):
         lines.append(t["note"])

@@ -1,6 +1,8 @@
 """What every published figure carries: results/NAME.json with the revision, the date, the machine, the
 exact command line and the printed table's figures as rows with named fields (bench.py, ptb_rnnlm.py).
 
+Scripts call start() when they start (the revision is taken then) and write() at the end.
+
 The top-level layout is the one scripts/render_results.py reads (name, revision: the 40-character sha,
 dirty, date "YYYY-MM-DD HH:MM UTC", machine: one line, command: "python scripts/NAME.py ARGS",
 tables: {TABLE: {columns, rows: the printed cells, note}}); beside it: machine_info (CPU model, cores,
@@ -17,6 +19,17 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+_AT_START: dict | None = None   # revision() when the run started (start())
+
+
+def start() -> float:
+    """Call when the measuring starts: notes the revision then (what is measured is the code at the
+    start, whatever a later edit or commit does to the tree) and returns time.time() for write()."""
+    global _AT_START
+    _AT_START = revision()
+    return time.time()
 
 
 def revision() -> dict:
@@ -84,7 +97,10 @@ def write(name: str, rows: list[dict], started: float, extra: dict | None = None
     (time.time()). Returns the path."""
     out_dir = out_dir or os.path.join(ROOT, "results")
     os.makedirs(out_dir, exist_ok=True)
-    rev, info = revision(), machine()
+    end, info = revision(), machine()
+    rev = _AT_START or end   # a script that did not call start(): the revision at the end
+    if end != rev:           # the tree changed while the run went on
+        (extra := dict(extra or {})).update(revision_at_end=end)
     doc = dict(name=name, revision=rev["commit"] or "unknown", dirty=rev["dirty"], branch=rev["branch"],
                date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)), seconds=round(time.time() - started, 1),
                machine=machine_line(info), machine_info=info, command=command(),

@@ -345,3 +345,32 @@ def test_dropout_learns_and_resumes_bit_identical(data, tmp_path, monkeypatch):
         TrainConfig(schedule="batch", dropout=0.2)
     with pytest.raises(RnnlmError, match=r"--dropout-input must be in \[0, 1\)"):
         TrainConfig(dropout_input=1.0)
+
+
+def test_params_init_is_the_one_call_draw_in_bounded_memory(monkeypatch):
+    """Params.init draws in pieces: the same bits as one rng.uniform(size=(3, *shape)).sum(axis=0)
+    per block (models trained before still reproduce), and its peak memory beside the parameters
+    is about 8 bytes a weight (it was 36: 2.2 GB at V = 300k, hidden 100)."""
+    import tracemalloc
+    from rnnlm.model import file as file_mod
+    from rnnlm.model.config import ModelConfig
+    from rnnlm.model.file import Params
+    cfg = ModelConfig(vocab_size=5003, hidden=37, classes=71)
+    monkeypatch.setattr(file_mod, "INIT_PIECE", 1000)
+    got = Params.init(cfg, np.random.default_rng(7))
+    rng = np.random.default_rng(7)
+    want = Params(cfg)
+    for name in ("emb", "rec", "out_w", "cls_w"):
+        blk = want.block(name)
+        blk[...] = rng.uniform(-cfg.init_scale, cfg.init_scale, size=(3,) + blk.shape).sum(axis=0).astype(blk.dtype)
+    assert got.flat.tobytes() == want.flat.tobytes()
+    monkeypatch.setattr(file_mod, "INIT_PIECE", 1 << 16)
+    big = ModelConfig(vocab_size=100_000, hidden=20, classes=316)
+    tracemalloc.start()
+    try:
+        p = Params.init(big, np.random.default_rng(1))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    extra = (peak - p.flat.nbytes) / p.flat.size
+    assert extra < 10, f"{extra:.1f} bytes a weight beside the parameters"

@@ -23,6 +23,7 @@ from rnnlm.model.config import ModelConfig
 from rnnlm.errors import RnnlmError
 from rnnlm.data.text import atomic_write
 
+INIT_PIECE = 1 << 20   # Params.init draws this many values at a time
 FORMAT = "rnnlm-numba"
 FORMAT_VERSION = 1
 
@@ -78,13 +79,25 @@ class Params:
     @classmethod
     def init(cls, cfg: ModelConfig, rng: np.random.Generator) -> "Params":
         """rnnlm-0.4b's initialisation: each weight is the sum of three uniforms on [-a, a] with
-        a = init_scale; biases start at zero."""
+        a = init_scale; biases start at zero.
+
+        The draws are those of `rng.uniform(-a, a, size=(3,) + shape).sum(axis=0)` for each block,
+        bit for bit, taken in pieces of INIT_PIECE values into one float64 sum: 8 bytes a weight
+        beside the parameters instead of 36 (at V = 300k, hidden 100: 0.5 GB instead of 2.2)."""
         p = cls(cfg)
         a = cfg.init_scale
         for name in ("emb", "rec", "out_w", "cls_w"):
             blk = p.block(name)
-            r = rng.uniform(-a, a, size=(3,) + blk.shape).sum(axis=0)
-            blk[...] = r.astype(p.flat.dtype)
+            n = blk.size
+            acc = np.empty(n, np.float64)
+            for k in range(3):   # the three draws in the order of one (3, *shape) call; summed as .sum(axis=0)
+                for lo in range(0, n, INIT_PIECE):
+                    r = rng.uniform(-a, a, size=min(INIT_PIECE, n - lo))
+                    if k == 0:
+                        acc[lo:lo + r.size] = r
+                    else:
+                        acc[lo:lo + r.size] += r
+            blk[...] = acc.reshape(blk.shape)   # rounded as .astype(dtype) rounds
         return p
 
 
