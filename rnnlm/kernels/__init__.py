@@ -59,6 +59,8 @@ from __future__ import annotations
 
 from rnnlm.kernels.common import (CE, P0P1, PRIMES, RELU, SIGMOID, SSE, TANH,  # noqa: F401
                                 direct_hashes)
+from rnnlm.kernels.bundles import (ClassesWork, Clipping, Grads, Net, Stream, Train, Tree, Weights,  # noqa: F401
+                                   make_net, make_train)
 from rnnlm.kernels.window import group_grad, window_grad, window_logprob, windows_grad  # noqa: F401
 from rnnlm.kernels.sgd import (PIECE, clipped_pieces_range, piece_cuts, pieces_range, sgd_pieces,  # noqa: F401
                                  sgd_touched, sq_norm_dense, touched_pieces)
