@@ -35,7 +35,7 @@ def _deltas(x, H, dS, rec, act, independent, eos, b0, b1, Delta):
                 Delta[r, j] = (dS[r, j] + carry[b - b0, j]) * _fprime(s[b, j], act)
         if t > 0:
             _gemm(Df, (t * B + b0) * M, M, M // M, rec.reshape(M * M), 0 * M, M, carry.reshape((b1 - b0) * M),
-                  0 * M, M, b1 - b0, M, M)   # run-time 1 and 0, as in core._hidden_streams
+                  0 * M, M, b1 - b0, M, M)   # run-time 1 and 0, as in common._hidden_streams
             if independent:
                 for b in range(b0, b1):
                     if x[t, b] == eos:
@@ -100,7 +100,7 @@ def _fold_embedding(x, Delta, g_emb, q, P):
 
 @njit(cache=True)
 def _step_embedding(x, emb, g_emb, q, P, seen, upd):
-    """The optimiser's step (optim._sgd_piece; upd = lr, scale, beta, bias) on the embedding rows of
+    """The optimiser's step (sgd._sgd_piece; upd = lr, scale, beta, bias) on the embedding rows of
     the input words w with w % P == q, each once; their gradient rows cleared. seen (N,) False on
     entry for those words."""
     T, B = x.shape
@@ -147,7 +147,7 @@ def _backward(x, H, dS, rec, act, independent, eos, h_init, g_emb, g_rec, g_bh):
 
 @njit(cache=True)
 def _clear(a):
-    """a[:] = 0 for a 2-D array (loops: see core._copy_rows)."""
+    """a[:] = 0 for a 2-D array (loops: see common._copy_rows)."""
     for i in range(a.shape[0]):
         for j in range(a.shape[1]):
             a[i, j] = 0.0

@@ -107,7 +107,7 @@ def _word_forward(w_in, reset, h_init, h, hist, hs, err, istate, emb, rec, bh, a
         istate[1] = 0
     for k in range(D, 0, -1):
         hist[k] = hist[k - 1]
-        for j in range(M):   # loops, not slice assignments (see core._copy_rows)
+        for j in range(M):   # loops, not slice assignments (see common._copy_rows)
             hs[k, j] = hs[k - 1, j]
             err[k, j] = err[k - 1, j]
     hist[0] = w_in
