@@ -1,4 +1,4 @@
-"""The kernels' own exp (core._exp, a vectorisable polynomial) and the rows built on it: softmax,
+"""The kernels' own exp (common._exp, a vectorisable polynomial) and the rows built on it: softmax,
 log-probability of a target, sigmoid. Checked against libm / float64 NumPy."""
 import math
 

@@ -10,11 +10,18 @@ from rnnlm.model.config import ModelConfig
 from rnnlm.errors import RnnlmError
 from rnnlm.model.huffman import build_tree
 from rnnlm.kernels import hsoftmax as KH
+from rnnlm.kernels.bundles import Stream, Tree, make_net, make_train
+from rnnlm.model.layout import grads, weights
 from rnnlm.model.file import Params
 from tiny import ACT, tiny_window
 
 N, M = 11, 4
 COUNTS = np.array([40, 17, 9, 9, 6, 5, 5, 3, 2, 1, 1])
+
+
+def hs_net(act, indep, h_init=0.7):
+    """The kernels' Net of the tiny tree models (no classes, no direct connections; eos 0)."""
+    return make_net(np.zeros(N, np.int32), np.array([0, N], np.int32), ACT[act], indep, 0, h_init, 0)
 
 
 def hs_model(act="sigmoid", seed=0, N=N, M=M):
@@ -50,12 +57,12 @@ def test_huffman_tree_is_a_prefix_code_with_probabilities_summing_to_one():
         p = hs_model(N=V, seed=V)
         s = np.random.default_rng(1).uniform(-1, 1, M)
         probs = np.empty(V)
-        KH.hs_distribution(s, p.out_w, p.bo, *t.kernel_args(), -1, probs)
+        KH.hs_distribution(s, weights(p), Tree(*t.kernel_args()), -1, probs)
         assert probs.sum() == pytest.approx(1.0, abs=1e-12)
         if V <= 200:
             np.testing.assert_allclose(probs, ref.hs_distribution(ref.from_kernel_layout(p), s,
                                                                   t.kernel_args()), rtol=1e-12)
-        assert KH.hs_distribution(s, p.out_w, p.bo, *t.kernel_args(), V - 1, probs[:0]) == \
+        assert KH.hs_distribution(s, weights(p), Tree(*t.kernel_args()), V - 1, probs[:0]) == \
             pytest.approx(probs[V - 1], rel=1e-12)
 
 
@@ -79,8 +86,8 @@ CASES = list(itertools.product(["sigmoid", "tanh", "relu"], [False, True]))
 def batch_grad(p, x, y, h0, act, indep, upd=np.empty(0)):
     g = p.zeros_like()
     h_out = np.empty_like(h0)
-    loss = KH.hs_windows_grad(x[None], y[None], h0, p.emb, p.rec, p.bh, p.out_w, p.bo, *TREE.kernel_args(),
-                              ACT[act], indep, 0, 0.7, g.emb, g.rec, g.bh, g.out_w, g.bo, h_out, upd)
+    loss = KH.hs_windows_grad(x[None], y[None], h0, weights(p), Tree(*TREE.kernel_args()), hs_net(act, indep),
+                              grads(g), h_out, upd)
     return loss, g, h_out
 
 
@@ -97,8 +104,7 @@ def test_batch_window_matches_reference_and_central_differences(act, indep):
         np.testing.assert_allclose(a, -b, rtol=1e-10, atol=1e-12)
     logp = np.empty(x.shape)
     h2 = np.empty_like(h0)
-    KH.hs_window_logprob(x, y, h0, p.emb, p.rec, p.bh, p.out_w, p.bo, *TREE.kernel_args(), ACT[act], indep, 0,
-                         0.7, logp, h2)
+    KH.hs_window_logprob(x, y, h0, weights(p), Tree(*TREE.kernel_args()), hs_net(act, indep), logp, h2)
     assert -logp.sum() == pytest.approx(loss, rel=1e-12)
     np.testing.assert_array_equal(h2, h_out)
     eps = 1e-5
@@ -169,9 +175,10 @@ def fresh_state(D, h_init=0.7):
 def run(p, x, y, act, lr, beta, D, block, indep, state, use_bias=True, l2_every=1, drop_in=0.0, drop_out=0.0,
         drop_seed=0, clip=0.0):
     logp = np.empty(len(x))
-    loss = KH.hs_train_stream(x, y, p.emb, p.rec, p.bh, p.out_w, p.bo, *TREE.kernel_args(), ACT[act], lr, beta,
-                              clip, block, indep, 0, 0.7, use_bias, l2_every, drop_in, drop_out, drop_seed, *state,
-                              logp)
+    h, hist, hs, err, istate = state
+    loss = KH.hs_train_stream(x, y, weights(p), Tree(*TREE.kernel_args()), hs_net(act, indep),
+                              make_train(lr, beta, clip, block, use_bias, l2_every, drop_in, drop_out, drop_seed),
+                              Stream(h, hist, hs, err, np.zeros(2, np.int32), istate), logp)
     return loss, logp
 
 
@@ -257,9 +264,10 @@ def test_shards_one_shard_is_the_stream_kernel_and_two_are_deterministic():
         ng = np.zeros((T, 2), np.int32)
         logp = np.zeros(X.shape)
         reps = np.stack([q.flat] * T)
-        rnnlm_train_shards(X, Y, lens, sync, q.flat, reps, N, M, 0, 0, np.zeros(N, np.int32),
-                           np.array([0, N], np.int32), 0, 0.3, 0.05, 0.0, block, False, 0, 0.7, DORDER, True, 3,
-                           0.0, 0.0, 0, st[0], st[1], st[2], st[3], ng, st[4], logp, tree=TREE)
+        rnnlm_train_shards(X, Y, lens, sync, q.flat, reps, N, M, 0, 0,
+                           make_net(np.zeros(N, np.int32), np.array([0, N], np.int32), 0, False, 0, 0.7, DORDER),
+                           make_train(0.3, 0.05, 0.0, block, True, 3, 0.0, 0.0, 0),
+                           Stream(st[0], st[1], st[2], st[3], ng, st[4]), logp, tree=Tree(*TREE.kernel_args()))
         return logp
 
     p = hs_model("sigmoid", seed=5)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import reference as ref
-from rnnlm.model.layout import param_args
+from rnnlm.kernels.bundles import make_net
+from rnnlm.model.layout import grads, weights
 from rnnlm.training.batch_step import BatchStepper
 from rnnlm import kernels as K
 from tiny import ACT, tiny_classes, tiny_model, tiny_window
@@ -66,8 +67,8 @@ def test_window_matches_reference(c):
     logp = np.empty(x.shape)
     h2 = np.empty_like(h0)
     ng2 = np.empty_like(ng0)
-    K.window_logprob(x, y, h0, ng0, *param_args(p), ci.word_class, ci.class_starts, ACT[c["act"]],
-                     c["indep"], 0, 0.7, DORDER, logp, h2, ng2)
+    K.window_logprob(x, y, h0, ng0, weights(p), make_net(ci.word_class, ci.class_starts, ACT[c["act"]], c["indep"],
+                                                          0, 0.7, DORDER), logp, h2, ng2)
     np.testing.assert_array_equal(h_out, h2)
     np.testing.assert_array_equal(ng_out, ng2)
     want = ref.histories(x, ng0, DORDER, c["indep"], 0)[-1]
@@ -117,10 +118,10 @@ def test_gradient_central_differences(c):
 
     def loss():
         g = p.zeros_like()
-        return K.window_grad(x, y, h0, ng0, *param_args(p), ci.word_class, ci.class_starts, ACT[c["act"]],
-                             0 if c["cost"] == "ce" else 1, c["indep"], 0, 0.7, DORDER,
-                             g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, g.direct, np.empty_like(h0),
-                             np.empty_like(ng0), np.empty(0))
+        return K.window_grad(x, y, h0, ng0, weights(p), make_net(ci.word_class, ci.class_starts, ACT[c["act"]],
+                                                                 c["indep"], 0, 0.7, DORDER),
+                             0 if c["cost"] == "ce" else 1, grads(g), np.empty_like(h0), np.empty_like(ng0),
+                             np.empty(0))
 
     eps = 1e-4  # truncation O(eps^2) and rounding O(1e-16 / eps) errors both ~1e-11 here
     numeric = np.zeros_like(analytic)
@@ -157,8 +158,9 @@ def test_step_distribution_sums_to_one_and_matches_window(C, indep, direct):
     logp = np.empty((7, 1))
     h0 = np.full((1, M), cfg.init_hidden)
     ng0 = np.zeros((1, DORDER - 1), np.int32)
-    K.window_logprob(x, y, h0, ng0, *param_args(p), ci.word_class, ci.class_starts, 1, indep, 0,
-                     cfg.reset_hidden, DORDER, logp, np.empty_like(h0), np.empty_like(ng0))
+    K.window_logprob(x, y, h0, ng0, weights(p), make_net(ci.word_class, ci.class_starts, 1, indep, 0,
+                                                          cfg.reset_hidden, DORDER),
+                     logp, np.empty_like(h0), np.empty_like(ng0))
     np.testing.assert_allclose(got, logp[:, 0], rtol=1e-12)
 
 
@@ -172,5 +174,5 @@ def test_boundscheck_is_active():
     h0 = np.zeros((2, M))
     ng0 = np.zeros((2, 2), np.int32)
     with pytest.raises(IndexError):
-        K.window_logprob(x, y, h0, ng0, *param_args(p), ci.word_class, ci.class_starts, 0, False, 0, 1.0, 3,
+        K.window_logprob(x, y, h0, ng0, weights(p), make_net(ci.word_class, ci.class_starts, 0, False, 0, 1.0, 3),
                          np.empty((3, 2)), np.empty_like(h0), np.empty_like(ng0))

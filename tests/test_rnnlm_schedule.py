@@ -8,7 +8,8 @@ import pytest
 import reference as ref
 from rnnlm.kernels import word as KS
 from rnnlm.training.threads import rnnlm_train_shards
-from rnnlm.model.layout import param_args
+from rnnlm.kernels.bundles import Stream, make_net, make_train
+from rnnlm.model.layout import weights
 from tiny import ACT, tiny_classes, tiny_model
 
 N, M = 11, 4
@@ -25,9 +26,10 @@ def fresh_state(D, h_init, dtype=np.float64):
 def run(p, ci, x, y, act, lr, beta, D, block, indep, state, clip=0.0, h_init=0.7, use_bias=True, l2_every=1,
         drop_in=0.0, drop_out=0.0, drop_seed=0):
     logp = np.empty(len(x))
-    loss = KS.rnnlm_train_stream(x, y, *param_args(p), ci.word_class, ci.class_starts, ACT[act], lr, beta,
-                                clip, block, indep, 0, h_init, DORDER, use_bias, l2_every, drop_in, drop_out,
-                                drop_seed, *state, logp)
+    loss = KS.rnnlm_train_stream(x, y, weights(p), make_net(ci.word_class, ci.class_starts, ACT[act], indep, 0,
+                                                            h_init, DORDER),
+                                 make_train(lr, beta, clip, block, use_bias, l2_every, drop_in, drop_out, drop_seed),
+                                 Stream(*state), logp)
     return loss, logp
 
 
@@ -141,8 +143,8 @@ def test_shards_kernel_with_one_shard_is_the_stream_kernel():
     reps = q.flat[None].copy()
     logp = np.zeros((1, len(x)))
     rnnlm_train_shards(x[None], y[None], np.array([len(x)]), 5, q.flat, reps, N, M, 3, 40,
-                          ci.word_class, ci.class_starts, 0, 0.3, 0.05, 0.0, block, False, 0, 0.7, DORDER,
-                          True, 3, 0.0, 0.0, 0, *st2, logp)
+                       make_net(ci.word_class, ci.class_starts, 0, False, 0, 0.7, DORDER),
+                       make_train(0.3, 0.05, 0.0, block, True, 3, 0.0, 0.0, 0), Stream(*st2), logp)
     np.testing.assert_array_equal(q.flat, p.flat)
     np.testing.assert_array_equal(logp[0], lp)
 
@@ -163,8 +165,8 @@ def test_shards_merge_the_changes_of_each_shard():
     b = p.copy()
     st2 = [np.stack([a, a]) for a in fresh_state(D, 0.7)]
     rnnlm_train_shards(X, Y, np.array([10, 10]), 10, b.flat, np.stack([p.flat, p.flat]), N, M, 3, 0,
-                          ci.word_class, ci.class_starts, 1, 0.2, 0.0, 0.0, block, False, 0, 0.7, DORDER,
-                          True, 1, 0.0, 0.0, 0, *st2, np.zeros((2, 10)))
+                       make_net(ci.word_class, ci.class_starts, 1, False, 0, 0.7, DORDER),
+                       make_train(0.2, 0.0, 0.0, block, True, 1, 0.0, 0.0, 0), Stream(*st2), np.zeros((2, 10)))
     both = (moved[0] != 0) & (moved[1] != 0)
     want = np.where(both, p.flat + (moved[0] + moved[1]) / 2, p.flat + moved[0] + moved[1])
     assert both.any() and (~both & ((moved[0] != 0) | (moved[1] != 0))).any()
@@ -197,8 +199,8 @@ def test_shards_with_dropout_one_shard_is_the_stream_kernel():
     st2 = [a[None].copy() for a in fresh_state(D, 0.7)]
     logp = np.zeros((1, len(x)))
     rnnlm_train_shards(x[None], y[None], np.array([len(x)]), 5, q.flat, q.flat[None].copy(), N, M, 3, 0,
-                          ci.word_class, ci.class_starts, 0, 0.3, 0.0, 0.0, block, False, 0, 0.7, DORDER,
-                          True, 1, 0.2, 0.3, 7, *st2, logp)
+                       make_net(ci.word_class, ci.class_starts, 0, False, 0, 0.7, DORDER),
+                       make_train(0.3, 0.0, 0.0, block, True, 1, 0.2, 0.3, 7), Stream(*st2), logp)
     np.testing.assert_array_equal(q.flat, p.flat)
     np.testing.assert_array_equal(logp[0], lp)
 
@@ -265,8 +267,9 @@ def test_shards_merge_only_changeable_weights_same_bits(indep, drop, monkeypatch
         reps = np.stack([p.flat] * 3)
         st = [np.stack([v] * 3) for v in fresh_state(D, 0.7)]
         logp = np.zeros((3, 30))
-        rnnlm_train_shards(X, Y, lens, sync, b.flat, reps, Nb, M, C, 0, ci.word_class, ci.class_starts, 0, 0.3,
-                           1e-3, 0.0, block, indep, 0, 0.7, DORDER, True, 1, drop, drop, 7, *st, logp)
+        rnnlm_train_shards(X, Y, lens, sync, b.flat, reps, Nb, M, C, 0,
+                           make_net(ci.word_class, ci.class_starts, 0, indep, 0, 0.7, DORDER),
+                           make_train(0.3, 1e-3, 0.0, block, True, 1, drop, drop, 7), Stream(*st), logp)
         assert (reps == b.flat).all(), "every replica holds the merged weights"
         results.append(b.flat.tobytes() + logp.tobytes())
     assert results[0] == results[1]

@@ -11,7 +11,8 @@ import pytest
 
 import reference as ref
 from rnnlm import kernels as K
-from rnnlm.model.layout import param_args
+from rnnlm.kernels.bundles import make_net
+from rnnlm.model.layout import grads, weights
 from rnnlm.training.batch_step import BatchStepper
 from rnnlm.training.threads import run_pieces, sgd_pieces_threads, window_grad_classes
 from tiny import ACT, tiny_classes, tiny_model
@@ -217,7 +218,7 @@ def test_eval_kernel_long_stream_matches_reference():
         h0 = np.full((1, M), 0.1)
         ng0 = np.zeros((1, 2), np.int32)
         logp = np.empty((T, 1))
-        K.window_logprob(x, y, h0, ng0, *param_args(p), ci.word_class, ci.class_starts, 0, False, 0, 1.0, 3,
+        K.window_logprob(x, y, h0, ng0, weights(p), make_net(ci.word_class, ci.class_starts, 0, False, 0, 1.0, 3),
                          logp, np.empty_like(h0), np.empty_like(ng0))
         rloss, _ = ref.window(ref.from_kernel_layout(p), x, y, h0, act="sigmoid", cost="ce",
                               classes=ci.word_class if C else None, class_starts=ci.class_starts,
@@ -332,13 +333,13 @@ def test_parallel_step_kernel_matches_serial(G, P, B, indep):
         for x, y in wins:
             ho, no = np.empty_like(h), np.empty_like(ng)
             if parallel:
-                loss = window_grad_classes(x[None], y[None], h, ng, *param_args(p), ci.word_class, ci.class_starts,
-                                             ACT["sigmoid"], indep, 0, 0.7, G, P, g.emb, g.rec, g.bh, g.out_w,
-                                             g.bo, g.cls_w, g.bc, ho, no, upd)
+                loss = window_grad_classes(x[None], y[None], h, ng, weights(p),
+                                           make_net(ci.word_class, ci.class_starts, ACT["sigmoid"], indep, 0, 0.7, 3),
+                                           grads(g), G, P, ho, no, upd)
             else:
-                loss = K.window_grad(x, y, h, ng, *param_args(p), ci.word_class, ci.class_starts, ACT["sigmoid"],
-                                     0, indep, 0, 0.7, 3, g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc,
-                                     g.direct, ho, no, upd)
+                loss = K.window_grad(x, y, h, ng, weights(p),
+                                     make_net(ci.word_class, ci.class_starts, ACT["sigmoid"], indep, 0, 0.7, 3), 0,
+                                     grads(g), ho, no, upd)
             losses.append(loss)
             h, ng = ho, no
             assert not g.flat.any(), "the gradient arrays are left clear"
@@ -358,15 +359,12 @@ def test_many_windows_in_one_call_give_the_same_bits(G, indep):
     T, B = 3, 4
     base, ci, X, Y = _random_windows(21, 4, T, B)
     upd = np.array([0.4, 1 / B, 1e-3, 1.0])
+    net = make_net(ci.word_class, ci.class_starts, ACT["sigmoid"], indep, 0, 0.7, 3)
 
     def call(p, g, Xs, Ys, h, ng, ho, no, P):
         if G == 1:
-            return K.windows_grad(Xs, Ys, h, ng, *param_args(p), ci.word_class, ci.class_starts, ACT["sigmoid"], 0,
-                                  indep, 0, 0.7, 3, g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, g.direct, ho,
-                                  no, upd)
-        return window_grad_classes(Xs, Ys, h, ng, *param_args(p), ci.word_class, ci.class_starts, ACT["sigmoid"],
-                                     indep, 0, 0.7, G, P, g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, ho, no,
-                                     upd)
+            return K.windows_grad(Xs, Ys, h, ng, weights(p), net, 0, grads(g), ho, no, upd)
+        return window_grad_classes(Xs, Ys, h, ng, weights(p), net, grads(g), G, P, ho, no, upd)
 
     out = []
     for together in (False, True):
@@ -400,9 +398,9 @@ def test_parallel_kernel_bits_do_not_depend_on_the_workers():
         for P in (1, TWO):
             p, g, h, ng = _fresh_run(base, B)
             ho, no = np.empty_like(h), np.empty_like(ng)
-            loss = window_grad_classes(X, Y, h, ng, *param_args(p), ci.word_class, ci.class_starts, ACT["sigmoid"],
-                                         True, 0, 0.7, 3, P, g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, ho,
-                                         no, upd, clip, (p.flat, g.flat, _offsets(p)))
+            loss = window_grad_classes(X, Y, h, ng, weights(p),
+                                       make_net(ci.word_class, ci.class_starts, ACT["sigmoid"], True, 0, 0.7, 3),
+                                       grads(g), 3, P, ho, no, upd, clip, (p.flat, g.flat, _offsets(p)))
             out.append((p.flat.copy(), g.flat.copy(), ho, no, loss))
         for o in out[1:]:
             for a, b in zip(o, out[0]):
@@ -602,9 +600,9 @@ def test_parallel_clipped_kernel_with_more_parts_than_streams():
         _, h1, ng1 = st.gradient(X[w], Y[w], h1, ng1)
         norms.append(st.apply(X[w], Y[w], lr=0.5, beta=1e-3, clip=0.05, scale=1 / B))
         ho, no = np.empty_like(h2), np.empty_like(ng2)
-        window_grad_classes(X[w:w + 1], Y[w:w + 1], h2, ng2, *param_args(p2), ci.word_class, ci.class_starts,
-                            ACT["sigmoid"], False, 0, 0.7, 3, TWO, g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc,
-                            ho, no, upd, 0.05, (p2.flat, g.flat, _offsets(p2)))
+        window_grad_classes(X[w:w + 1], Y[w:w + 1], h2, ng2, weights(p2),
+                            make_net(ci.word_class, ci.class_starts, ACT["sigmoid"], False, 0, 0.7, 3), grads(g), 3,
+                            TWO, ho, no, upd, 0.05, (p2.flat, g.flat, _offsets(p2)))
         h2, ng2 = ho, no
         assert not g.flat.any()
     assert min(norms) > 0.05, "every step was clipped"
@@ -620,9 +618,9 @@ def test_clipped_kernel_step_is_refused_where_it_cannot_be_taken():
     p, g, h, ng = _fresh_run(base, B)
     upd = np.array([0.5, 1 / B, 1e-3, 1.0])
     with pytest.raises(ValueError, match="flat"):
-        window_grad_classes(X, Y, h, ng, *param_args(p), ci.word_class, ci.class_starts, ACT["sigmoid"], False, 0,
-                            0.7, 2, 1, g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, np.empty_like(h),
-                            np.empty_like(ng), upd, 0.05)
+        window_grad_classes(X, Y, h, ng, weights(p),
+                            make_net(ci.word_class, ci.class_starts, ACT["sigmoid"], False, 0, 0.7, 3), grads(g), 2, 1,
+                            np.empty_like(h), np.empty_like(ng), upd, 0.05)
     st = BatchStepper(p, ci, ACT["sigmoid"], 0, False, 0, 0.7, threads=1)
     with pytest.raises(ValueError, match="several threads"):
         st.gradient(X[0], Y[0], h, ng, upd, 0.05)

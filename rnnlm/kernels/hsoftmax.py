@@ -7,7 +7,7 @@ sigmoid(-z), and p(w | s) is the product over the path. Loss L = -ln p(w | s), s
 dL/dz = sigmoid(z) - (1 - code) at each node of the path and dL/ds = sum_path dL/dz * out_w[n]:
 a word costs O(depth * M) instead of O(V * M) (the depth of a Huffman tree is about log2 V, less
 for frequent words). Log-probabilities are computed in float64 with a stable log-sigmoid; no
-fastmath here except in the dot products (core._dot).
+fastmath here except in the dot products (common._dot).
 
 Kernels: `hs_train_stream` (rnnlm-0.4b's per-word schedule with this output layer: the node rows
 of the target's path updated every word, the hidden error kept for the BPTT sweep, the same
@@ -16,7 +16,9 @@ per-word schedule), `hs_windows_grad` (the batch schedule's windows: gradient, o
 gradient and SGD step of each window on the touched node rows only), `hs_window_logprob`
 (evaluation) and `hs_distribution` (one step's distribution over all words, or one word's
 probability). No direct connections (the tree has no class to key them by), cross-entropy only.
-Storage and the other conventions as in rnnlm/kernels/__init__.py.
+Storage and the other conventions as in rnnlm/kernels/__init__.py: the kernels take the model's
+Weights (out_w, bo the tree's internal nodes; cls_w, bc, direct empty), the Tree and a Net (its
+class layout and dorder unused), as the others.
 """
 from __future__ import annotations
 
@@ -25,10 +27,11 @@ import math
 import numpy as np
 from numba import njit
 
+from rnnlm.kernels.bundles import Weights
 from rnnlm.kernels.window import _backward, _step_embedding
 from rnnlm.kernels.common import _copy_rows, _dot, _hidden_forward
 from rnnlm.kernels.sgd import _sgd_piece
-from rnnlm.kernels.word import DROP_OUT_SALT, SHARD_SEED_STEP, _bptt_update, _dropout_factor, _word_forward
+from rnnlm.kernels.word import DROP_OUT_SALT, _bptt_update, _dropout_factor, _shard_stream, _shard_train, _word_forward
 
 
 @njit(cache=True)
@@ -64,19 +67,22 @@ def _path_forward(s, out_w, bo, start, node, code, w, gz):
 # ----------------------------------------------------------------------------- per-word schedule
 
 @njit(cache=True)
-def hs_train_stream(x, y, emb, rec, bh, out_w, bo, start, node, code, act, lr, beta, clip, block,
-                    independent, eos, h_init, use_bias, l2_every, drop_in, drop_out, drop_seed,
-                    h, hist, hs, err, istate, logp):
-    """word.rnnlm_train_stream with the hierarchical softmax (same state arrays but no direct-
-    connection history; the same forward step, dropout and BPTT update): every word the rows of
+def hs_train_stream(x, y, w, tree, net, tr, st, logp):
+    """word.rnnlm_train_stream with the hierarchical softmax of tree (Tree) (the same state, st.ng
+    unused; the same forward step, dropout and BPTT update): every word the rows of
     the target's path move by -lr * (scale * dL/dz * s + beta * row) (L2 every `l2_every` words,
     `clip` bounds the output gradient's norm as there), its hidden error sum_path dL/dz * out_w[n]
     (before the update) is kept for the sweep. Returns the loss; ln p(y[i]) into logp[i]."""
+    emb, rec, bh, out_w, bo = w.emb, w.rec, w.bh, w.out_w, w.bo
+    start, node, code = tree
+    act, independent, eos, h_init = net.act, net.independent, net.eos, net.h_init
+    lr, beta, clip, block, use_bias, l2_every, drop_in, drop_out, drop_seed = tr
+    h, hist, hs, err, istate = st.h, st.hist, st.hs, st.err, st.istate
     n = x.shape[0]
     M = rec.shape[0]
     D = hist.shape[0] - 1
     dt = emb.dtype
-    net = np.empty(M, dtype=dt)
+    znet = np.empty(M, dtype=dt)
     e = np.empty(M, dtype=dt)
     so = np.empty(M, dtype=dt)
     mo = np.ones(M, dtype=dt)
@@ -90,7 +96,7 @@ def hs_train_stream(x, y, emb, rec, bh, out_w, bo, start, node, code, act, lr, b
         w_in = x[i]
         tgt = y[i]
         _word_forward(w_in, independent and w_in == eos, h_init, h, hist, hs, err, istate, emb, rec, bh, act,
-                      drop_in, drop_seed, net)
+                      drop_in, drop_seed, znet)
         if drop_out > 0.0:
             for j in range(M):
                 mo[j] = _dropout_factor(drop_seed, istate[0], j + DROP_OUT_SALT, drop_out)
@@ -139,8 +145,7 @@ def hs_train_stream(x, y, emb, rec, bh, out_w, bo, start, node, code, act, lr, b
 
 
 @njit(cache=True, nogil=True)
-def hs_shard_run(t, a, sync, X, Y, lens, reps, N, M, start, node, code, act, lr, beta, clip, block, independent,
-                 eos, h_init, use_bias, l2_every, drop_in, drop_out, drop_seed, H, HIST, HS, ERR, IST, LOGP):
+def hs_shard_run(t, a, sync, X, Y, lens, reps, N, M, tree, net, tr, streams, LOGP):
     """word.shard_run with the hierarchical softmax: words a : a + sync of shard t (hs_train_stream
     on replica reps[t], whose blocks are emb, rec, bh, out_w (N - 1, M), bo (N - 1), in the order
     of model.param_shapes; nogil, for one Python thread per shard, rnnlm.training.threads.rnnlm_train_shards)."""
@@ -157,9 +162,10 @@ def hs_shard_run(t, a, sync, X, Y, lens, reps, N, M, start, node, code, act, lr,
         out_w = f[o:o + (N - 1) * M].reshape((N - 1, M))
         o += (N - 1) * M
         bo = f[o:o + N - 1]
-        hs_train_stream(X[t, lo:hi], Y[t, lo:hi], emb, rec, bh, out_w, bo, start, node, code, act, lr, beta, clip,
-                        block, independent, eos, h_init, use_bias, l2_every, drop_in, drop_out,
-                        drop_seed + t * SHARD_SEED_STEP, H[t], HIST[t], HS[t], ERR[t], IST[t], LOGP[t, lo:hi])
+        none2 = f[:0].reshape((0, M))
+        w = Weights(emb, rec, bh, out_w, bo, none2, f[:0], f[:0])
+        hs_train_stream(X[t, lo:hi], Y[t, lo:hi], w, tree, net, _shard_train(tr, t), _shard_stream(streams, t),
+                        LOGP[t, lo:hi])
 
 
 # ----------------------------------------------------------------------------- batch schedule
@@ -198,7 +204,7 @@ def _hs_output(S, x, y, out_w, bo, start, node, code, dS, g_out, g_bo, gz, mark,
 @njit(cache=True)
 def _hs_step(x, emb, rec, bh, out_w, bo, g_emb, g_rec, g_bh, g_out, g_bo, touched, nt, wseen, upd):
     """The SGD step of a window from its gradient (upd = lr, scale, beta, bias, clip), as the
-    optimiser takes it (optim._sgd_piece): the touched node rows, the embedding rows of the input
+    optimiser takes it (sgd._sgd_piece): the touched node rows, the embedding rows of the input
     words, U and the biases (bias != 0; else their gradient is dropped); with clip > 0 the scale is
     first cut so that the norm of scale * gradient over those weights is at most clip. The gradient
     arrays are left clear. wseen (N,) False on entry and exit."""
@@ -254,13 +260,16 @@ def _hs_step(x, emb, rec, bh, out_w, bo, g_emb, g_rec, g_bh, g_out, g_bo, touche
 
 
 @njit(cache=True)
-def hs_windows_grad(X, Y, h0, emb, rec, bh, out_w, bo, start, node, code, act, independent, eos, h_init,
-                    g_emb, g_rec, g_bh, g_out, g_bo, h_out, upd):
+def hs_windows_grad(X, Y, h0, w, tree, net, g, h_out, upd):
     """The windows X[w], Y[w] (X, Y (nw, T, B)) one after the other, each from the state the one
     before left (the first from h0 (B, M)): forward, hierarchical softmax, truncated BPTT (as
-    batch.window_grad). upd empty: the gradient of the summed loss is added into the g_* arrays
-    (dense). upd = (lr, scale, beta, bias, clip): each window's SGD step is taken (_hs_step) and
-    the g_* arrays are left clear. Returns the summed loss; the last state into h_out."""
+    window.window_grad). upd empty: the gradient of the summed loss is added into the arrays of g
+    (Grads; dense). upd = (lr, scale, beta, bias, clip): each window's SGD step is taken (_hs_step)
+    and g is left clear. Returns the summed loss; the last state into h_out."""
+    emb, rec, bh, out_w, bo = w.emb, w.rec, w.bh, w.out_w, w.bo
+    start, node, code = tree
+    act, independent, eos, h_init = net.act, net.independent, net.eos, net.h_init
+    g_emb, g_rec, g_bh, g_out, g_bo = g.emb, g.rec, g.bh, g.out_w, g.bo
     nw, T, B = X.shape
     M = rec.shape[0]
     dt = emb.dtype
@@ -272,13 +281,13 @@ def hs_windows_grad(X, Y, h0, emb, rec, bh, out_w, bo, start, node, code, act, i
     h = h0.copy()
     dS = np.empty((T * B, M), dtype=dt)
     total = 0.0
-    for w in range(nw):
-        x = X[w]
+    for wi in range(nw):
+        x = X[wi]
         H = _hidden_forward(x, h, emb, rec, bh, act, independent, eos, h_init)
         for r in range(T * B):
             for j in range(M):
                 dS[r, j] = 0.0
-        loss, nt = _hs_output(H[1:].reshape((T * B, M)), x, Y[w], out_w, bo, start, node, code, dS, g_out, g_bo,
+        loss, nt = _hs_output(H[1:].reshape((T * B, M)), x, Y[wi], out_w, bo, start, node, code, dS, g_out, g_bo,
                               gz, mark, touched)
         total += loss
         for i in range(nt):
@@ -294,23 +303,25 @@ def hs_windows_grad(X, Y, h0, emb, rec, bh, out_w, bo, start, node, code, act, i
 # ----------------------------------------------------------------------------- evaluation, one step
 
 @njit(cache=True)
-def hs_window_logprob(x, y, h0, emb, rec, bh, out_w, bo, start, node, code, act, independent, eos, h_init,
-                      logp, h_out):
+def hs_window_logprob(x, y, h0, w, tree, net, logp, h_out):
     """Forward only: ln p(y[t, b] | history) into logp (T, B), the final state into h_out (B, M)."""
     T, B = x.shape
-    H = _hidden_forward(x, h0, emb, rec, bh, act, independent, eos, h_init)
-    gz = np.empty(_max_depth(start), dtype=emb.dtype)
+    H = _hidden_forward(x, h0, w.emb, w.rec, w.bh, net.act, net.independent, net.eos, net.h_init)
+    gz = np.empty(_max_depth(tree.start), dtype=w.emb.dtype)
     for t in range(T):
         for b in range(B):
-            logp[t, b] = _path_forward(H[t + 1, b], out_w, bo, start, node, code, y[t, b], gz)
+            logp[t, b] = _path_forward(H[t + 1, b], w.out_w, w.bo, tree.start, tree.node, tree.code, y[t, b], gz)
     _copy_rows(h_out, H[T])
 
 
 @njit(cache=True)
-def hs_distribution(h, out_w, bo, start, node, code, target, probs):
-    """P(next word | state h): with target >= 0 returns P(target) (its path only; probs untouched);
-    else writes every word's probability into probs (N) (each node's two branch log-probabilities
-    once, then each word's path summed: they add up to 1) and returns 1."""
+def hs_distribution(h, w, tree, target, probs):
+    """P(next word | state h) of the network w (Weights), tree (Tree): with target >= 0 returns
+    P(target) (its path only; probs untouched); else writes every word's probability into probs (N)
+    (each node's two branch log-probabilities once, then each word's path summed: they add up to 1)
+    and returns 1."""
+    out_w, bo = w.out_w, w.bo
+    start, node, code = tree
     if target >= 0:
         gz = np.empty(_max_depth(start), dtype=out_w.dtype)
         return math.exp(_path_forward(h, out_w, bo, start, node, code, target, gz))
@@ -320,9 +331,9 @@ def hs_distribution(h, out_w, bo, start, node, code, target, probs):
         z = np.float64(bo[n] + _dot(out_w[n], h))
         lz[n, 0] = _log_sigmoid(z)
         lz[n, 1] = _log_sigmoid(-z)
-    for w in range(start.shape[0] - 1):
+    for v in range(start.shape[0] - 1):
         acc = 0.0
-        for i in range(start[w], start[w + 1]):
+        for i in range(start[v], start[v + 1]):
             acc += lz[node[i], code[i]]
-        probs[w] = math.exp(acc)
+        probs[v] = math.exp(acc)
     return 1.0

@@ -10,12 +10,13 @@ from rnnlm.kernels.word import _affine, _shift_history
 
 
 @njit(cache=True)
-def step_state(w_in, h, ng, emb, rec, bh, act, independent, eos, h_init, h_out):
-    """One step from state h reading word w_in: the new state into h_out; the direct-connection
-    history ng is advanced in place."""
+def step_state(w_in, h, ng, w, net, h_out):
+    """One step of the network w (Weights), net (Net) from state h reading word w_in: the new state
+    into h_out; the direct-connection history ng is advanced in place."""
+    emb, rec, bh, act, h_init = w.emb, w.rec, w.bh, net.act, net.h_init
     M = rec.shape[0]
-    reset = independent and w_in == eos
-    _shift_history(ng, w_in, reset, eos)
+    reset = net.independent and w_in == net.eos
+    _shift_history(ng, w_in, reset, net.eos)
     for j in range(M):
         acc = emb[w_in, j] + bh[j]
         for q in range(M):
@@ -24,11 +25,14 @@ def step_state(w_in, h, ng, emb, rec, bh, act, independent, eos, h_init, h_out):
 
 
 @njit(cache=True)
-def next_distribution(h, ng, out_w, bo, cls_w, bc, direct, class_starts, dorder, target, probs):
-    """P(next word | state h, history ng). With target < 0: the whole distribution into probs (N);
+def next_distribution(h, ng, w, net, target, probs):
+    """P(next word | state h, history ng) of the network w (Weights), net (Net: class_starts,
+    dorder; a class softmax when w.cls_w has rows). With target < 0: the whole distribution into probs (N);
     with classes, probs[w] = P(c(w) | s) P(w | c(w), s) for every word (an exact distribution).
     With target >= 0: returns P(target) alone, computing only the class layer and the target's
     class block (probs is scratch space)."""
+    out_w, bo, cls_w, bc, direct, class_starts = w.out_w, w.bo, w.cls_w, w.bc, w.direct, net.class_starts
+    dorder = net.dorder
     N = out_w.shape[0]
     C = cls_w.shape[0]
     K = dorder if direct.shape[0] > 0 else 0

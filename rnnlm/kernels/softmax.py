@@ -272,7 +272,7 @@ def _word_layer(S, yv, Hist, out_w, bo, direct, K, class_starts, order, cnt, tak
 @njit(cache=True)
 def _block_step(out_w, bo, cs, sz, gw, Z, upd):
     """SGD on output rows cs : cs + sz given their gradient gw (sz, M) and the block's dL/dz Z (m,
-    sz) for the biases: w -= lr * (scale * g + beta * w), as the optimiser (kernels.optim); upd =
+    sz) for the biases: w -= lr * (scale * g + beta * w), as the optimiser (kernels.sgd); upd =
     (lr, scale, beta, bias), the biases only with bias != 0."""
     lr, scale, beta = upd[0], upd[1], upd[2]
     M = out_w.shape[1]
@@ -289,31 +289,32 @@ def _block_step(out_w, bo, cs, sz, gw, Z, upd):
 
 
 @njit(cache=True)
-def _class_output(S, yv, Hist, out_w, bo, cls_w, bc, direct, K, word_class, class_starts, want_grad,
-                  dS, g_out, g_bo, g_cls, g_bc, g_direct, logp, upd):
-    """Class-factored softmax P(w|s) = P(c(w)|s) P(w|c(w),s) for the rows of S (n, M), CE cost.
+def _class_output(S, yv, Hist, w, K, net, want_grad, dS, g, logp, upd):
+    """Class-factored softmax P(w|s) = P(c(w)|s) P(w|c(w),s) for the rows of S (n, M), CE cost, of
+    the network w (Weights), net (Net: the class layout); gradients into g (Grads).
 
     The class layer is one matrix product over all rows; the word layer works class by class on the
     rows grouped by their target's class. Without want_grad only ln p(target) is formed (a
     log-sum-exp per block, no normalised rows).
     """
-    C = cls_w.shape[0]
-    _class_layer(S, yv, Hist, cls_w, bc, direct, K, word_class, want_grad, dS, g_cls, g_bc, g_direct, logp)
-    order, cnt = _group_by_class(yv, word_class, C)
+    C = w.cls_w.shape[0]
+    _class_layer(S, yv, Hist, w.cls_w, w.bc, w.direct, K, net.word_class, want_grad, dS, g.cls_w, g.bc, g.direct,
+                 logp)
+    order, cnt = _group_by_class(yv, net.word_class, C)
     take = np.ones(C, dtype=np.bool_)
-    return _word_layer(S, yv, Hist, out_w, bo, direct, K, class_starts, order, cnt, take, want_grad,
-                       dS, g_out, g_bo, g_direct, logp, upd)
+    return _word_layer(S, yv, Hist, w.out_w, w.bo, w.direct, K, net.class_starts, order, cnt, take, want_grad,
+                       dS, g.out_w, g.bo, g.direct, logp, upd)
 
 
 @njit(cache=True)
-def _output_layer(S, yv, Hist, out_w, bo, cls_w, bc, direct, K, word_class, class_starts, cost, want_grad,
-                  dS, g_out, g_bo, g_cls, g_bc, g_direct, logp, chunk, upd):
-    """Output layer over rows of S in (nearly equal) chunks of at most `chunk` rows (bounds the
+def _output_layer(S, yv, Hist, w, K, net, cost, want_grad, dS, g, logp, chunk, upd):
+    """Output layer of the network w (Weights), net (Net), gradients into g (Grads) with want_grad,
+    over rows of S in (nearly equal) chunks of at most `chunk` rows (bounds the
     work buffers: the full softmax's (rows, N) logits). upd: the class softmax's fused update of the
     output rows (_word_layer); only with one chunk (n <= chunk)."""
     n, M = S.shape
-    N = out_w.shape[0]
-    full = cls_w.shape[0] == 0
+    N = w.out_w.shape[0]
+    full = w.cls_w.shape[0] == 0
     loss = 0.0
     pieces = max(1, (n + chunk - 1) // chunk)
     step = (n + pieces - 1) // pieces
@@ -322,10 +323,9 @@ def _output_layer(S, yv, Hist, out_w, bo, cls_w, bc, direct, K, word_class, clas
     for lo in range(0, n, step):
         hi = min(n, lo + step)
         if full:
-            loss += _full_output(S[lo:hi], yv[lo:hi], Hist[lo:hi], out_w, bo, direct, K, cost, want_grad,
-                                 Z[:hi - lo], dS[lo:hi], g_out, g_bo, g_direct, gtmp, logp[lo:hi])
+            loss += _full_output(S[lo:hi], yv[lo:hi], Hist[lo:hi], w.out_w, w.bo, w.direct, K, cost, want_grad,
+                                 Z[:hi - lo], dS[lo:hi], g.out_w, g.bo, g.direct, gtmp, logp[lo:hi])
         else:
-            loss += _class_output(S[lo:hi], yv[lo:hi], Hist[lo:hi], out_w, bo, cls_w, bc, direct, K,
-                                  word_class, class_starts, want_grad, dS[lo:hi], g_out, g_bo, g_cls,
-                                  g_bc, g_direct, logp[lo:hi], upd)
+            loss += _class_output(S[lo:hi], yv[lo:hi], Hist[lo:hi], w, K, net, want_grad, dS[lo:hi], g,
+                                  logp[lo:hi], upd)
     return loss

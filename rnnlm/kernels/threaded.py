@@ -1,8 +1,8 @@
 """The kernels of the class softmax's threaded window step (rnnlm.training.threads.window_grad_classes): the
 recurrence and BPTT by groups of streams, the output layer by bins of classes dealt by work, the
 updates by blocks of rows, in phases separated by barriers. `classes_setup` prepares a call's
-windows, `classes_worker` is one worker's share (nogil, one Python thread each). Its serial pieces
-are batch.py's.
+windows (its work arrays: bundles.ClassesWork), `classes_worker` is one worker's share (nogil, one
+Python thread each). Its serial pieces are window.py's.
 
 Notation and conventions: see rnnlm/kernels/__init__.py.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from rnnlm.kernels.bundles import ClassesWork
 from rnnlm.kernels.window import (_clear, _deltas, _fold_embedding, _fold_recurrent, _step_embedding,
                                  _step_rows)
 from rnnlm.kernels.common import (_copy_rows, _hidden_streams, _rec_t, _refresh_rows, _reset_input, _row_history,
@@ -90,17 +91,18 @@ def _owned_ranges(q, Gs, x, bins, cnt, class_starts, M, C, step_bias, seen, mark
 
 
 @njit(cache=True)
-def classes_setup(X, Y, h0, ng0, emb, rec, cls_w, word_class, class_starts, independent, eos, h_init, G, steps,
-                  ng_out):
-    """The serial part of window_grad_classes before its workers start: the work arrays, U^T (recT)
-    and the reset input (u_init), and every window's setup (its rows' history, the rows grouped by
-    class, the classes dealt to the parts: bins). Returns the arrays classes_worker takes after
-    step_bias; the last window's history goes to ng_out."""
+def classes_setup(X, Y, h0, ng0, w, net, G, steps, ng_out):
+    """The serial part of window_grad_classes before its workers start (w: Weights, net: Net): the
+    work arrays, U^T (recT) and the reset input (u_init), and every window's setup (its rows'
+    history, the rows grouped by class, the classes dealt to the parts: bins). Returns them as a
+    ClassesWork, which classes_worker takes; the last window's history goes to ng_out."""
     nw, T, B = X.shape
+    rec = w.rec
     M = rec.shape[0]
     n = T * B
-    C = cls_w.shape[0]
-    dt = emb.dtype
+    C = w.cls_w.shape[0]
+    dt = w.emb.dtype
+    independent, eos = net.independent, net.eos
     Gs = min(G, B)
     # work arrays, each cleared (or written whole) by the task that uses it, in every window
     H = np.empty((T + 1, B, M), dtype=dt)
@@ -113,42 +115,46 @@ def classes_setup(X, Y, h0, ng0, emb, rec, cls_w, word_class, class_starts, inde
     Delta = np.empty((n, M), dtype=dt)
     Grec = np.empty((Gs, M, M), dtype=dt)
     Gbh = np.empty((Gs, M), dtype=dt)
-    seen = np.zeros(emb.shape[0] if steps else 0, dtype=np.bool_)
+    seen = np.zeros(w.emb.shape[0] if steps else 0, dtype=np.bool_)
     Nsq = np.zeros(G)                         # the clipped step's squared norm of each part's weights
     losses = np.zeros(nw)
     bar = np.zeros(16, dtype=np.int64)        # the barrier's counter, bar[0]
     recT = _rec_t(rec, (B + Gs - 1) // Gs)    # the largest group; kept up to date by the U step
-    u_init = _reset_input(rec, h_init, independent)
+    u_init = _reset_input(rec, net.h_init, independent)
     Hist = np.empty((nw, n, ng0.shape[1]), dtype=np.int64)
     order = np.empty((nw, n), dtype=np.int64)
     cnt = np.empty((nw, C + 1), dtype=np.int64)
     bins = np.empty((nw, C), dtype=np.int64)
     ng = ng0.copy()
-    for w in range(nw):
-        _row_history(X[w], ng, independent, eos, Hist[w], ng_out)
+    for i in range(nw):
+        _row_history(X[i], ng, independent, eos, Hist[i], ng_out)
         _copy_rows(ng, ng_out)
-        _group_rows(Y[w].reshape(n), word_class, order[w], cnt[w])
-        _class_bins(cnt[w], class_starts, G, bins[w])
+        _group_rows(Y[i].reshape(n), net.word_class, order[i], cnt[i])
+        _class_bins(cnt[i], net.class_starts, G, bins[i])
     _copy_rows(H[T], h0)
-    return (H, dSc, dSw, logc, logw, Gcls, Gbc, Delta, Grec, Gbh, seen, Nsq, losses, bar, recT, u_init, Hist, order,
-            cnt, bins)
+    return ClassesWork(H, dSc, dSw, logc, logw, Gcls, Gbc, Delta, Grec, Gbh, seen, Nsq, losses, bar, recT, u_init,
+                       Hist, order, cnt, bins)
 
 
 @njit(cache=True, nogil=True)
-def classes_worker(p, P, X, Y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts, act,
-                   independent, eos, h_init, G, g_emb, g_rec, g_bh, g_out, g_bo, g_cls, g_bc, upd, step_bias,
-                   clipping, H, dSc, dSw, logc, logw, Gcls, Gbc, Delta, Grec, Gbh, seen, Nsq, losses, bar, recT,
-                   u_init, Hist, order, cnt, bins):
+def classes_worker(p, P, X, Y, w, net, G, g, upd, step_bias, clipping, work):
     """Worker p of P (threads that run at once) of window_grad_classes: the tasks p, p + P, ... of
     every phase of every window, meeting the other workers at a barrier (sync._barrier) after each
-    phase. The arrays after `clipping` come from classes_setup; step_bias: upd given and the biases
-    in use. clipping: None, or (with upd) (clip, p_flat, g_flat, offs) for the clipped step: the
-    gradient is formed as without upd, each part adds up the squared norm of what it owns (Nsq),
-    and a fifth phase takes the step of those weights, scaled to a global norm of at most clip, on
-    the flat buffers p_flat, g_flat whose blocks (emb, rec, bh, out_w, bo, cls_w, bc; block i at
-    offs[i]) the other arguments are. Its code sits in branches on `clipping is None`, which Numba
-    prunes when compiling for None: the step without clipping compiles none of it (cold start).
+    phase; the network w (Weights), net (Net), gradients g (Grads; g.direct unused). work: the
+    ClassesWork of classes_setup; step_bias: upd given and the biases in use. clipping: None, or
+    (with upd) a Clipping (clip, p_flat, g_flat, offs) for the clipped step: the gradient is formed
+    as without upd, each part adds up the squared norm of what it owns (Nsq), and a fifth phase
+    takes the step of those weights, scaled to a global norm of at most clip, on the flat buffers
+    p_flat, g_flat whose blocks (emb, rec, bh, out_w, bo, cls_w, bc; block i at offs[i]) the other
+    arguments are. Its code sits in branches on `clipping is None`, which Numba prunes when
+    compiling for None: the step without clipping compiles none of it (cold start).
     nogil: the workers are Python threads (rnnlm.training.threads.window_grad_classes)."""
+    emb, rec, bh, out_w, bo, cls_w, bc, direct = w
+    g_emb, g_rec, g_bh, g_out, g_bo, g_cls, g_bc = g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc
+    word_class, class_starts = net.word_class, net.class_starts
+    act, independent, eos, h_init = net.act, net.independent, net.eos, net.h_init
+    (H, dSc, dSw, logc, logw, Gcls, Gbc, Delta, Grec, Gbh, seen, Nsq, losses, bar, recT, u_init, Hist, order, cnt,
+     bins) = work
     nw, T, B = X.shape
     M = rec.shape[0]
     n = T * B
@@ -180,8 +186,8 @@ def classes_worker(p, P, X, Y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_
                     sq += Nsq[q]
                 scale = upd[1]
                 norm = np.sqrt(sq) * scale
-                if norm > clipping[0]:
-                    scale = scale * clipping[0] / norm
+                if norm > clipping.clip:
+                    scale = scale * clipping.clip / norm
         for q in range(p, G if phase == 1 or phase == 4 else (top3 if phase == 3 else Gs), P):
             b0 = q * B // Gs
             b1 = (q + 1) * B // Gs
@@ -232,14 +238,14 @@ def classes_worker(p, P, X, Y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_
             elif phase == 3 and not fused:   # the gradients of rows j0:j1 of U and of the words v % Gs == q
                 if q < Gs:
                     for j in range(j0, j1):   # in group order, as one thread would
-                        for g in range(Gs):
-                            g_bh[j] += Gbh[g, j]
+                        for gi in range(Gs):
+                            g_bh[j] += Gbh[gi, j]
                             for h in range(M):
-                                g_rec[j, h] += Grec[g, j, h]
+                                g_rec[j, h] += Grec[gi, j, h]
                     _fold_embedding(x, Delta, g_emb, q, Gs)
                 if clipping is not None:   # the squared norm of part q's weights, now complete
-                    g_flat = clipping[2]
-                    offs = clipping[3]
+                    g_flat = clipping.g_flat
+                    offs = clipping.offs
                     nr = _owned_ranges(q, Gs, x, bins[wi], cnt[wi], class_starts, M, C, step_bias, seen, True, rg)
                     sq = 0.0
                     for i in range(nr):
@@ -258,14 +264,14 @@ def classes_worker(p, P, X, Y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_
                         if x[t, b] % Gs == q:
                             seen[x[t, b]] = False
             elif clipping is not None:   # the clipped step of what part q owns (seen cleared)
-                g_flat = clipping[2]
-                offs = clipping[3]
+                g_flat = clipping.g_flat
+                offs = clipping.offs
                 nr = _owned_ranges(q, Gs, x, bins[wi], cnt[wi], class_starts, M, C, step_bias, seen, False, rg)
                 for i in range(nr):
                     a = offs[rg[i, 0]] + rg[i, 1]
                     e = offs[rg[i, 0]] + rg[i, 2]
                     if rg[i, 3] != 0:
-                        _sgd_piece(clipping[1], g_flat, a, e, upd[0], scale, upd[2])
+                        _sgd_piece(clipping.p_flat, g_flat, a, e, upd[0], scale, upd[2])
                     else:
                         g_flat[a:e] = 0.0
                 if q < Gs:

@@ -1,7 +1,7 @@
 """Batched entry points: forward and truncated-BPTT backward over (T, B) windows (`window_grad`,
 `windows_grad` for many windows in one call, `group_grad` for one group of streams of a Python
 thread), and the forward-only `window_logprob` (a class softmax and a full softmax in kernels of
-their own). The threaded class-softmax kernel, built from the pieces here, is in parallel.py.
+their own). The threaded class-softmax kernel, built from the pieces here, is in threaded.py.
 
 Notation and conventions: see rnnlm/kernels/__init__.py.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from rnnlm.kernels.bundles import Grads
 from rnnlm.kernels.common import CE, _copy_rows, _fprime, _hidden_forward, _row_history
 from rnnlm.kernels.gemm import _gemm
 from rnnlm.kernels.sgd import _sgd_piece, sgd_touched
@@ -34,7 +35,7 @@ def _deltas(x, H, dS, rec, act, independent, eos, b0, b1, Delta):
                 Delta[r, j] = (dS[r, j] + carry[b - b0, j]) * _fprime(s[b, j], act)
         if t > 0:
             _gemm(Df, (t * B + b0) * M, M, M // M, rec.reshape(M * M), 0 * M, M, carry.reshape((b1 - b0) * M),
-                  0 * M, M, b1 - b0, M, M)   # run-time 1 and 0, as in core._hidden_streams
+                  0 * M, M, b1 - b0, M, M)   # run-time 1 and 0, as in common._hidden_streams
             if independent:
                 for b in range(b0, b1):
                     if x[t, b] == eos:
@@ -99,7 +100,7 @@ def _fold_embedding(x, Delta, g_emb, q, P):
 
 @njit(cache=True)
 def _step_embedding(x, emb, g_emb, q, P, seen, upd):
-    """The optimiser's step (optim._sgd_piece; upd = lr, scale, beta, bias) on the embedding rows of
+    """The optimiser's step (sgd._sgd_piece; upd = lr, scale, beta, bias) on the embedding rows of
     the input words w with w % P == q, each once; their gradient rows cleared. seen (N,) False on
     entry for those words."""
     T, B = x.shape
@@ -146,18 +147,21 @@ def _backward(x, H, dS, rec, act, independent, eos, h_init, g_emb, g_rec, g_bh):
 
 @njit(cache=True)
 def _clear(a):
-    """a[:] = 0 for a 2-D array (loops: see core._copy_rows)."""
+    """a[:] = 0 for a 2-D array (loops: see common._copy_rows)."""
     for i in range(a.shape[0]):
         for j in range(a.shape[1]):
             a[i, j] = 0.0
 
 
 @njit(cache=True)
-def _step_window(x, emb, rec, bh, cls_w, bc, direct, g_emb, g_rec, g_bh, g_cls, g_bc, g_direct, upd):
+def _step_window(x, w, g, upd):
     """The SGD step of everything but the output rows from the accumulated gradient, which is
     cleared: the embedding rows of the input words, U, the class layer, the biases theta_j,
     theta_c (upd[3] != 0; else their gradient is dropped) and the direct connections with a nonzero
-    gradient: the optimiser's own helpers (optim._sgd_piece, sgd_touched), so the same bits."""
+    gradient: the optimiser's own helpers (sgd._sgd_piece, sgd_touched), so the same bits (w:
+    Weights, g: Grads)."""
+    emb, rec, bh, cls_w, bc, direct = w.emb, w.rec, w.bh, w.cls_w, w.bc, w.direct
+    g_emb, g_rec, g_bh, g_cls, g_bc, g_direct = g.emb, g.rec, g.bh, g.cls_w, g.bc, g.direct
     M = rec.shape[0]
     C = cls_w.shape[0]
     lr, scale, beta = upd[0], upd[1], upd[2]
@@ -176,58 +180,52 @@ def _step_window(x, emb, rec, bh, cls_w, bc, direct, g_emb, g_rec, g_bh, g_cls, 
 
 
 @njit(cache=True)
-def window_grad(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
-                act, cost, independent, eos, h_init, dorder,
-                g_emb, g_rec, g_bh, g_out, g_bo, g_cls, g_bc, g_direct, h_out, ng_out, upd):
-    """Forward and truncated-BPTT backward over one (T, B) window; returns the summed loss.
+def window_grad(x, y, h0, ng0, w, net, cost, g, h_out, ng_out, upd):
+    """Forward and truncated-BPTT backward over one (T, B) window of the network w (Weights), net
+    (Net) with cost code `cost`; returns the summed loss.
 
-    Adds dL/dparam into the g_* arrays (dense; for emb only rows of the window's input words change)
+    Adds dL/dparam into the arrays of g (Grads; dense, for emb only rows of the window's input words change)
     and writes the final hidden state into h_out (B, M). The loss is that of the truncated objective:
     h0 is a constant, gradients flow through the T steps of this window only. ng0 (B, Kh) is the
     direct-connection history carried in (Kh >= max(dorder - 1, 1)), ng_out the one carried out.
     upd (lr, scale, beta, bias; float64) or empty: a class softmax takes the whole SGD step of the
-    window (L2 beta on the weights it touches, as kernels.optim) instead of leaving its gradient:
-    the output rows and their biases as soon as dL/ds is formed (output._word_layer; g_out, g_bo
+    window (L2 beta on the weights it touches, as kernels.sgd) instead of leaving its gradient:
+    the output rows and their biases as soon as dL/ds is formed (softmax._word_layer; g.out_w, g.bo
     not written), the rest from the gradient once complete (_step_window), which is then cleared;
     T * B <= 1024 (one chunk of the output layer).
     """
     T, B = x.shape
-    M = rec.shape[0]
-    dt = emb.dtype
-    H = _hidden_forward(x, h0, emb, rec, bh, act, independent, eos, h_init)
+    M = w.rec.shape[0]
+    act, independent, eos, h_init = net.act, net.independent, net.eos, net.h_init
+    H = _hidden_forward(x, h0, w.emb, w.rec, w.bh, act, independent, eos, h_init)
     S = H[1:].reshape((T * B, M))
     yv = y.reshape(T * B)
     Hist = np.empty((T * B, ng0.shape[1]), dtype=np.int64)
     _row_history(x, ng0, independent, eos, Hist, ng_out)
-    K = dorder if direct.shape[0] > 0 else 0
-    dS = np.zeros((T * B, M), dtype=dt)
+    K = net.dorder if w.direct.shape[0] > 0 else 0
+    dS = np.zeros((T * B, M), dtype=w.emb.dtype)
     logp = np.empty(T * B, dtype=np.float64)
     # flags and sizes as run-time values (T >= 0 is True): literal constants would make Numba compile
     # the large output-layer helpers once more for every constant (a cold-start cost)
-    loss = _output_layer(S, yv, Hist, out_w, bo, cls_w, bc, direct, K, word_class, class_starts, cost, T >= 0,
-                         dS, g_out, g_bo, g_cls, g_bc, g_direct, logp, 1024 + 0 * T, upd)
-    _backward(x, H, dS, rec, act, independent, eos, h_init, g_emb, g_rec, g_bh)
+    loss = _output_layer(S, yv, Hist, w, K, net, cost, T >= 0, dS, g, logp, 1024 + 0 * T, upd)
+    _backward(x, H, dS, w.rec, act, independent, eos, h_init, g.emb, g.rec, g.bh)
     if upd.shape[0] > 0:
-        _step_window(x, emb, rec, bh, cls_w, bc, direct, g_emb, g_rec, g_bh, g_cls, g_bc, g_direct, upd)
+        _step_window(x, w, g, upd)
     _copy_rows(h_out, H[T])
     return loss
 
 
 @njit(cache=True)
-def windows_grad(X, Y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
-                 act, cost, independent, eos, h_init, dorder,
-                 g_emb, g_rec, g_bh, g_out, g_bo, g_cls, g_bc, g_direct, h_out, ng_out, upd):
+def windows_grad(X, Y, h0, ng0, w, net, cost, g, h_out, ng_out, upd):
     """window_grad on the windows X[w], Y[w] (X, Y (nw, T, B)) one after the other, each from the
     state and history the one before left (the first from h0, ng0); returns their summed loss, the
     last state in h_out, ng_out. One call for many windows: no Python or dispatcher work between
-    them (window_grad_classes does the same on threads)."""
+    them (threads.window_grad_classes does the same on threads)."""
     h = h0.copy()
     ng = ng0.copy()
     total = 0.0
-    for w in range(X.shape[0]):
-        total += window_grad(X[w], Y[w], h, ng, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class,
-                             class_starts, act, cost, independent, eos, h_init, dorder, g_emb, g_rec, g_bh, g_out,
-                             g_bo, g_cls, g_bc, g_direct, h_out, ng_out, upd)
+    for i in range(X.shape[0]):
+        total += window_grad(X[i], Y[i], h, ng, w, net, cost, g, h_out, ng_out, upd)
         _copy_rows(h, h_out)
         _copy_rows(ng, ng_out)
     _copy_rows(h_out, h)
@@ -236,59 +234,56 @@ def windows_grad(X, Y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word
 
 
 @njit(cache=True)
-def _forward_rows(x, h0, ng0, emb, rec, bh, act, independent, eos, h_init, h_out, ng_out):
+def _forward_rows(x, h0, ng0, w, net, h_out, ng_out):
     """The forward pass of a window for the output layer: its states S (T * B, M) and the direct-
     connection history of each row; final state into h_out, carried history into ng_out."""
     T, B = x.shape
-    H = _hidden_forward(x, h0, emb, rec, bh, act, independent, eos, h_init)
+    H = _hidden_forward(x, h0, w.emb, w.rec, w.bh, net.act, net.independent, net.eos, net.h_init)
     Hist = np.empty((T * B, ng0.shape[1]), dtype=np.int64)
-    _row_history(x, ng0, independent, eos, Hist, ng_out)
+    _row_history(x, ng0, net.independent, net.eos, Hist, ng_out)
     _copy_rows(h_out, H[T])
-    return H[1:].reshape((T * B, rec.shape[0])), Hist
+    return H[1:].reshape((T * B, w.rec.shape[0])), Hist
 
 
 @njit(cache=True)
-def window_logprob_classes(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
-                           act, independent, eos, h_init, dorder, logp, h_out, ng_out):
+def _no_grads(w):
+    """Empty gradient arrays (Grads of the types of real ones) for the forward-only output layer."""
+    M = w.rec.shape[0]
+    d2 = np.empty((0, M), dtype=w.emb.dtype)
+    d1 = np.empty(0, dtype=w.emb.dtype)
+    return Grads(d2, d2, d1, d2, d1, d2, d1, d1)
+
+
+@njit(cache=True)
+def window_logprob_classes(x, y, h0, ng0, w, net, logp, h_out, ng_out):
     """window_logprob of a class softmax (its own kernel: the full softmax's code is not compiled)."""
-    S, Hist = _forward_rows(x, h0, ng0, emb, rec, bh, act, independent, eos, h_init, h_out, ng_out)
-    M = rec.shape[0]
-    dt = emb.dtype
-    d2 = np.empty((0, M), dtype=dt)
-    d1 = np.empty(0, dtype=dt)
-    _class_output(S, y.reshape(S.shape[0]), Hist, out_w, bo, cls_w, bc, direct, dorder if direct.shape[0] > 0 else 0,
-                  word_class, class_starts, S.shape[0] < 0, d2, d2, d1, d2, d1, d1, logp.reshape(S.shape[0]),
-                  np.empty(0))
+    S, Hist = _forward_rows(x, h0, ng0, w, net, h_out, ng_out)
+    dS = np.empty((0, w.rec.shape[0]), dtype=w.emb.dtype)
+    _class_output(S, y.reshape(S.shape[0]), Hist, w, net.dorder if w.direct.shape[0] > 0 else 0, net,
+                  S.shape[0] < 0, dS, _no_grads(w), logp.reshape(S.shape[0]), np.empty(0))
 
 
 @njit(cache=True)
-def window_logprob_full(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
-                        act, independent, eos, h_init, dorder, logp, h_out, ng_out):
+def window_logprob_full(x, y, h0, ng0, w, net, logp, h_out, ng_out):
     """window_logprob of a full softmax (rows in chunks of 512: the (rows, N) logits bound memory)."""
-    S, Hist = _forward_rows(x, h0, ng0, emb, rec, bh, act, independent, eos, h_init, h_out, ng_out)
-    M = rec.shape[0]
-    dt = emb.dtype
-    d2 = np.empty((0, M), dtype=dt)
-    d1 = np.empty(0, dtype=dt)
+    S, Hist = _forward_rows(x, h0, ng0, w, net, h_out, ng_out)
     n = S.shape[0]
-    _output_layer(S, y.reshape(n), Hist, out_w, bo, cls_w, bc, direct, dorder if direct.shape[0] > 0 else 0,
-                  word_class, class_starts, CE + 0 * n, n < 0, d2, d2, d1, d2, d1, d1, logp.reshape(n), 512 + 0 * n,
-                  np.empty(0))
+    dS = np.empty((0, w.rec.shape[0]), dtype=w.emb.dtype)
+    _output_layer(S, y.reshape(n), Hist, w, net.dorder if w.direct.shape[0] > 0 else 0, net, CE + 0 * n, n < 0,
+                  dS, _no_grads(w), logp.reshape(n), 512 + 0 * n, np.empty(0))
 
 
-def window_logprob(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
-                   act, independent, eos, h_init, dorder, logp, h_out, ng_out):
-    """Forward only: ln p(y[t, b] | history) into logp (T, B); final hidden state into h_out and
-    direct-connection history into ng_out (see window_grad). Picks the class or full softmax kernel
-    (so that evaluating a class model never compiles the full softmax)."""
-    kernel = window_logprob_full if cls_w.shape[0] == 0 else window_logprob_classes
-    kernel(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
-           act, independent, eos, h_init, dorder, logp, h_out, ng_out)
+def window_logprob(x, y, h0, ng0, w, net, logp, h_out, ng_out):
+    """Forward only: ln p(y[t, b] | history) of the network w (Weights), net (Net) into logp (T, B);
+    final hidden state into h_out and direct-connection history into ng_out (see window_grad). Picks
+    the class or full softmax kernel (so that evaluating a class model never compiles the full
+    softmax)."""
+    kernel = window_logprob_full if w.cls_w.shape[0] == 0 else window_logprob_classes
+    kernel(x, y, h0, ng0, w, net, logp, h_out, ng_out)
 
 
 @njit(cache=True, nogil=True)
-def group_grad(q, G, x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
-               act, cost, independent, eos, h_init, dorder, Gbuf, offs, h_out, ng_out, losses):
+def group_grad(q, G, x, y, h0, ng0, w, net, cost, Gbuf, offs, h_out, ng_out, losses):
     """window_grad of group q of G contiguous groups of the B streams, for one thread each
     (rnnlm.training.threads runs the groups; nogil: Python threads run it in parallel, and no parallel kernel
     has to be compiled, which is slow).
@@ -296,11 +291,11 @@ def group_grad(q, G, x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, 
     Group q adds its gradient into its own flat buffer Gbuf[q] (the parameter layout; block i starts
     at offs[i]): no memory is shared between the groups, and each group's arithmetic is the same
     whichever thread runs it, so the result depends on G only. losses[q] gets group q's loss; its
-    rows of h_out, ng_out as window_grad. Without direct connections only (direct.shape[0] == 0).
+    rows of h_out, ng_out as window_grad. Without direct connections only (w.direct.shape[0] == 0).
     """
     T, B = x.shape
-    N, M = emb.shape
-    C = cls_w.shape[0]
+    N, M = w.emb.shape
+    C = w.cls_w.shape[0]
     b0 = q * B // G
     b1 = (q + 1) * B // G
     xq = np.ascontiguousarray(x[:, b0:b1])
@@ -310,11 +305,9 @@ def group_grad(q, G, x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, 
     ho = np.empty_like(hq)
     no = np.empty_like(nq)
     gb = Gbuf[q]
-    losses[q] = window_grad(xq, yq, hq, nq, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class,
-                            class_starts, act, cost, independent, eos, h_init, dorder,
-                            gb[offs[0]:offs[1]].reshape((N, M)), gb[offs[1]:offs[2]].reshape((M, M)),
-                            gb[offs[2]:offs[3]], gb[offs[3]:offs[4]].reshape((N, M)), gb[offs[4]:offs[5]],
-                            gb[offs[5]:offs[6]].reshape((C, M)), gb[offs[6]:offs[7]], gb[offs[7]:offs[8]],
-                            ho, no, np.empty(0))
+    g = Grads(gb[offs[0]:offs[1]].reshape((N, M)), gb[offs[1]:offs[2]].reshape((M, M)), gb[offs[2]:offs[3]],
+              gb[offs[3]:offs[4]].reshape((N, M)), gb[offs[4]:offs[5]], gb[offs[5]:offs[6]].reshape((C, M)),
+              gb[offs[6]:offs[7]], gb[offs[7]:offs[8]])
+    losses[q] = window_grad(xq, yq, hq, nq, w, net, cost, g, ho, no, np.empty(0))
     _copy_rows(h_out[b0:b1], ho)
     _copy_rows(ng_out[b0:b1], no)

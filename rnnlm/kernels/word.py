@@ -9,6 +9,7 @@ import math
 import numpy as np
 from numba import njit
 
+from rnnlm.kernels.bundles import Stream, Train, Weights
 from rnnlm.kernels.common import _activate, _direct_add, _fprime, _softmax_row, direct_hashes
 from rnnlm.kernels.sgd import _add_segment, _next_run
 
@@ -106,7 +107,7 @@ def _word_forward(w_in, reset, h_init, h, hist, hs, err, istate, emb, rec, bh, a
         istate[1] = 0
     for k in range(D, 0, -1):
         hist[k] = hist[k - 1]
-        for j in range(M):   # loops, not slice assignments (see core._copy_rows)
+        for j in range(M):   # loops, not slice assignments (see common._copy_rows)
             hs[k, j] = hs[k - 1, j]
             err[k, j] = err[k - 1, j]
     hist[0] = w_in
@@ -181,20 +182,20 @@ def _bptt_update(istate, hist, hs, err, rec, bh, emb, act, lr, beta, clip, use_b
 
 
 @njit(cache=True)
-def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
-                       act, lr, beta, clip, block, independent, eos, h_init, dorder, use_bias, l2_every,
-                       drop_in, drop_out, drop_seed, h, hist, hs, err, ng, istate, logp):
-    """rnnlm-0.4b's per-word SGD over one stream (B = 1) of inputs x and targets y (1-D).
+def rnnlm_train_stream(x, y, w, net, tr, st, logp):
+    """rnnlm-0.4b's per-word SGD over one stream (B = 1) of inputs x and targets y (1-D), of the
+    network w (Weights, updated in place), net (Net), with the settings tr (Train) from the stream
+    state st (Stream, advanced in place).
 
     Every word: forward one step, output-layer update (class layer and the target's class block),
     and its hidden error sum_k delta_k w_kj stored for BPTT. Every `block` words (and, with
     `independent`, at each end of sentence) the stored errors are propagated back through the last
     D = len(hist) - 1 steps and U, V, theta_j updated once (weights folded). This is the exact
     gradient of the block's loss with the state D steps back held constant (see tests).
-    State carried between calls (and saved in checkpoints): h (M) current state; hist (D + 1)
-    input words, hist[k] of step t - k (-1: none); hs (D + 1, M) states s(t - k); err (D + 1, M)
-    stored output errors; ng (Kh) the direct-connection history; istate = [words processed, steps
-    available for BPTT]. ln p(y[i]) is written to logp[i]. Full softmax (no classes) is supported too.
+    State carried between calls (and saved in checkpoints), the fields of st: h (M) current state;
+    hist (D + 1) input words, hist[k] of step t - k (-1: none); hs (D + 1, M) states s(t - k); err
+    (D + 1, M) stored output errors; ng (Kh) the direct-connection history; istate = [words
+    processed, steps available for BPTT]. ln p(y[i]) is written to logp[i]. Full softmax (no classes) is supported too.
     As in rnnlm-0.4b, L2 acts on the output and hidden weights only when the word count is a multiple
     of `l2_every` (10 there) and on the direct connections at every use; `use_bias` False leaves the
     biases untouched (rnnlm-0.4b has none).
@@ -203,6 +204,10 @@ def rnnlm_train_stream(x, y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_cl
     `drop_out`; the recurrence sees the undropped state. Masks are keyed by (drop_seed, istate[0], unit)
     (_dropout_factor). Rates 0 draw nothing and give exactly the plain schedule.
     """
+    emb, rec, bh, out_w, bo, cls_w, bc, direct = w
+    word_class, class_starts, act, independent, eos, h_init, dorder = net
+    lr, beta, clip, block, use_bias, l2_every, drop_in, drop_out, drop_seed = tr
+    h, hist, hs, err, ng, istate = st
     n = x.shape[0]
     M = rec.shape[0]
     N = out_w.shape[0]
@@ -329,7 +334,7 @@ SHARD_SEED_STEP = 0x5851F42D
 
 @njit(cache=True)
 def _block_views(f, N, M, C, S):
-    """The named blocks of one flat parameter buffer (order of model.param_shapes)."""
+    """The named blocks of one flat parameter buffer (order of model.param_shapes), as Weights."""
     o = 0
     emb = f[o:o + N * M].reshape((N, M))
     o += N * M
@@ -346,25 +351,33 @@ def _block_views(f, N, M, C, S):
     bc = f[o:o + C]
     o += C
     direct = f[o:o + S]
-    return emb, rec, bh, out_w, bo, cls_w, bc, direct
+    return Weights(emb, rec, bh, out_w, bo, cls_w, bc, direct)
 
 
 @njit(cache=True, nogil=True)
-def shard_run(t, a, sync, X, Y, lens, reps, N, M, C, S, word_class, class_starts, act, lr, beta, clip, block,
-              independent, eos, h_init, dorder, use_bias, l2_every, drop_in, drop_out, drop_seed,
-              H, HIST, HS, ERR, NG, IST, LOGP):
+def shard_run(t, a, sync, X, Y, lens, reps, N, M, C, S, net, tr, streams, LOGP):
     """Words a : a + sync of shard t of rnnlm.training.threads.rnnlm_train_shards (the per-word schedule on
-    replica reps[t] with the shard's own stream state; nogil, for one Python thread per shard).
-    Shard t draws its dropout masks with seed drop_seed + t * SHARD_SEED_STEP."""
+    replica reps[t], whose blocks are the N, M, C, S model's, with the shard's own stream state
+    streams[t]: a Stream of arrays with one row per shard; net: Net, tr: Train; nogil, for one Python
+    thread per shard). Shard t draws its dropout masks with seed tr.drop_seed + t * SHARD_SEED_STEP."""
     lo = min(a, lens[t])
     hi = min(a + sync, lens[t])
     if hi > lo:
-        emb, rec, bh, out_w, bo, cls_w, bc, direct = _block_views(reps[t], N, M, C, S)
-        rnnlm_train_stream(X[t, lo:hi], Y[t, lo:hi], emb, rec, bh, out_w, bo, cls_w, bc, direct,
-                           word_class, class_starts, act, lr, beta, clip, block, independent, eos,
-                           h_init, dorder, use_bias, l2_every, drop_in, drop_out,
-                           drop_seed + t * SHARD_SEED_STEP, H[t], HIST[t], HS[t], ERR[t], NG[t],
-                           IST[t], LOGP[t, lo:hi])
+        rnnlm_train_stream(X[t, lo:hi], Y[t, lo:hi], _block_views(reps[t], N, M, C, S), net,
+                           _shard_train(tr, t), _shard_stream(streams, t), LOGP[t, lo:hi])
+
+
+@njit(cache=True)
+def _shard_train(tr, t):
+    """The settings of shard t: its own dropout seed."""
+    return Train(tr.lr, tr.beta, tr.clip, tr.block, tr.use_bias, tr.l2_every, tr.drop_in, tr.drop_out,
+                 tr.drop_seed + t * SHARD_SEED_STEP)
+
+
+@njit(cache=True)
+def _shard_stream(streams, t):
+    """Row t of the shards' stacked stream state."""
+    return Stream(streams.h[t], streams.hist[t], streams.hs[t], streams.err[t], streams.ng[t], streams.istate[t])
 
 
 MERGE_BLOCK = 512   # weights the merge takes at a time (its work arrays stay in L1)

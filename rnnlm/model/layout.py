@@ -1,9 +1,11 @@
-"""How the kernels see a model: the output layer's class layout, the parameter blocks in the order
-the kernels take them, and the state and n-gram history a text starts from."""
+"""How the kernels see a model: the output layer's class layout, the parameter blocks as the
+kernels' bundles (rnnlm.kernels.bundles: Weights, Grads, Tree, Net, Stream), and the state and
+n-gram history a text starts from."""
 from __future__ import annotations
 
 import numpy as np
 
+from rnnlm.kernels.bundles import Grads, Net, Stream, Tree, Weights, make_net
 from rnnlm.model.config import ModelConfig
 from rnnlm.model.file import Params
 
@@ -30,8 +32,35 @@ class ClassInfo:
         return cls(tok.classes, tok.class_starts, len(tok))
 
 
-def param_args(p: Params):
-    return (p.emb, p.rec, p.bh, p.out_w, p.bo, p.cls_w, p.bc, p.direct)
+def weights(p: Params) -> Weights:
+    """The kernels' Weights: the parameter blocks (views of p.flat, so updates land in p)."""
+    return Weights(p.emb, p.rec, p.bh, p.out_w, p.bo, p.cls_w, p.bc, p.direct)
+
+
+def grads(g: Params) -> Grads:
+    """The kernels' Grads: the blocks of a gradient buffer (Params.zeros_like)."""
+    return Grads(g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, g.direct)
+
+
+def net_of(cfg: ModelConfig, classes: ClassInfo, independent: bool, eos: int) -> Net:
+    """The kernels' Net of a model: its class layout, activation, end-of-sentence reset, direct order."""
+    return make_net(classes.word_class, classes.class_starts, cfg.activation_code, independent, eos,
+                    cfg.reset_hidden, cfg.direct_order)
+
+
+def tree_of(classes: ClassInfo) -> Tree | None:
+    """The kernels' Tree of a hierarchical softmax (None for the others)."""
+    t = classes.tree
+    return None if t is None else Tree(t.start, t.node, t.code)
+
+
+STREAM_KEYS = Stream._fields   # the per-word schedule's stream state (h, hist, hs, err, ng, istate)
+
+
+def stream_of(state: dict) -> Stream:
+    """The kernels' Stream of a per-word schedule's state dict (checkpoint keys h, hist, hs, err, ng,
+    istate: one stream, or stacked with one row per text shard)."""
+    return Stream(*(state[k] for k in STREAM_KEYS))
 
 
 def history_width(dorder: int) -> int:

@@ -24,7 +24,8 @@ import os
 import numpy as np
 
 from rnnlm import kernels as K
-from rnnlm.model.layout import ClassInfo, history_width, param_args
+from rnnlm.kernels.bundles import make_net
+from rnnlm.model.layout import ClassInfo, grads, history_width, tree_of, weights
 from rnnlm.model.file import Params
 from rnnlm.runtime import blas_single_thread, num_threads
 from rnnlm.training.threads import (own_cpus, reduce_pieces_threads, sgd_pieces_threads, window_grad_classes,
@@ -58,6 +59,9 @@ class BatchStepper:
         self.ci = classes
         self.act, self.cost = activation, cost
         self.independent, self.eos, self.h_init = bool(independent), int(eos), float(h_init)
+        self.net = make_net(classes.word_class, classes.class_starts, activation, independent, eos, h_init,
+                            self.dorder)
+        self.tree = tree_of(classes)
         self.threads = threads
         self._offs = np.array([params.offsets[n][0] for n in params.names] + [params.flat.size], np.int64)
         self._groups = np.zeros((0, params.flat.size), params.flat.dtype)  # (G, P) per-group gradients
@@ -103,25 +107,20 @@ class BatchStepper:
         g = self._g
         with blas_single_thread():
             if threads == 1 or self.p.direct.size:   # direct connections: one thread
-                loss = K.window_grad(x, y, h, ng, *param_args(self.p), self.ci.word_class, self.ci.class_starts,
-                                     self.act, self.cost, self.independent, self.eos, self.h_init, self.dorder,
-                                     g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, g.direct, h_out, ng_out,
+                loss = K.window_grad(x, y, h, ng, weights(self.p), self.net, self.cost, grads(g), h_out, ng_out,
                                      upd)
                 return loss, h_out, ng_out
             if self.ci.num_classes > 0:   # the output layer shared by classes: no per-thread copies of W
-                loss = window_grad_classes(x[None], y[None], h, ng, *param_args(self.p), self.ci.word_class,
-                                           self.ci.class_starts, self.act, self.independent, self.eos, self.h_init,
-                                           threads, concurrent_workers(threads), g.emb, g.rec, g.bh, g.out_w,
-                                           g.bo, g.cls_w, g.bc, h_out, ng_out, upd, clip,
+                loss = window_grad_classes(x[None], y[None], h, ng, weights(self.p), self.net, grads(g), threads,
+                                           concurrent_workers(threads), h_out, ng_out, upd, clip,
                                            (self.p.flat, g.flat, self._offs))
                 return loss, h_out, ng_out
             groups = min(threads, x.shape[1])
             if self._groups.shape[0] != groups:
                 self._groups = np.zeros((groups, self.p.flat.size), self.p.flat.dtype)
             losses = np.zeros(groups)
-            window_grad_groups(x, y, h, ng, *param_args(self.p), self.ci.word_class, self.ci.class_starts,
-                               self.act, self.cost, self.independent, self.eos, self.h_init, self.dorder,
-                               self._groups, self._offs, h_out, ng_out, losses)
+            window_grad_groups(x, y, h, ng, weights(self.p), self.net, self.cost, self._groups, self._offs, h_out,
+                               ng_out, losses)
         self._pending = (x, y)
         loss = 0.0
         for v in losses:
@@ -190,14 +189,10 @@ class BatchStepper:
         upd = np.array([lr, scale, beta, 1.0 if self.bias else 0.0])
         with blas_single_thread():
             if threads == 1:
-                loss = K.windows_grad(X, Y, h, ng, *param_args(self.p), self.ci.word_class, self.ci.class_starts,
-                                      self.act, self.cost, self.independent, self.eos, self.h_init, self.dorder,
-                                      g.emb, g.rec, g.bh, g.out_w, g.bo, g.cls_w, g.bc, g.direct, h_out, ng_out, upd)
+                loss = K.windows_grad(X, Y, h, ng, weights(self.p), self.net, self.cost, grads(g), h_out, ng_out, upd)
             else:
-                loss = window_grad_classes(X, Y, h, ng, *param_args(self.p), self.ci.word_class,
-                                           self.ci.class_starts, self.act, self.independent, self.eos, self.h_init,
-                                           threads, concurrent_workers(threads), g.emb, g.rec, g.bh, g.out_w,
-                                           g.bo, g.cls_w, g.bc, h_out, ng_out, upd, clip,
+                loss = window_grad_classes(X, Y, h, ng, weights(self.p), self.net, grads(g), threads,
+                                           concurrent_workers(threads), h_out, ng_out, upd, clip,
                                            (self.p.flat, g.flat, self._offs))
         return loss, h_out, ng_out
 
@@ -206,12 +201,9 @@ class BatchStepper:
         into self.g (upd empty), or each window's whole step taken (upd = lr, scale, beta, bias,
         clip); returns (loss, last state, history ng unchanged)."""
         from rnnlm.kernels.hsoftmax import hs_windows_grad
-        p, g = self.p, self._g
         h_out = np.empty_like(h)
         with blas_single_thread():
-            loss = hs_windows_grad(X, Y, h, p.emb, p.rec, p.bh, p.out_w, p.bo, *self.ci.tree.kernel_args(),
-                                   self.act, self.independent, self.eos, self.h_init, g.emb, g.rec, g.bh,
-                                   g.out_w, g.bo, h_out, upd)
+            loss = hs_windows_grad(X, Y, h, weights(self.p), self.tree, self.net, grads(self._g), h_out, upd)
         return loss, h_out, ng.copy()
 
     def apply(self, x: np.ndarray, y: np.ndarray, lr: float, beta: float, clip: float, scale: float) -> float:

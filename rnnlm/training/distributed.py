@@ -104,6 +104,8 @@ class ShardWorker:
         from rnnlm import kernels as K
         from rnnlm.kernels import mixing as KM
         from rnnlm.kernels import word as KS
+        from rnnlm.kernels.bundles import make_net, make_train
+        from rnnlm.model.layout import stream_of
         s = self.spec
         if update is not None:
             blocks, values = update
@@ -114,11 +116,12 @@ class ShardWorker:
         st = self.state
         N, M, P = s["N"], s["M"], self.base.shape[0]
         pieces = KS.changeable_pieces(self.X, self.lens, st["hist"], a, sync, N, M, P, K.PIECE)
-        KS.shard_run(0, a, sync, self.X, self.Y, self.lens, self.rep[None], N, M, s["C"], s["S"],
-                     s["word_class"], s["class_starts"], s["act"], lr, s["beta"], s["clip"], s["block_bptt"],
-                     s["independent"], s["eos"], s["h_init"], s["dorder"], s["bias"], RNNLM_L2_EVERY,
-                     s["drop_in"], s["drop_out"], drop_seed + self.t * KS.SHARD_SEED_STEP,
-                     st["h"], st["hist"], st["hs"], st["err"], st["ng"], st["istate"], self.logp)
+        net = make_net(s["word_class"], s["class_starts"], s["act"], s["independent"], s["eos"], s["h_init"],
+                       s["dorder"])
+        tr = make_train(lr, s["beta"], s["clip"], s["block_bptt"], s["bias"], RNNLM_L2_EVERY, s["drop_in"],
+                        s["drop_out"], drop_seed + self.t * KS.SHARD_SEED_STEP)
+        KS.shard_run(0, a, sync, self.X, self.Y, self.lens, self.rep[None], N, M, s["C"], s["S"], net, tr,
+                     stream_of(st), self.logp)
         blocks = KM.changed_blocks(self.base, self.rep, pieces, s["block"])
         values = KM.gather_blocks(self.rep, blocks, s["block"])
         n = self.lens[0]

@@ -45,7 +45,8 @@ from rnnlm.use.evaluate import stream_logprobs
 from rnnlm.model.huffman import build_tree, save_arrays, train_counts
 from rnnlm.kernels import hsoftmax as KH
 from rnnlm.model.file import ModelFile, Params
-from rnnlm.model.layout import ClassInfo, history_width, param_args
+from rnnlm.kernels.bundles import make_train
+from rnnlm.model.layout import ClassInfo, history_width, net_of, stream_of, tree_of, weights
 from rnnlm.runtime import blas_single_thread, check_memory
 from rnnlm.training.files import ModelFiles
 from rnnlm.training.schedule import Average, Schedule, _learnt, decide
@@ -222,25 +223,14 @@ class Trainer(ModelFiles):
             return self._train_shards(params, sstate, lr, a, b, data)
         if t.schedule == "rnnlm" and self.train_checks is not None:
             self.train_checks.ensure(self.train_ids, a - 1, b)
-        if t.schedule == "rnnlm" and self.classes.tree is not None:
-            x, y = shifted(self.train_ids, self.eos, a, b)
-            logp = np.empty(b - a, dtype=np.float64)
-            KH.hs_train_stream(x, y, params.emb, params.rec, params.bh, params.out_w, params.bo,
-                               *self.classes.tree.kernel_args(), self.mcfg.activation_code, lr, t.beta, t.clip,
-                               t.bptt_block, t.independent, self.eos, self.mcfg.reset_hidden, self.mcfg.bias,
-                               RNNLM_L2_EVERY, t.dropout_input, t.dropout, self.drop_seed, sstate["h"],
-                               sstate["hist"], sstate["hs"], sstate["err"], sstate["istate"], logp)
-            return _fixed_sum(logp), b - a
         if t.schedule == "rnnlm":
             x, y = shifted(self.train_ids, self.eos, a, b)
             logp = np.empty(b - a, dtype=np.float64)
-            KS.rnnlm_train_stream(x, y, *param_args(params), self.classes.word_class,
-                                 self.classes.class_starts, self.mcfg.activation_code, lr, t.beta, t.clip,
-                                 t.bptt_block, t.independent, self.eos, self.mcfg.reset_hidden,
-                                 self.mcfg.direct_order, self.mcfg.bias, RNNLM_L2_EVERY,
-                                 t.dropout_input, t.dropout, self.drop_seed, sstate["h"], sstate["hist"],
-                                 sstate["hs"], sstate["err"], sstate["ng"],
-                                 sstate["istate"], logp)
+            w, net, tr, st = weights(params), self._net(), self._train_settings(lr), stream_of(sstate)
+            if self.classes.tree is not None:
+                KH.hs_train_stream(x, y, w, tree_of(self.classes), net, tr, st, logp)
+            else:
+                KS.rnnlm_train_stream(x, y, w, net, tr, st, logp)
             return _fixed_sum(logp), b - a
         st, stepper = data
         if self.train_checks is not None:
@@ -268,7 +258,7 @@ class Trainer(ModelFiles):
         replicas of the weights come with the epoch's data: equal to params when the epoch starts,
         and again after every chunk (its last merge writes every weight a shard changed into params
         and every replica), so they are not copied again for each chunk (32 MB at hidden 200)."""
-        t, m = self.tcfg, self.mcfg
+        m = self.mcfg
         starts, lens, reps = data
         n_c = np.clip(lens - a, 0, b - a).astype(np.int64)
         if self.train_checks is not None:
@@ -280,15 +270,20 @@ class Trainer(ModelFiles):
                 X[s, :n_c[s]], Y[s, :n_c[s]] = shifted(self.train_ids, self.eos, int(starts[s]) + a,
                                                        int(starts[s]) + a + int(n_c[s]))
         logp = np.zeros((self.shards, b - a), dtype=np.float64)
-        rnnlm_train_shards(X, Y, n_c,
-                              self.sync, params.flat, reps, m.vocab_size, m.hidden, m.classes,
-                              m.direct_size, self.classes.word_class, self.classes.class_starts,
-                              m.activation_code, lr, t.beta, t.clip, t.bptt_block, t.independent, self.eos,
-                              m.reset_hidden, m.direct_order, m.bias, RNNLM_L2_EVERY, t.dropout_input, t.dropout,
-                              self.drop_seed, sstate["h"], sstate["hist"],
-                              sstate["hs"], sstate["err"], sstate["ng"], sstate["istate"], logp,
-                              tree=self.classes.tree)
+        rnnlm_train_shards(X, Y, n_c, self.sync, params.flat, reps, m.vocab_size, m.hidden, m.classes, m.direct_size,
+                           self._net(), self._train_settings(lr), stream_of(sstate), logp,
+                           tree=tree_of(self.classes))
         return _fixed_sum(logp), int(n_c.sum())
+
+    def _net(self):
+        """The kernels' Net of the model being trained."""
+        return net_of(self.mcfg, self.classes, self.tcfg.independent, self.eos)
+
+    def _train_settings(self, lr):
+        """The per-word schedule's step settings (kernels.bundles.Train) at learning rate lr."""
+        t = self.tcfg
+        return make_train(lr, t.beta, t.clip, t.bptt_block, self.mcfg.bias, RNNLM_L2_EVERY, t.dropout_input,
+                          t.dropout, self.drop_seed)
 
     def _epoch_data(self, params):
         """What an epoch reads besides `train_ids` (sliced per chunk, never copied whole)."""

@@ -215,11 +215,10 @@ def run_pieces(fn, n: int, pin: bool = False) -> None:
     _POOL.run(fn, n, pin)
 
 
-def window_grad_classes(X, Y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
-                        act, independent, eos, h_init, G, P,
-                        g_emb, g_rec, g_bh, g_out, g_bo, g_cls, g_bc, h_out, ng_out, upd, clip: float = 0.0,
+def window_grad_classes(X, Y, h0, ng0, w, net, g, G, P, h_out, ng_out, upd, clip: float = 0.0,
                         flat: tuple = ()) -> float:
-    """window_grad of a class softmax (cross-entropy, no direct connections) in G parts, on P <= G
+    """window_grad of a class softmax (cross-entropy, no direct connections) of the network w
+    (kernels.bundles.Weights), net (Net), gradients g (Grads) in G parts, on P <= G
     workers (threads), for the windows X[w], Y[w] (X, Y (nw, T, B)) one after the other, each
     starting from the state and history the one before left (the first from h0, ng0); returns their
     summed loss, the last state in h_out, ng_out. One call for many windows: the work arrays are
@@ -232,23 +231,24 @@ def window_grad_classes(X, Y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
     of streams (their dL/dU, dL/dtheta_j in buffers of their own, summed in order). The output layer: part q takes the q-th
     block of rows for the class layer (its dL/dW_c in a buffer of its own, summed in order by the
     BPTT phase) and a bin of classes for the word layer (classes dealt by work,
-    kernels.parallel._class_work; every row of W, theta_k, and every row of the word layer's dL/ds
+    kernels.threaded._class_work; every row of W, theta_k, and every row of the word layer's dL/ds
     and ln p, written by the one part that owns the row's class). The bits depend on G only: not on
     P, nor on how many windows come in one call.
-    The P workers are Python threads, each running kernels.parallel.classes_worker (nogil) over its
+    The P workers are Python threads, each running kernels.threaded.classes_worker (nogil) over its
     share of every phase's tasks and meeting the others at a barrier between phases
     (kernels.sync._barrier): one start per call rather than per phase, and no parallel kernel to
     compile (Numba compiles a parallel loop's body three more times, in its wrappers). P must not
     exceed the cores free to run them at once (step.concurrent_workers); more only wait longer at
     the barriers. Every window's setup (the rows' history, grouped by class, the classes dealt to
-    the parts) runs first, serially (kernels.parallel.classes_setup).
+    the parts) runs first, serially (kernels.threaded.classes_setup, which returns the workers'
+    work arrays as a kernels.bundles.ClassesWork).
     upd: the whole SGD step of each window, as window_grad: the output rows in the output phase
     (each part updates the rows it owns), the class layer in the BPTT phase, U, theta_j and the
-    embedding rows in a fourth phase; the g_* arrays are not written (g_emb's rows of the input words
+    embedding rows in a fourth phase; the arrays of g are not written (g.emb's rows of the input words
     serve as work space: zero on entry, zero again on return). Without upd the gradients of all the
     windows add up (the fourth phase adds the groups' dL/dU, dL/dtheta_j, dL/dV).
     upd with clip > 0: the clipped step of each window (as BatchStepper.apply with `clip`): its
-    gradient is formed in the g_* arrays (zero on entry) as without upd, each part adds up the
+    gradient is formed in g (zero on entry) as without upd, each part adds up the
     squared norm of the weights it owns (its classes' output rows; for the first Gs parts a block of
     the class layer, rows of U and the input words v % Gs == q; the biases only with upd[3] != 0),
     and a fifth phase scales the step to a global norm of at most clip and takes it on those
@@ -257,35 +257,32 @@ def window_grad_classes(X, Y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direc
     the weights and gradients are: flat = (p_flat, g_flat, offs), block i starting at offs[i] (in
     the order emb, rec, bh, out_w, bo, cls_w, bc: BatchStepper's p.flat, g.flat, _offs)."""
     from rnnlm.kernels import threaded as KP
+    from rnnlm.kernels.bundles import Clipping
     T = X.shape[1]
     P = max(1, min(int(P), int(G)))
     steps = upd.shape[0] > 0
-    work = KP.classes_setup(X, Y, h0, ng0, emb, rec, cls_w, word_class, class_starts, independent, eos, h_init,
-                            G, steps, ng_out)
+    work = KP.classes_setup(X, Y, h0, ng0, w, net, G, steps, ng_out)
     step_bias = bool(steps and upd[3] != 0.0)
     clipping = None
     if steps and clip > 0:
         if len(flat) != 3:
             raise ValueError("window_grad_classes: a clipped step needs flat = (p_flat, g_flat, offs)")
-        clipping = (float(clip), *flat)
-    run_pieces(lambda p: KP.classes_worker(p, P, X, Y, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class,
-                                           class_starts, act, independent, eos, h_init, G, g_emb, g_rec, g_bh,
-                                           g_out, g_bo, g_cls, g_bc, upd, step_bias, clipping, *work),
+        clipping = Clipping(float(clip), *flat)
+    run_pieces(lambda p: KP.classes_worker(p, P, X, Y, w, net, G, g, upd, step_bias, clipping, work),
                P, pin=X.shape[0] > 1)
-    h_out[...] = work[0][T]
+    h_out[...] = work.H[T]
     total = 0.0
-    for v in work[12].tolist():   # the windows' losses, added in order
+    for v in work.losses.tolist():   # the windows' losses, added in order
         total += v
     return total
 
 
-def rnnlm_train_shards(X, Y, lens, sync, base, reps, N, M, C, S, word_class, class_starts, act, lr, beta,
-                       clip, block, independent, eos, h_init, dorder, use_bias, l2_every, drop_in, drop_out,
-                       drop_seed, H, HIST, HS, ERR, NG, IST, LOGP, tree=None) -> None:
+def rnnlm_train_shards(X, Y, lens, sync, base, reps, N, M, C, S, net, tr, streams, LOGP, tree=None) -> None:
     """rnnlm-0.4b's per-word schedule on T = X.shape[0] shards of the text at once, one thread each.
 
     Shard t trains its own replica reps[t] (T, P) of the flat parameters `base` (P) on X[t, :lens[t]]
-    (targets Y), with its own stream state (H[t], HIST[t], ... as kernels.word.rnnlm_train_stream).
+    (targets Y), with its own stream state (row t of each array of streams, a kernels.bundles.Stream,
+    as kernels.word.rnnlm_train_stream's), the network's net (Net) and the settings tr (Train).
     After every `sync` words of each shard the replicas are merged, weight by weight, over the weights
     the round can have changed (kernels.word.changeable_pieces, merge_pieces): a weight only one shard
     changed takes that shard's value (rare words' rows keep their whole update); a weight several
@@ -293,26 +290,21 @@ def rnnlm_train_shards(X, Y, lens, sync, base, reps, N, M, C, S, word_class, cla
     threads do, was unstable with merges this far apart).
     Every replica then restarts from the merged weights. Deterministic: the result depends on T only.
     With T = 1 this is exactly rnnlm_train_stream. ln p of every word goes to LOGP.
-    tree: a hierarchical softmax's tree (rnnlm.model.huffman.HsTree; C = S = 0): the shards run
-    kernels.hsoftmax.hs_shard_run (NG unused).
+    tree: a hierarchical softmax's tree (kernels.bundles.Tree; C = S = 0): the shards run
+    kernels.hsoftmax.hs_shard_run (streams.ng unused).
     """
     from rnnlm import kernels as K
     from rnnlm.kernels import word as KS
     T = X.shape[0]
     longest = int(lens.max()) if T else 0
     for a in range(0, longest, sync):
-        pieces = _changeable(X, lens, HIST, a, sync, N, M, base.shape[0])
+        pieces = _changeable(X, lens, streams.hist, a, sync, N, M, base.shape[0])
         cuts = K.piece_cuts(pieces, T).tolist()
         if tree is not None:
             from rnnlm.kernels.hsoftmax import hs_shard_run
-            run_pieces(lambda t: hs_shard_run(t, a, sync, X, Y, lens, reps, N, M, *tree.kernel_args(), act, lr, beta,
-                                              clip, block, independent, eos, h_init, use_bias, l2_every, drop_in,
-                                              drop_out, drop_seed, H, HIST, HS, ERR, IST, LOGP), T)
+            run_pieces(lambda t: hs_shard_run(t, a, sync, X, Y, lens, reps, N, M, tree, net, tr, streams, LOGP), T)
         else:
-            run_pieces(lambda t: KS.shard_run(t, a, sync, X, Y, lens, reps, N, M, C, S, word_class, class_starts,
-                                              act, lr, beta, clip, block, independent, eos, h_init, dorder,
-                                              use_bias, l2_every, drop_in, drop_out, drop_seed,
-                                              H, HIST, HS, ERR, NG, IST, LOGP), T)
+            run_pieces(lambda t: KS.shard_run(t, a, sync, X, Y, lens, reps, N, M, C, S, net, tr, streams, LOGP), T)
         run_pieces(lambda q: KS.merge_pieces(pieces, cuts[q], cuts[q + 1], base, reps), T)
 
 
@@ -332,17 +324,13 @@ def reduce_pieces_threads(g, Gbuf, pieces, n: int) -> None:
     run_pieces(lambda q: K.pieces_range(g, g, Gbuf, pieces, cuts[q], cuts[q + 1], 1, 0.0, 0.0, 0.0, partial), n)
 
 
-def window_grad_groups(x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct, word_class, class_starts,
-                       act, cost, independent, eos, h_init, dorder, Gbuf, offs, h_out, ng_out,
-                       losses: np.ndarray) -> None:
+def window_grad_groups(x, y, h0, ng0, w, net, cost, Gbuf, offs, h_out, ng_out, losses: np.ndarray) -> None:
     """kernels.window_grad with the B streams split into G = Gbuf.shape[0] contiguous groups, one per
-    thread (kernels.batch.group_grad: group q's gradient goes into its own buffer Gbuf[q], its loss
+    thread (kernels.window.group_grad: group q's gradient goes into its own buffer Gbuf[q], its loss
     into losses[q])."""
     from rnnlm import kernels as K
     G = Gbuf.shape[0]
-    run_pieces(lambda q: K.group_grad(q, G, x, y, h0, ng0, emb, rec, bh, out_w, bo, cls_w, bc, direct,
-                                      word_class, class_starts, act, cost, independent, eos, h_init, dorder,
-                                      Gbuf, offs, h_out, ng_out, losses), G)
+    run_pieces(lambda q: K.group_grad(q, G, x, y, h0, ng0, w, net, cost, Gbuf, offs, h_out, ng_out, losses), G)
 
 
 def sgd_pieces_threads(p, g, Gbuf, pieces, lr, scale, beta, clip, extra_sq, partial, n: int):
@@ -364,7 +352,7 @@ def sgd_pieces_threads(p, g, Gbuf, pieces, lr, scale, beta, clip, extra_sq, part
 
 
 def _ordered_sq(partial, m, extra_sq) -> float:
-    """extra_sq + partial[0] + ... + partial[m - 1], added in order (as kernels.optim._norm)."""
+    """extra_sq + partial[0] + ... + partial[m - 1], added in order (as kernels.sgd._norm)."""
     sq = float(extra_sq)
     for v in partial[:m].tolist():
         sq += v

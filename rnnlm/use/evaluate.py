@@ -15,7 +15,8 @@ from rnnlm.data.windows import inputs_targets, shifted
 from rnnlm.model.config import ModelConfig
 from rnnlm.errors import RnnlmError
 from rnnlm.model.file import Params
-from rnnlm.model.layout import ClassInfo, initial_history, initial_state, param_args  # noqa: F401 (re-exported)
+from rnnlm.kernels.bundles import Stream, make_train
+from rnnlm.model.layout import ClassInfo, initial_history, initial_state, net_of, tree_of, weights
 from rnnlm.use.result import EvalResult
 from rnnlm.runtime import blas_single_thread
 
@@ -52,21 +53,18 @@ def stream_logprobs_from(cfg: ModelConfig, params: Params, classes: ClassInfo, i
     ng_out = ng
     ng = initial_history(cfg, eos).reshape(1, -1) if ng is None else ng.reshape(1, -1).copy()
     ng_next = np.empty_like(ng)
+    w, net, tree = weights(params), net_of(cfg, classes, independent, eos), tree_of(classes)
     with blas_single_thread():   # the kernels' products are small: BLAS threads only cost here
         for a in range(0, n, EVAL_CHUNK):
             b = min(n, a + EVAL_CHUNK)
             x, y = shifted(ids, eos, a, b)
-            if classes.tree is not None:   # hierarchical softmax: no direct connections, ng unchanged
-                KH.hs_window_logprob(x.reshape(-1, 1), y.reshape(-1, 1), h, params.emb, params.rec,
-                                     params.bh, params.out_w, params.bo, *classes.tree.kernel_args(),
-                                     cfg.activation_code, bool(independent), int(eos), float(cfg.reset_hidden),
-                                     out[a:b].reshape(-1, 1), h_next)
+            if tree is not None:   # hierarchical softmax: no direct connections, ng unchanged
+                KH.hs_window_logprob(x.reshape(-1, 1), y.reshape(-1, 1), h, w, tree, net, out[a:b].reshape(-1, 1),
+                                     h_next)
                 ng_next[...] = ng
             else:
-                K.window_logprob(x.reshape(-1, 1), y.reshape(-1, 1), h, ng, *param_args(params),
-                                 classes.word_class, classes.class_starts, cfg.activation_code, bool(independent),
-                                 int(eos), float(cfg.reset_hidden), cfg.direct_order, out[a:b].reshape(-1, 1),
-                                 h_next, ng_next)
+                K.window_logprob(x.reshape(-1, 1), y.reshape(-1, 1), h, ng, w, net, out[a:b].reshape(-1, 1), h_next,
+                                 ng_next)
             h, h_next = h_next, h
             ng, ng_next = ng_next, ng
             if progress is not None:
@@ -103,18 +101,15 @@ def dynamic_logprobs(cfg: ModelConfig, params: Params, classes: ClassInfo, ids: 
     err = np.zeros((D + 1, M), dt)
     istate = np.zeros(2, np.int64)
     ng = initial_history(cfg, eos)
+    w, net, tree = weights(p), net_of(cfg, classes, independent, eos), tree_of(classes)
+    tr = make_train(lr, beta, clip, block, cfg.bias, 1, 0.0, 0.0, 0)   # L2 every word, no dropout
+    st = Stream(h, hist, hs, err, ng, istate)
     for a in range(0, n, CHUNK):
         b = min(n, a + CHUNK)
-        if classes.tree is not None:
-            KH.hs_train_stream(x[a:b], y[a:b], p.emb, p.rec, p.bh, p.out_w, p.bo, *classes.tree.kernel_args(),
-                               cfg.activation_code, float(lr), float(beta), float(clip), int(block),
-                               bool(independent), int(eos), float(cfg.reset_hidden), bool(cfg.bias), 1, 0.0,
-                               0.0, 0, h, hist, hs, err, istate, out[a:b])
+        if tree is not None:
+            KH.hs_train_stream(x[a:b], y[a:b], w, tree, net, tr, st, out[a:b])
         else:
-            KS.rnnlm_train_stream(x[a:b], y[a:b], *param_args(p), classes.word_class, classes.class_starts,
-                                  cfg.activation_code, float(lr), float(beta), float(clip), int(block),
-                                  bool(independent), int(eos), float(cfg.reset_hidden), cfg.direct_order,
-                                  bool(cfg.bias), 1, 0.0, 0.0, 0, h, hist, hs, err, ng, istate, out[a:b])
+            KS.rnnlm_train_stream(x[a:b], y[a:b], w, net, tr, st, out[a:b])
         bad = ~np.isfinite(out[a:b])
         if bad.any() or not np.isfinite(p.flat).all():
             at = a + int(np.argmax(bad)) if bad.any() else b

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from rnnlm.kernels import onestep as KS
-from rnnlm.model.layout import ClassInfo
+from rnnlm.model.layout import ClassInfo, net_of, tree_of, weights
 
 
 class Stepper:
@@ -28,13 +28,11 @@ class Stepper:
         self._h2 = np.empty_like(self.h)
         self.probs = np.empty(cfg.vocab_size, dtype=np.float64)
         self.ng = np.full(max(cfg.direct_order - 1, 1), self.eos, dtype=np.int32)  # direct-connection history
-        cls_w, bc = (params.cls_w, params.bc) if cfg.classes else (params.cls_w[:0], params.bc[:0])
-        self._state_args = (params.emb, params.rec, params.bh, cfg.activation_code, self.independent, self.eos,
-                            float(cfg.reset_hidden))
-        self._out_args = (params.out_w, params.bo, cls_w, bc, params.direct, classes.class_starts,
-                          cfg.direct_order)
-        tree = getattr(classes, "tree", None)   # hierarchical softmax: its own kernel, no history
-        self._hs_args = None if tree is None else (params.out_w, params.bo, *tree.kernel_args())
+        self._w = weights(params)
+        if not cfg.classes:
+            self._w = self._w._replace(cls_w=params.cls_w[:0], bc=params.bc[:0])
+        self._net = net_of(cfg, classes, self.independent, self.eos)
+        self._tree = tree_of(classes) if getattr(classes, "tree", None) is not None else None   # its own kernel
 
     def reset(self) -> None:
         """Back to the state a text starts from (before its first `</s>` is read)."""
@@ -51,24 +49,24 @@ class Stepper:
 
     def advance(self, word_id: int) -> None:
         """Read one word (the state moves on; no output layer is computed)."""
-        KS.step_state(int(word_id), self.h, self.ng, *self._state_args, self._h2)
+        KS.step_state(int(word_id), self.h, self.ng, self._w, self._net, self._h2)
         self.h, self._h2 = self._h2, self.h
 
     def prob(self, word_id: int) -> float:
         """P(word | the current state), computing only the class layer and the word's class block
         (hierarchical softmax: the word's path)."""
-        if self._hs_args is not None:
+        if self._tree is not None:
             from rnnlm.kernels.hsoftmax import hs_distribution
-            return float(hs_distribution(self.h, *self._hs_args, int(word_id), self.probs))
-        return float(KS.next_distribution(self.h, self.ng, *self._out_args, int(word_id), self.probs))
+            return float(hs_distribution(self.h, self._w, self._tree, int(word_id), self.probs))
+        return float(KS.next_distribution(self.h, self.ng, self._w, self._net, int(word_id), self.probs))
 
     def distribution(self) -> np.ndarray:
         """P(next word | the current state) over the vocabulary (a view, overwritten by the next call)."""
-        if self._hs_args is not None:
+        if self._tree is not None:
             from rnnlm.kernels.hsoftmax import hs_distribution
-            hs_distribution(self.h, *self._hs_args, -1, self.probs)
+            hs_distribution(self.h, self._w, self._tree, -1, self.probs)
         else:
-            KS.next_distribution(self.h, self.ng, *self._out_args, -1, self.probs)
+            KS.next_distribution(self.h, self.ng, self._w, self._net, -1, self.probs)
         return self.probs
 
     def feed(self, word_id: int) -> np.ndarray:
