@@ -265,7 +265,7 @@ def sgd(P, D, eta, beta=0.0, scale=1.0, touched=None):
 
 def rnnlm_schedule(P, x, d, depth, block, eta, beta=0.0, act="sigmoid", classes=None,
                    class_starts=None, independent=False, eos=0, h_init=1.0, dorder=3, use_bias=True,
-                   l2_every=1, drop_in=0.0, drop_out=0.0, drop_seed=0, tree=None):
+                   l2_every=1, drop_in=0.0, drop_out=0.0, drop_seed=0, tree=None, tie=False):
     """rnnlm-0.4b's per-word schedule on one stream, restated step by step with the equations.
 
     Each word: forward, output deltas, output weights changed at once (Delta w_kj = eta delta_k s_j,
@@ -277,9 +277,13 @@ def rnnlm_schedule(P, x, d, depth, block, eta, beta=0.0, act="sigmoid", classes=
     without `use_bias` the biases do not change. Dropout: word t's column of V is read times
     dropout_factors(drop_seed, t, M, drop_in), the output layer reads s times
     dropout_factors(drop_seed, t, M, drop_out, 2**32); the recurrence reads s itself.
+    With `tie` (weight tying) V is W transposed, one matrix: column w of V and row w of W are the
+    same numbers, and every change to either is a change to both.
     Returns (new P, list of ln p per word).
     """
     P = {k: v.copy() for k, v in P.items()}
+    if tie:
+        P["V"] = P["W"].T                         # a view: one matrix
     M = P["U"].shape[0]
     size = len(P.get("dir", ()))
     K = dorder if size else 0
@@ -354,7 +358,7 @@ def rnnlm_schedule(P, x, d, depth, block, eta, beta=0.0, act="sigmoid", classes=
                 e = P["U"].T @ delta_j
             used = sorted({st[0] for st in steps})
             mask = np.zeros(P["V"].shape, bool); mask[:, used] = True
-            P["V"] = P["V"] + eta * D["V"] - eta * b2 * P["V"] * mask
+            P["V"][...] = P["V"] + eta * D["V"] - eta * b2 * P["V"] * mask   # in place (tie: W too)
             P["U"] = P["U"] + eta * D["U"] - eta * b2 * P["U"]
             P["th_j"] = P["th_j"] + bmask * (eta * D["th_j"] - eta * b2 * P["th_j"])
             for st in past:

@@ -54,6 +54,25 @@ def test_train_then_eval(texts, capsys):
     assert 1 < res["perplexity"] < 364
 
 
+def test_tied_model_from_the_command_line(texts, capsys):
+    """--tie: one thread by default, then eval (static and dynamic), score and sample read it; the
+    combinations it does not train are refused in one line."""
+    code, out, err = run(capsys, *TRAIN, "--model", "t.rnnlm", "--tie")
+    assert code == 0, err
+    assert "threads 1, tied embedding" in out
+    for argv in (["eval", "t.rnnlm", "test.txt", "--json"], ["eval", "t.rnnlm", "test.txt", "--json", "--dynamic", "0.05"]):
+        code, out, err = run(capsys, *argv)
+        assert code == 0, err
+        assert 1 < json.loads(out)["perplexity"] < 364
+    code, out, err = run(capsys, "sample", "t.rnnlm", "--n", "3", "--seed", "1")
+    assert code == 0 and len(out.splitlines()) == 3, err   # a sentence may be empty (</s> first)
+    for extra, msg in ((["--softmax", "hs", "--classes", "0"], "--tie needs a class or full softmax"),
+                       (["--threads", "2"], "--tie trains with --schedule rnnlm on one thread"),
+                       (["--schedule", "batch"], "--tie trains with --schedule rnnlm on one thread")):
+        code, _, err = run(capsys, *TRAIN, "--model", "bad.rnnlm", "--tie", *extra)
+        assert code == 1 and err.count("\n") == 1 and msg in err and "Traceback" not in err, err
+
+
 def test_train_refuses_to_overwrite(texts, capsys):
     (texts / "m.rnnlm").write_bytes(b"precious")
     code, _, err = run(capsys, *TRAIN, "--model", "m.rnnlm")

@@ -140,6 +140,50 @@ def test_gradient_central_differences(c):
         assert rel.max() < 1e-6, f"{name}: max rel err {rel.max():.2e}, mean {rel.mean():.2e}"
 
 
+TIED = [c for c in CONFIGS if c["cost"] == "ce" and c["B"] == 3 and c["T"] in (1, 5)]
+
+
+@pytest.mark.parametrize("c", TIED, ids=cid)
+def test_tied_gradient_central_differences(c):
+    """Weight tying: the window kernel handed emb as out_w and one gradient array for both adds both
+    paths' gradients into it, and that sum is the derivative of the loss (central differences in
+    float64 over the stored weights, the tied matrix once)."""
+    p = tiny_model(N, M, c["C"], c["act"], seed=3, direct=c["direct"], dorder=DORDER, tie=True)
+    ci = tiny_classes(N, c["C"])
+    x, y = tiny_window(N, c["T"], c["B"], seed=4)
+    h0 = np.random.default_rng(5).uniform(0, 1, (c["B"], M))
+    ng0 = np.random.default_rng(6).integers(0, N, (c["B"], DORDER - 1)).astype(np.int32)
+    net = make_net(ci.word_class, ci.class_starts, ACT[c["act"]], c["indep"], 0, 0.7, DORDER)
+
+    def loss(g=None):
+        g = p.zeros_like() if g is None else g
+        return K.window_grad(x, y, h0, ng0, weights(p), net, 0, grads(g), np.empty_like(h0), np.empty_like(ng0),
+                             np.empty(0))
+
+    g = p.zeros_like()
+    assert g.out_w is g.emb
+    loss(g)
+    analytic = g.flat.copy()
+
+    def central(eps):
+        out = np.zeros_like(analytic)
+        for i in range(p.flat.size):
+            old = p.flat[i]
+            p.flat[i] = old + eps; lp = loss()
+            p.flat[i] = old - eps; lm = loss()
+            p.flat[i] = old
+            out[i] = (lp - lm) / (2 * eps)
+        return out
+
+    # a tied weight feeds both the hidden and the output layer, so the loss curves more along it:
+    # Richardson's extrapolation removes the eps^2 term of the central difference
+    numeric = (4 * central(5e-5) - central(1e-4)) / 3
+    rel = np.abs(analytic - numeric) / np.maximum(np.abs(analytic) + np.abs(numeric), 1e-6)
+    assert rel.max() < 1e-6, f"max rel err {rel.max():.2e}"
+    a, b = p.offsets["emb"]
+    assert np.abs(numeric[a:b]).max() > 1e-3
+
+
 @pytest.mark.parametrize("C,indep,direct", [(0, False, 0), (3, True, 0), (3, False, 0), (0, False, DIRECT),
                                             (3, True, DIRECT)])
 def test_step_distribution_sums_to_one_and_matches_window(C, indep, direct):

@@ -81,6 +81,34 @@ def test_schedule_matches_reference(act, C, indep, beta, v):
         assert np.abs(got["dir"] - P0["dir"]).max() > 1e-3
 
 
+@pytest.mark.parametrize("act,C,indep,v", list(itertools.product(
+    ["sigmoid", "tanh", "relu"], [0, 3], [False, True], [VARIANTS[0], VARIANTS[3], VARIANTS[4]])))
+def test_tied_schedule_matches_reference(act, C, indep, v):
+    """Weight tying (--tie): the kernel, handed emb as out_w (one array), against the reference with
+    V = W^T as one matrix; with L2, biases off, direct connections and dropout."""
+    p = tiny_model(N, M, C, act, seed=5, direct=v["direct"], dorder=DORDER, tie=True)
+    assert p.out_w is p.emb and p.flat.size == tiny_model(N, M, C, act, direct=v["direct"]).flat.size - N * M
+    ci = tiny_classes(N, C)
+    x, y = stream(23, 6)
+    P0 = ref.from_kernel_layout(p)
+    D, block = 6, 4
+    st = fresh_state(D, 0.7)
+    kw = {k: v[k] for k in v if k != "direct"}
+    _, lp1 = run(p, ci, x[:9], y[:9], act, 0.3, 0.05, D, block, indep, st, **kw)
+    _, lp2 = run(p, ci, x[9:], y[9:], act, 0.3, 0.05, D, block, indep, st, **kw)
+    P1, rlogp = ref.rnnlm_schedule(P0, x, y, D, block, 0.3, 0.05, act, ci.word_class if C else None,
+                                   ci.class_starts, indep, 0, 0.7, DORDER, tie=True, **kw)
+    np.testing.assert_allclose(np.concatenate([lp1, lp2]), rlogp, rtol=1e-10)
+    got = ref.from_kernel_layout(p)
+    for k in P1:
+        np.testing.assert_allclose(got[k], P1[k], rtol=1e-10, atol=1e-13, err_msg=k)
+    np.testing.assert_array_equal(P1["V"], P1["W"].T)
+    # the untied reference from the same start ends elsewhere: the tying is what was tested
+    P2, _ = ref.rnnlm_schedule(P0, x, y, D, block, 0.3, 0.05, act, ci.word_class if C else None,
+                               ci.class_starts, indep, 0, 0.7, DORDER, **kw)
+    assert np.abs(P2["W"] - P1["W"]).max() > 1e-6
+
+
 @pytest.mark.parametrize("act,C,direct,drop", list(itertools.product(
     ["sigmoid", "tanh", "relu"], [0, 3], [0, 40], [(0.0, 0.0), (0.3, 0.4)])))
 def test_sweep_is_gradient_of_truncated_objective(act, C, direct, drop):

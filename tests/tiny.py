@@ -10,11 +10,11 @@ from rnnlm.model.layout import ClassInfo
 ACT = {"sigmoid": 0, "tanh": 1, "relu": 2}
 
 
-def tiny_model(N=11, M=4, C=0, act="sigmoid", seed=0, dtype="float64", scale=0.5, direct=0, dorder=3):
+def tiny_model(N=11, M=4, C=0, act="sigmoid", seed=0, dtype="float64", scale=0.5, direct=0, dorder=3, tie=False):
     """Random weights; with direct > 0 a direct-connection table of that many random weights (small
     enough that hashes collide and wrap, which the tests want to exercise)."""
     cfg = ModelConfig(vocab_size=N, hidden=M, classes=C, activation=act, dtype=dtype, init_scale=scale,
-                      direct_size=direct, direct_order=dorder)
+                      direct_size=direct, direct_order=dorder, tie=tie)
     rng = np.random.default_rng(seed)
     p = Params.init(cfg, rng)
     for name in ("bh", "bo", "bc", "direct"):

@@ -212,6 +212,9 @@ def add_model_commands(sub) -> None:
                    help="n-gram order of the direct connections (default: 3)")
     g.add_argument("--no-bias", dest="bias", action="store_false",
                    help="no hidden/output biases (as rnnlm-0.4b; needed for export-rnnlm)")
+    g.add_argument("--tie", action="store_true",
+                   help="weight tying: the output word vectors are the input embedding, stored once "
+                        "(class or full softmax; --schedule rnnlm on one thread)")
     g = t.add_argument_group("training")
     g.add_argument("--schedule", choices=("rnnlm", "batch"), default="rnnlm",
                    help="rnnlm: rnnlm-0.4b per-word SGD; batch: B streams x T-step windows (default: rnnlm)")
@@ -317,7 +320,7 @@ def _train(args) -> int:
         mcfg = ModelConfig(vocab_size=len(tok), hidden=args.hidden, classes=tok.num_classes,
                            activation=args.activation, dtype=args.dtype, bias=args.bias,
                            direct_size=int(round(args.direct * 1_000_000)), direct_order=args.direct_order,
-                           softmax=softmax)
+                           softmax=softmax, tie=args.tie)
         lr = args.lr if args.lr is not None else (0.1 if args.schedule == "rnnlm" else 1.0)
         tcfg = TrainConfig(lr=lr, beta=args.beta, clip=args.clip, schedule=args.schedule, bptt=args.bptt,
                            bptt_block=args.bptt_block, batch_size=args.batch_size, cost=args.cost,
@@ -325,7 +328,8 @@ def _train(args) -> int:
                            independent=args.independent, seed=args.seed,
                            threads=(1 if args.workers else
                                     args.threads if args.threads is not None
-                                    else 1 if softmax == "hs" and args.schedule == "batch" else default_threads()),
+                                    else 1 if (softmax == "hs" and args.schedule == "batch") or args.tie
+                                    else default_threads()),
                            checkpoint_words=args.checkpoint_words, dropout=args.dropout,
                            dropout_input=args.dropout_input, workers=args.workers or 0,
                            sync_words=args.sync_words or 0, patience=args.patience, asgd=args.asgd)
@@ -342,7 +346,8 @@ def _train(args) -> int:
     print(f"vocabulary {len(tok):,}, {out_layer}, hidden {mcfg.hidden} {mcfg.activation}, "
           f"schedule {tcfg.schedule}, lr {tcfg.lr:g}, "
           + (f"workers {tcfg.workers} (Ray)" if tcfg.workers else f"threads {tcfg.threads}")
-          + (f", direct {mcfg.direct_size:,} weights order {mcfg.direct_order}" if mcfg.direct_size else ""))
+          + (f", direct {mcfg.direct_size:,} weights order {mcfg.direct_order}" if mcfg.direct_size else "")
+          + (", tied embedding" if mcfg.tie else ""))
     checks = (pc.checks.get("train"), pc.checks.get("valid"))
     if tcfg.workers:
         from rnnlm.training.distributed import DistributedTrainer

@@ -43,6 +43,8 @@ class ModelConfig:
     softmax: "class" (classes > 0) or "full" (classes == 0), as `classes` says (files without the
     field load so), or "hs": hierarchical softmax over a Huffman tree of the training counts
     (rnnlm/model/huffman.py; classes 0; out_w / bo then hold the V - 1 internal nodes' weights).
+    tie: the output word vectors are the input embedding (weight tying, Press & Wolf 2017): out_w
+    is emb (row w of both is word w's vector), stored once; class and full softmax only.
     """
 
     vocab_size: int
@@ -58,6 +60,7 @@ class ModelConfig:
     direct_order: int = 3
     compat: str = ""
     softmax: str = "class"
+    tie: bool = False
 
     def __post_init__(self):
         if self.softmax not in SOFTMAXES:
@@ -85,13 +88,19 @@ class ModelConfig:
             raise RnnlmError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.compat not in COMPATS:
             raise RnnlmError(f"unknown compatibility mode {self.compat!r} (known: rnnlm-0.4b)")
+        if self.tie and (self.softmax == "hs" or self.compat):
+            raise RnnlmError("--tie needs a class or full softmax (the hierarchical softmax's rows are tree "
+                             "nodes, not words) and no compatibility mode")
 
     @property
     def activation_code(self) -> int:
         return ACTIVATIONS.index(self.activation)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if not self.tie:   # files of untied models stay readable by versions before --tie
+            del d["tie"]
+        return d
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":

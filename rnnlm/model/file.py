@@ -36,7 +36,7 @@ def param_shapes(cfg: ModelConfig) -> list[tuple[str, tuple[int, ...]]]:
         ("emb", (N, M)),
         ("rec", (M, M)),
         ("bh", (M,)),
-        ("out_w", (O, M)),
+        ("out_w", (0 if cfg.tie else O, M)),   # tied: out_w is emb (Params), stored once
         ("bo", (O,)),
         ("cls_w", (C, M)),
         ("bc", (C,)),
@@ -66,6 +66,8 @@ class Params:
             self.offsets[name] = (off, off + n)
             setattr(self, name, self.flat[off:off + n].reshape(shape))
             off += n
+        if cfg.tie:   # weight tying: the output word vectors are the embedding rows themselves
+            self.out_w = self.emb
 
     def block(self, name: str) -> np.ndarray:
         return getattr(self, name)
@@ -87,6 +89,8 @@ class Params:
         p = cls(cfg)
         a = cfg.init_scale
         for name in ("emb", "rec", "out_w", "cls_w"):
+            if name == "out_w" and cfg.tie:
+                continue
             blk = p.block(name)
             n = blk.size
             acc = np.empty(n, np.float64)

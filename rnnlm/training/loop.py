@@ -132,6 +132,9 @@ class Trainer(ModelFiles):
                 raise RnnlmError("--softmax hs trains with --cost ce only")
             self.classes.tree = build_tree(train_counts(self.train_ids, mcfg.vocab_size))
             self.hs_arrays, self.hs_meta = save_arrays(self.classes.tree)
+        if mcfg.tie and (tcfg.schedule != "rnnlm" or tcfg.threads > 1 or tcfg.workers):
+            raise RnnlmError("--tie trains with --schedule rnnlm on one thread: give --threads 1 (the batch "
+                             "schedule and the text shards update the output rows and the embedding apart)")
         if mcfg.classes > 0 and self.classes.num_classes != mcfg.classes:
             raise RnnlmError(f"model has {mcfg.classes} classes but the vocabulary {self.classes.num_classes}")
         if self.train_checks is not None and valid_checks is not None:
