@@ -110,6 +110,18 @@ def test_clipping_bounds_update_norm():
     assert np.linalg.norm(p.flat - before) == pytest.approx(0.01, rel=1e-9)
 
 
+def central(p, loss, eps):
+    """d loss / d p.flat[i] for every i by central differences of step eps."""
+    out = np.zeros(p.flat.size)
+    for i in range(p.flat.size):
+        old = p.flat[i]
+        p.flat[i] = old + eps; lp = loss()
+        p.flat[i] = old - eps; lm = loss()
+        p.flat[i] = old
+        out[i] = (lp - lm) / (2 * eps)
+    return out
+
+
 @pytest.mark.parametrize("c", CONFIGS, ids=cid)
 def test_gradient_central_differences(c):
     p, ci, x, y, h0, st, ng0 = setup(c, seed=3)
@@ -123,14 +135,7 @@ def test_gradient_central_differences(c):
                              0 if c["cost"] == "ce" else 1, grads(g), np.empty_like(h0), np.empty_like(ng0),
                              np.empty(0))
 
-    eps = 1e-4  # truncation O(eps^2) and rounding O(1e-16 / eps) errors both ~1e-11 here
-    numeric = np.zeros_like(analytic)
-    for i in range(p.flat.size):
-        old = p.flat[i]
-        p.flat[i] = old + eps; lp = loss()
-        p.flat[i] = old - eps; lm = loss()
-        p.flat[i] = old
-        numeric[i] = (lp - lm) / (2 * eps)
+    numeric = central(p, loss, 1e-4)   # truncation O(eps^2) and rounding O(1e-16 / eps) both ~1e-11 here
     for name in p.names:
         a, b = p.offsets[name]
         if a == b:
@@ -165,19 +170,9 @@ def test_tied_gradient_central_differences(c):
     loss(g)
     analytic = g.flat.copy()
 
-    def central(eps):
-        out = np.zeros_like(analytic)
-        for i in range(p.flat.size):
-            old = p.flat[i]
-            p.flat[i] = old + eps; lp = loss()
-            p.flat[i] = old - eps; lm = loss()
-            p.flat[i] = old
-            out[i] = (lp - lm) / (2 * eps)
-        return out
-
     # a tied weight feeds both the hidden and the output layer, so the loss curves more along it:
     # Richardson's extrapolation removes the eps^2 term of the central difference
-    numeric = (4 * central(5e-5) - central(1e-4)) / 3
+    numeric = (4 * central(p, loss, 5e-5) - central(p, loss, 1e-4)) / 3
     rel = np.abs(analytic - numeric) / np.maximum(np.abs(analytic) + np.abs(numeric), 1e-6)
     assert rel.max() < 1e-6, f"max rel err {rel.max():.2e}"
     a, b = p.offsets["emb"]
