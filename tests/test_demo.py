@@ -5,16 +5,15 @@ import os
 import subprocess
 import sys
 
+from tiny import synthetic_heads
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SYN = os.path.join(ROOT, "corpora", "synthetic")
 
 
 def test_demo_writes_its_record(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
-    for split, n in (("train", 500), ("valid", 60), ("test", 60)):
-        lines = open(os.path.join(SYN, f"{split}.txt"), encoding="utf-8").read().splitlines()[:n]
-        (data / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    synthetic_heads(data, {"train": 500, "valid": 60, "test": 60})
     (data / "stats.json").write_text(json.dumps({"true_ppl": {"valid": 20.0, "test": 20.0}}))
     rec = tmp_path / "r" / "demo.json"
     out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "demo.py"), "--data", str(data),

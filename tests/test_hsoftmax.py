@@ -291,18 +291,14 @@ def test_cli_train_eval_score_sample_and_api(tmp_path, monkeypatch, capsys):
     then eval (also --dynamic), score, sample and the Python API; the model file round-trips and is
     checked on load; the unsupported combinations are refused in one line."""
     import json
-    import os
 
     import rnnlm
     from rnnlm.cli.app import main
     from rnnlm.model.file import load_model, save_model
-    syn = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "corpora", "synthetic")
+    from tiny import synthetic_slices
     monkeypatch.setenv("RNNLM_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
-    lines = open(os.path.join(syn, "train.txt")).read().splitlines()
-    (tmp_path / "train.txt").write_text("\n".join(lines[:1500]) + "\n")
-    (tmp_path / "valid.txt").write_text("\n".join(lines[1500:1700]) + "\n")
-    (tmp_path / "test.txt").write_text("\n".join(lines[1700:1900]) + "\n")
+    synthetic_slices(tmp_path, {"train.txt": (0, 1500), "valid.txt": (1500, 1700), "test.txt": (1700, 1900)})
 
     def run(*argv):
         code = main([str(a) for a in argv])
@@ -325,22 +321,23 @@ def test_cli_train_eval_score_sample_and_api(tmp_path, monkeypatch, capsys):
     code, out, err = run("eval", "rnnlm.rnnlm", "test.txt", "--json", "--dynamic", "0.05")
     assert code == 0, err
     assert json.loads(out)["perplexity"] < ppl["rnnlm"]
-    (tmp_path / "two.txt").write_text(lines[1700] + "\n" + lines[1701] + "\n")
+    synthetic_slices(tmp_path, {"two.txt": (1700, 1702)})   # the first two lines of test.txt
+    two = (tmp_path / "two.txt").read_text().splitlines()
     code, out, err = run("score", "rnnlm.rnnlm", "two.txt")
     assert code == 0, err
     m = rnnlm.load("rnnlm.rnnlm")
     scores = [float(v) for v in out.split()]
-    assert scores == pytest.approx([m.score(lines[1700]), m.score(lines[1701])], abs=1e-5)
+    assert scores == pytest.approx([m.score(two[0]), m.score(two[1])], abs=1e-5)
     assert m.evaluate("test.txt").perplexity == pytest.approx(ppl["rnnlm"], rel=1e-12)
     s = m.begin()
     total = 0.0
-    for w in lines[1700].split() + ["</s>"]:
+    for w in two[0].split() + ["</s>"]:
         nxt = m.next_logprobs(s)
         assert sum(10.0 ** v for v in nxt.values()) == pytest.approx(1.0, abs=1e-6)
         lp, s = m.step(s, w)
         assert lp == pytest.approx(nxt[w], abs=1e-6)
         total += lp
-    assert total == pytest.approx(m.score(lines[1700]), abs=1e-4)
+    assert total == pytest.approx(m.score(two[0]), abs=1e-4)
     code, out, err = run("sample", "rnnlm.rnnlm", "--n", "3", "--seed", "1")
     assert code == 0 and len(out.splitlines()) == 3
     assert m.sample(2, seed=1) == m.sample(2, seed=1)

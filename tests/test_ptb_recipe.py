@@ -8,17 +8,16 @@ import sys
 
 import pytest
 
+from tiny import synthetic_heads
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SYN = os.path.join(ROOT, "corpora", "synthetic")
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_ptb_recipe_on_a_tiny_corpus(tmp_path):
     ptb = tmp_path / "ptb"
     ptb.mkdir()
-    for split, n in (("train", 600), ("valid", 80), ("test", 80)):
-        lines = open(os.path.join(SYN, f"{split}.txt"), encoding="utf-8").read().splitlines()[:n]
-        (ptb / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    synthetic_heads(ptb, {"train": 600, "valid": 80, "test": 80})
     env = dict(os.environ, PYTHON=sys.executable,
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     out = subprocess.run(["bash", os.path.join(ROOT, "scripts", "ptb.sh"), "--ptb", str(ptb), "--out",

@@ -124,12 +124,10 @@ def test_patience_model_holds_the_best_weights(data, tmp_path):
 
 
 def test_cli_flags_round_trip(tmp_path, monkeypatch, capsys):
-    syn = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "corpora", "synthetic")
+    from tiny import synthetic_slices
     monkeypatch.setenv("RNNLM_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
-    lines = open(os.path.join(syn, "train.txt")).read().splitlines()
-    (tmp_path / "train.txt").write_text("\n".join(lines[:1000]) + "\n")
-    (tmp_path / "valid.txt").write_text("\n".join(lines[1000:1150]) + "\n")
+    synthetic_slices(tmp_path, {"train.txt": (0, 1000), "valid.txt": (1000, 1150)})
     code = main(["train", "--train", "train.txt", "--valid", "valid.txt", "--model", "m.rnnlm", "--hidden", "8",
                  "--classes", "4", "--max-epochs", "2", "--asgd", "--patience", "3"])
     assert code == 0, capsys.readouterr().err

@@ -1,6 +1,8 @@
 """Tiny random models and data for kernel tests."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from rnnlm.model.config import ModelConfig
@@ -41,3 +43,22 @@ def tiny_window(N, T, B, seed=1, eos=0):
     y = rng.integers(0, N, size=(T, B)).astype(np.int32)
     x[min(1, T - 1), 0] = eos  # make sure a reset point exists
     return x, y
+
+
+SYN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "corpora", "synthetic")
+
+
+def synthetic_heads(dest, sizes: dict) -> None:
+    """dest/SPLIT.txt: the first n lines of the bundled corpus's SPLIT, for each SPLIT: n in sizes."""
+    for split, n in sizes.items():
+        lines = open(os.path.join(SYN, f"{split}.txt"), encoding="utf-8").read().splitlines()[:n]
+        with open(os.path.join(dest, f"{split}.txt"), "w", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n")
+
+
+def synthetic_slices(dest, slices: dict) -> None:
+    """dest/NAME: lines a:b of the bundled corpus's train.txt, for each NAME: (a, b) in slices."""
+    lines = open(os.path.join(SYN, "train.txt"), encoding="utf-8").read().splitlines()
+    for name, (a, b) in slices.items():
+        with open(os.path.join(dest, name), "w", encoding="utf-8") as fh:
+            fh.write("\n".join(lines[a:b]) + "\n")
